@@ -1,0 +1,17 @@
+"""Data: the LUME loader, row checks, tokenisation with prompt masking, forget/retain pairing."""
+
+from .collator import UnlearningCollator, tokenize_dataset, tokenize_row
+from .lume import DataValidationError, load_lume, read_jsonl, validate_rows
+from .pairing import ForgetRetainDataset, ForgetRetainSampler
+
+__all__ = [
+    "DataValidationError",
+    "ForgetRetainDataset",
+    "ForgetRetainSampler",
+    "UnlearningCollator",
+    "load_lume",
+    "read_jsonl",
+    "tokenize_dataset",
+    "tokenize_row",
+    "validate_rows",
+]

@@ -1,0 +1,91 @@
+"""Tokenising prompt/answer rows into training sequences, and padding paired forget/retain batches."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..losses import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+
+def tokenize_row(
+    tokenizer, prompt: str, answer: str, max_length: int | None = None, loss_on_prompt: bool = False
+) -> tuple[dict[str, list[int]], bool]:
+    """Tokenise one row as `prompt tokens + answer tokens + EOS`; labels cover the answer and EOS only.
+
+    The prompt is tokenised on its own, exactly as evaluation tokenises the raw `input` before generating, so the
+    answer tokens trained on are the tokens the model would generate. Returns the features and whether the row had
+    to be truncated: answer tokens are kept first (they are what is unlearned), then the end of the prompt.
+    """
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    truncated = max_length is not None and len(prompt_ids) + len(answer_ids) > max_length
+    if truncated:
+        answer_ids = answer_ids[:max_length]
+        keep = max_length - len(answer_ids)
+        prompt_ids = prompt_ids[len(prompt_ids) - keep :] if keep > 0 else []
+    input_ids = prompt_ids + answer_ids
+    labels = list(input_ids) if loss_on_prompt else [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    return {"input_ids": input_ids, "labels": labels}, truncated
+
+
+def tokenize_dataset(dataset, tokenizer, name: str, max_length: int, loss_on_prompt: bool = False) -> list[dict]:
+    """Tokenise every row of a dataset with `input`/`output` columns; warn (with row indices only) on truncation."""
+    features, truncated = [], []
+    for index, (prompt, answer) in enumerate(zip(dataset["input"], dataset["output"])):
+        row, cut = tokenize_row(tokenizer, prompt, answer, max_length, loss_on_prompt)
+        features.append(row)
+        if cut:
+            truncated.append(index)
+    if truncated:
+        shown = ", ".join(map(str, truncated[:10])) + (" ..." if len(truncated) > 10 else "")
+        logger.warning(
+            "%s: %d row(s) longer than max_length=%d tokens were truncated (answer tokens kept first): rows %s. "
+            "Raise max_length to train on them whole.",
+            name,
+            len(truncated),
+            max_length,
+            shown,
+        )
+    return features
+
+
+def pad(sequences: list[list[Any]], value: Any, dtype=torch.long) -> torch.Tensor:
+    """Right-pad a list of lists into a `(batch, longest)` tensor."""
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), value, dtype=dtype)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = torch.tensor(s, dtype=dtype)
+    return out
+
+
+class UnlearningCollator:
+    """Pads `{"forget": row, "retain": row}` items into `forget_*` and `retain_*` tensors (right padding).
+
+    Right padding keeps rotary positions equal to unpadded positions without explicit `position_ids`. The keys are
+    prefixed rather than named `labels`, so no part of `Trainer` mistakes them for a standard LM loss.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, dict]]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for part in ("forget", "retain"):
+            rows = [item[part] for item in items if item.get(part) is not None]
+            if not rows:
+                continue
+            batch[f"{part}_input_ids"] = pad([r["input_ids"] for r in rows], self.pad_token_id)
+            batch[f"{part}_attention_mask"] = pad([[1] * len(r["input_ids"]) for r in rows], 0)
+            batch[f"{part}_labels"] = pad([r["labels"] for r in rows], IGNORE_INDEX)
+            if "ref_logp" in rows[0]:
+                ref = [r["ref_logp"] for r in rows]
+                if isinstance(ref[0], list):  # token level: aligned with the shifted labels
+                    batch[f"{part}_ref_logp"] = pad(ref, 0.0, dtype=torch.float32)
+                else:
+                    batch[f"{part}_ref_logp"] = torch.tensor(ref, dtype=torch.float32)
+        return batch

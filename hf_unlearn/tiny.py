@@ -1,0 +1,121 @@
+"""Small causal language models built offline: a tokenizer trained locally and a model built from a config.
+
+Used by the tests, the embedded demo and the benchmarks, where nothing can be downloaded from the Hub. The
+models are ordinary `transformers` models (OLMo or Llama architecture), so everything that works on them works on
+the real checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts` and wrap it as a `PreTrainedTokenizerFast`.
+
+    Byte-level BPE never produces an unknown token, so any text (including text the tokenizer never saw) round-trips
+    through `encode`/`decode`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def tiny_causal_lm(
+    tokenizer: PreTrainedTokenizerFast,
+    arch: str = "olmo",
+    hidden_size: int = 128,
+    num_hidden_layers: int = 4,
+    num_attention_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 1024,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Build a randomly initialised OLMo- or Llama-architecture causal LM sized for a CPU.
+
+    With the defaults and a 2048-token vocabulary this is about 1.3M parameters; `hidden_size=256,
+    num_hidden_layers=4` gives about 4.5M.
+    """
+    config_cls, model_cls = {"olmo": (OlmoConfig, OlmoForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return model_cls(config)
+
+
+def memorise(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerFast,
+    rows: Sequence[str | dict],
+    epochs: int = 30,
+    learning_rate: float = 3e-3,
+    batch_size: int = 8,
+    max_length: int = 512,
+    seed: int = 0,
+) -> list[float]:
+    """Fine-tune `model` on `rows` until it regurgitates them; returns the mean loss of each epoch.
+
+    A row is a whole document (a string, followed by EOS) or a dict with `input` and `output`, tokenised exactly as
+    the unlearning trainer tokenises it (prompt tokens, answer tokens, EOS), with loss on every token. A deliberately
+    plain loop: it builds the *target* of unlearning (a model that memorised its data, as the task organisers did
+    with OLMo), not part of any unlearning method.
+    """
+    from .data.collator import tokenize_row
+
+    generator = torch.Generator().manual_seed(seed)
+    encoded = [
+        tokenize_row(tokenizer, row["input"], row["output"], max_length, loss_on_prompt=True)[0]["input_ids"]
+        if isinstance(row, dict)
+        else tokenizer(row, truncation=True, max_length=max_length - 1)["input_ids"] + [tokenizer.eos_token_id]
+        for row in rows
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            rows = [encoded[i] for i in order[start : start + batch_size]]
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+            labels = torch.full((len(rows), width), -100)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, row in enumerate(rows):
+                ids[j, : len(row)] = torch.tensor(row)
+                labels[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            total += loss.item() * len(rows)
+        losses.append(total / len(encoded))
+    model.eval()
+    return losses

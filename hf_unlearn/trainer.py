@@ -1,0 +1,352 @@
+"""`UnlearningTrainer`: a `Trainer` that unlearns a forget set while keeping a retain set.
+
+Each optimisation step sees one forget batch and one retain batch. The loss is made of token means (forget NLL,
+retain NLL, retain KL, token-level NPO) and a row mean (sequence-level NPO); each is normalised by its count over the
+whole accumulated batch on all processes (`get_batch_samples`), so gradient accumulation and data parallelism give
+the same update as one big batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
+
+from .config import UnlearningConfig
+from .data import (
+    ForgetRetainDataset,
+    ForgetRetainSampler,
+    UnlearningCollator,
+    tokenize_dataset,
+    validate_rows,
+)
+from .data.collator import pad
+from .losses import kl_per_token, nll_sum, npo_loss, sequence_log_probs, token_log_probs
+from .reference import Reference, is_peft_model
+
+logger = logging.getLogger(__name__)
+
+# Index of each count in the tensor that `get_batch_samples` builds.
+FORGET_TOKENS, RETAIN_TOKENS, FORGET_ROWS = range(3)
+
+PAPERS = {
+    "npo": "Zhang et al. 2024, Negative Preference Optimization (arXiv:2404.05868); Bronec & Helcl 2025, "
+    "AILS-NTUA/Charles at SemEval-2025 Task 4 NPO+LoRA",
+    "ga": "Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
+    "gd": "Liu et al. 2022, Continual Learning and Private Unlearning",
+    "kl": "Maini et al. 2024, TOFU: A Task of Fictitious Unlearning for LLMs",
+}
+
+
+def concat_rows(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack `(input_ids, attention_mask)` batches of different widths into one right-padded batch."""
+    width = max(ids.shape[1] for ids, _ in parts)
+    ids = torch.cat([torch.nn.functional.pad(i, (0, width - i.shape[1]), value=pad_token_id) for i, _ in parts])
+    mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1]), value=0) for _, m in parts])
+    return ids, mask
+
+
+class _PrecomputeReferenceCallback(TrainerCallback):
+    """Runs the one pass over the forget set once the model is prepared (after DeepSpeed/DDP wrapping)."""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.precompute_reference_log_probs()
+
+
+class UnlearningTrainer(Trainer):
+    """Unlearn `forget_dataset` while keeping `retain_dataset`, with one of the methods of [`UnlearningConfig`].
+
+    Args:
+        model: a peft model (only the adapter trains; the reference is the model with the adapter disabled), a plain
+            causal LM (with `peft_config` to wrap it in LoRA, or with `ref_model` for the methods that need a
+            reference), or a Hub id / path loaded with `AutoModelForCausalLM`.
+        args: an [`UnlearningConfig`].
+        forget_dataset / retain_dataset: `datasets.Dataset`s with string `input` and `output` columns (e.g. from
+            [`load_lume`]). The retain set is required by the methods that use it.
+        processing_class: the tokenizer. A tokenizer without a pad token gets EOS as pad token, with a warning.
+        ref_model: a frozen reference model, for a plain (non-peft) `model`. Never needed with a peft model.
+        peft_config: a `peft.PeftConfig` to wrap a plain `model` with (as in trl).
+        callbacks, optimizers, optimizer_cls_and_kwargs: as in `Trainer`.
+    """
+
+    _tag_names = ["hf_unlearn", "unlearning"]
+    # compute_loss normalises by the counts of the whole accumulated batch itself.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: PreTrainedModel | torch.nn.Module | str,
+        args: UnlearningConfig | None = None,
+        forget_dataset=None,
+        retain_dataset=None,
+        processing_class=None,
+        ref_model: PreTrainedModel | None = None,
+        peft_config=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+        optimizer_cls_and_kwargs=None,
+        **kwargs,
+    ):
+        if args is None:
+            args = UnlearningConfig(output_dir="unlearning_output")
+        if not isinstance(args, UnlearningConfig):
+            raise TypeError(
+                f"args must be an UnlearningConfig (it extends TrainingArguments), got {type(args).__name__}."
+            )
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required to tokenise the forget and retain sets.")
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+        if peft_config is not None:
+            if is_peft_model(model):
+                raise ValueError("The model is already a peft model; do not pass peft_config as well.")
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if args.gradient_checkpointing and is_peft_model(model):
+            # With a frozen base, the checkpointed blocks would otherwise see inputs that need no grad.
+            model.enable_input_require_grads()
+        self.tokenizer_pad_token_check(processing_class)
+
+        self.reference = Reference.resolve(
+            model, ref_model, args.reference, args.ref_adapter_name, needed=args.needs_reference
+        )
+        self.ref_model = ref_model
+        train_dataset = self._build_train_dataset(forget_dataset, retain_dataset, processing_class, args)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=UnlearningCollator(processing_class.pad_token_id),
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            **kwargs,
+        )
+        if self.ref_model is not None:
+            self.ref_model = self._prepare_ref_model(self.ref_model)
+            self.reference.ref_model = self.ref_model
+        if args.precompute_ref_log_probs:
+            self.add_callback(_PrecomputeReferenceCallback(self))
+        self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
+        self._metric_steps = 0  # optimiser steps since the last training log
+
+    # ---- setup -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def tokenizer_pad_token_check(tokenizer) -> None:
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError("The tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token.")
+            logger.warning("The tokenizer has no pad token: using its EOS token %r as pad token.", tokenizer.eos_token)
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def _build_train_dataset(self, forget, retain, tokenizer, args: UnlearningConfig) -> ForgetRetainDataset:
+        import datasets
+
+        if forget is None:
+            raise ValueError("forget_dataset is required: the rows to unlearn, with 'input' and 'output' columns.")
+        if isinstance(forget, datasets.IterableDataset):
+            if args.precompute_ref_log_probs:
+                raise ValueError(
+                    "precompute_ref_log_probs=True needs a map-style forget_dataset (one pass over a known set of "
+                    "rows), but got an IterableDataset. Materialise it with `Dataset.from_list(list(dataset))` or "
+                    "set precompute_ref_log_probs=False."
+                )
+            forget = datasets.Dataset.from_list(list(forget))
+        validate_rows(forget, "forget_dataset")
+        forget_features = tokenize_dataset(forget, tokenizer, "forget_dataset", args.max_length, args.loss_on_prompt)
+        retain_features = None
+        if args.uses_retain:
+            if retain is None:
+                raise ValueError(
+                    f"method={args.method!r} with retain_nll_weight={args.retain_nll_weight} and "
+                    f"retain_kl_weight={args.retain_kl_weight} uses the retain set, but retain_dataset is None."
+                )
+            if isinstance(retain, datasets.IterableDataset):
+                retain = datasets.Dataset.from_list(list(retain))
+            validate_rows(retain, "retain_dataset")
+            retain_features = tokenize_dataset(
+                retain, tokenizer, "retain_dataset", args.max_length, args.loss_on_prompt
+            )
+        return ForgetRetainDataset(forget_features, retain_features)
+
+    def _prepare_ref_model(self, ref_model):
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref_model, self.accelerator)
+        return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    def _get_train_sampler(self, train_dataset=None) -> ForgetRetainSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        retain = dataset.retain
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return ForgetRetainSampler(len(dataset.forget), len(retain) if retain else 0, seed=seed)
+
+    # ---- the reference ----------------------------------------------------------------------------------------
+
+    @property
+    def _policy(self):
+        """The unwrapped model, on which `disable_adapter()` and adapter switching work."""
+        return self.accelerator.unwrap_model(self.model_wrapped if hasattr(self, "model_wrapped") else self.model)
+
+    @torch.no_grad()
+    def precompute_reference_log_probs(self) -> None:
+        """Store the reference log-probs of every forget row in the dataset (one pass over the forget set).
+
+        Every process computes all rows, in the same order, so the result is identical everywhere and ZeRO-3's
+        collective parameter gathers stay in step.
+        """
+        dataset: ForgetRetainDataset = self.train_dataset
+        if all("ref_logp" in row for row in dataset.forget):
+            return
+        collator = self.data_collator
+        loader = DataLoader(
+            list(range(len(dataset.forget))),
+            batch_size=self.args.per_device_eval_batch_size,
+            collate_fn=lambda idx: (idx, collator([dataset[i] for i in idx])),
+        )
+        for indices, batch in loader:
+            ids = batch["forget_input_ids"].to(self.args.device)
+            mask = batch["forget_attention_mask"].to(self.args.device)
+            labels = batch["forget_labels"].to(self.args.device)
+            token_logp, token_mask = token_log_probs(self.reference.logits(self._policy, ids, mask), labels)
+            for row, i in enumerate(indices):
+                if self.args.npo_level == "sequence":
+                    value = sequence_log_probs(token_logp[row], token_mask[row]).item()
+                else:
+                    length = len(dataset.forget[i]["input_ids"]) - 1
+                    value = token_logp[row, :length].tolist()
+                dataset.forget[i]["ref_logp"] = value
+
+    # ---- normalisation over the accumulated batch ---------------------------------------------------------------
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Collect the micro-batches of one optimiser step and count their forget/retain answer tokens and rows,
+        summed over processes, so every term is a mean over the whole step."""
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        counts = self._count_items(batch_samples, device)
+        self._metric_steps += 1
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        return batch_samples, {"counts": counts, "global": self.accelerator.num_processes > 1}
+
+    @staticmethod
+    def _count_items(batches: list[dict], device) -> torch.Tensor:
+        counts = torch.zeros(3, dtype=torch.float64)
+        for batch in batches:
+            counts[FORGET_TOKENS] += batch["forget_labels"][:, 1:].ne(-100).sum().item()
+            counts[FORGET_ROWS] += batch["forget_labels"].shape[0]
+            if "retain_labels" in batch:
+                counts[RETAIN_TOKENS] += batch["retain_labels"][:, 1:].ne(-100).sum().item()
+        return counts.to(device)
+
+    # ---- the loss ----------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The method's loss on one micro-batch, normalised by the counts of the whole step (see module docstring).
+
+        Called outside the training loop (no counts given), it is the mean over this batch alone.
+        """
+        args = self.args
+        if isinstance(num_items_in_batch, dict):
+            counts, scale = num_items_in_batch["counts"], float(self.accelerator.num_processes)
+        else:
+            counts, scale = self._count_items([inputs], inputs["forget_input_ids"].device), 1.0
+        counts = counts.clamp(min=1).to(torch.float32)
+
+        forget_ids, forget_mask = inputs["forget_input_ids"], inputs["forget_attention_mask"]
+        forget_labels = inputs["forget_labels"]
+        use_retain = args.uses_retain and "retain_input_ids" in inputs
+        parts = [(forget_ids, forget_mask)]
+        if use_retain:
+            parts.append((inputs["retain_input_ids"], inputs["retain_attention_mask"]))
+        pad_id = self.processing_class.pad_token_id
+        ids, mask = concat_rows(parts, pad_id) if use_retain else parts[0]
+
+        # One forward of the policy over forget and retain rows together.
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        n_forget = forget_ids.shape[0]
+        forget_logits = logits[:n_forget, : forget_ids.shape[1]]
+        forget_logp, forget_tok_mask = token_log_probs(forget_logits, forget_labels)
+
+        # One reference pass over every row that needs it.
+        need_ref_forget = args.method == "npo" and "forget_ref_logp" not in inputs
+        need_ref_retain = use_retain and args.uses_retain_kl
+        ref_parts = ([(forget_ids, forget_mask)] if need_ref_forget else []) + (
+            [parts[1]] if need_ref_retain else []
+        )
+        ref_logits = None
+        if ref_parts:
+            ref_ids, ref_mask = concat_rows(ref_parts, pad_id) if len(ref_parts) > 1 else ref_parts[0]
+            ref_logits = self.reference.logits(self._policy, ref_ids, ref_mask)
+
+        terms: dict[str, torch.Tensor] = {}
+        forget_nll = nll_sum(forget_logp, forget_tok_mask) / counts[FORGET_TOKENS]
+        terms["forget_nll"] = forget_nll
+        if args.method == "npo":
+            if need_ref_forget:
+                ref_forget_logp, _ = token_log_probs(ref_logits[:n_forget, : forget_ids.shape[1]], forget_labels)
+            else:
+                ref_forget_logp = inputs["forget_ref_logp"]
+            if args.npo_level == "sequence":
+                if ref_forget_logp.dim() == 2:
+                    ref_forget_logp = sequence_log_probs(ref_forget_logp, forget_tok_mask)
+                policy = sequence_log_probs(forget_logp, forget_tok_mask)
+                npo = npo_loss(policy, ref_forget_logp, args.beta).sum() / counts[FORGET_ROWS]
+            else:
+                per_token = npo_loss(forget_logp, ref_forget_logp, args.beta) * forget_tok_mask
+                npo = per_token.sum() / counts[FORGET_TOKENS]
+            terms["npo_loss"] = npo
+            loss = npo
+        else:
+            loss = -forget_nll
+
+        if use_retain:
+            retain_ids, retain_labels = inputs["retain_input_ids"], inputs["retain_labels"]
+            retain_logits = logits[n_forget:, : retain_ids.shape[1]]
+            if args.uses_retain_nll:
+                retain_logp, retain_tok_mask = token_log_probs(retain_logits, retain_labels)
+                terms["retain_nll"] = nll_sum(retain_logp, retain_tok_mask) / counts[RETAIN_TOKENS]
+                loss = loss + args.retain_nll_weight * terms["retain_nll"]
+            if args.uses_retain_kl:
+                ref_retain = ref_logits[ref_logits.shape[0] - retain_ids.shape[0] :, : retain_ids.shape[1]]
+                kl = kl_per_token(retain_logits, ref_retain, retain_labels).sum() / counts[RETAIN_TOKENS]
+                terms["retain_kl"] = kl
+                loss = loss + args.retain_kl_weight * kl
+
+        if model.training:
+            for name, value in terms.items():
+                self._metric_sums[name] += value.detach()
+        # Data parallel averages gradients over processes; the terms above are this process's share of a global mean.
+        loss = loss * scale
+        return (loss, {"logits": logits, **terms}) if return_outputs else loss
+
+    # ---- logging -----------------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss term since the last training log (`forget_nll`, `npo_loss`, ...)."""
+        if "loss" in logs and self._metric_sums:  # a training log, which every process reaches
+            names = sorted(self._metric_sums)
+            values = torch.stack([self._metric_sums[n] for n in names])
+            if self.accelerator.num_processes > 1:
+                values = self.accelerator.reduce(values, reduction="sum")
+            steps = max(self._metric_steps, 1)
+            logs.update({name: value / steps for name, value in zip(names, values.tolist())})
+            self._metric_sums.clear()
+            self._metric_steps = 0
+        super().log(logs, start_time)

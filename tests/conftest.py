@@ -1,0 +1,78 @@
+"""Shared fixtures: real LUME rows from ../shared/data and tiny models built from a config (nothing downloaded)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HF_UNLEARN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+LUME_DIR = SHARED_DATA / "lume"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def lume_dir() -> Path:
+    if not LUME_DIR.is_dir():
+        pytest.fail(f"real LUME data not found at {LUME_DIR}; set HF_UNLEARN_SHARED_DATA to the shared/data folder")
+    return LUME_DIR
+
+
+@pytest.fixture(scope="session")
+def lume_rows(lume_dir) -> dict[str, list[dict]]:
+    """All four LUME splits as lists of dicts, keyed like the file names (forget_train, ...)."""
+    return {p.stem: read_jsonl(p) for p in sorted(lume_dir.glob("*.jsonl"))}
+
+
+@pytest.fixture(scope="session")
+def tokenizer(lume_rows):
+    """A byte-level BPE tokenizer trained here on the LUME train splits."""
+    texts = [r["input"] + r["output"] for split in ("forget_train", "retain_train") for r in lume_rows[split]]
+    return train_tokenizer(texts, vocab_size=2048)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A fresh ~1.3M-parameter OLMo-architecture model."""
+    return tiny_causal_lm(tokenizer, arch="olmo", seed=0)
+
+
+def short_rows(rows: list[dict], task: str = "Task2", n: int = 8) -> list[dict]:
+    """The first `n` rows of one task: Task2 rows (fake biographies) are short, so tiny models memorise them fast."""
+    return [r for r in rows if r["task"] == task][:n]
+
+
+@pytest.fixture(scope="session")
+def memorised_rows(lume_rows) -> dict[str, list[dict]]:
+    """A few short forget and retain rows (real LUME Task2 rows) that `memorised_model` has memorised."""
+    return {"forget": short_rows(lume_rows["forget_train"], n=8), "retain": short_rows(lume_rows["retain_train"], n=8)}
+
+
+@pytest.fixture(scope="session")
+def _memorised_state(tokenizer, memorised_rows):
+    model = tiny_causal_lm(tokenizer, arch="olmo", seed=0)
+    rows = [r for split in ("forget", "retain") for r in memorised_rows[split]]
+    memorise(model, tokenizer, rows, epochs=60, learning_rate=3e-3)
+    return model
+
+
+@pytest.fixture
+def memorised_model(_memorised_state):
+    """A tiny model that regurgitates `memorised_rows` (a fresh copy per test, so tests cannot leak into each other)."""
+    return copy.deepcopy(_memorised_state)

@@ -1,0 +1,116 @@
+"""LUME loading, row checks with precise messages, tokenisation with prompt masking, and forget/retain pairing."""
+
+import json
+
+import pytest
+from datasets import Dataset
+
+from hf_unlearn import DataValidationError, load_lume
+from hf_unlearn.data import ForgetRetainSampler, UnlearningCollator, tokenize_dataset, tokenize_row
+from hf_unlearn.losses import IGNORE_INDEX
+
+
+def test_load_lume_local_jsonl(lume_dir):
+    forget, retain = load_lume(lume_dir, split="train")
+    assert (len(forget), len(retain)) == (1112, 1136)
+    assert {"id", "input", "output", "task"} <= set(forget.column_names)
+    forget_val, retain_val = load_lume(str(lume_dir), split="validation")
+    assert (len(forget_val), len(retain_val)) == (254, 278)
+
+
+def test_load_lume_hub_release_parquet_layout(lume_dir, tmp_path):
+    (tmp_path / "data").mkdir()
+    for subset in ("forget", "retain"):
+        rows = [json.loads(line) for line in open(lume_dir / f"{subset}_validation.jsonl")]
+        Dataset.from_list(rows).to_parquet(str(tmp_path / "data" / f"{subset}_validation-00000-of-00001.parquet"))
+    forget, retain = load_lume(tmp_path, split="validation")
+    assert (len(forget), len(retain)) == (254, 278)
+
+
+def write_split(folder, forget_lines, retain_lines=('{"input": "a", "output": "b"}',)):
+    folder.mkdir(exist_ok=True)
+    (folder / "forget_train.jsonl").write_text("\n".join(forget_lines) + "\n")
+    (folder / "retain_train.jsonl").write_text("\n".join(retain_lines) + "\n")
+    return folder
+
+
+def test_bad_files_name_file_and_line(tmp_path):
+    with pytest.raises(DataValidationError, match="LUME data folder not found"):
+        load_lume(tmp_path / "nope")
+    folder = write_split(tmp_path / "a", ['{"input": "x", "output": "y"}', '{"input": "x", "output": '])
+    with pytest.raises(DataValidationError, match=r"forget_train\.jsonl, line 2: invalid JSON"):
+        load_lume(folder)
+    folder = write_split(tmp_path / "b", ['{"input": "x", "output": "y"}', '{"input": "x"}'])
+    with pytest.raises(DataValidationError, match=r"forget_train\.jsonl, row 1: no field 'output'"):
+        load_lume(folder)
+    folder = write_split(tmp_path / "c", ['{"input": "x", "output": 3}'])
+    with pytest.raises(DataValidationError, match=r"row 0: field 'output' must be a string, got int"):
+        load_lume(folder)
+    folder = write_split(tmp_path / "d", [""])
+    with pytest.raises(DataValidationError, match=r"forget_train\.jsonl is empty"):
+        load_lume(folder)
+    folder = write_split(tmp_path / "e", ['{"input": "x", "output": "y"}'])
+    (folder / "retain_train.jsonl").unlink()
+    with pytest.raises(DataValidationError, match=r"No retain 'train' split"):
+        load_lume(folder)
+
+
+def test_bad_file_messages_do_not_quote_row_text(tmp_path):
+    secret = "CANARY-4242 lives at 1 Secret Road"
+    folder = write_split(tmp_path / "s", [json.dumps({"input": secret, "output": 7})])
+    with pytest.raises(DataValidationError) as err:
+        load_lume(folder)
+    assert "CANARY" not in str(err.value)
+
+
+def test_tokenize_row_masks_the_prompt(tokenizer):
+    features, truncated = tokenize_row(tokenizer, "The capital of France is", "Paris.")
+    prompt = tokenizer("The capital of France is")["input_ids"]
+    answer = tokenizer("Paris.", add_special_tokens=False)["input_ids"]
+    assert features["input_ids"] == prompt + answer + [tokenizer.eos_token_id]
+    assert features["labels"] == [IGNORE_INDEX] * len(prompt) + answer + [tokenizer.eos_token_id]
+    assert not truncated
+    whole, _ = tokenize_row(tokenizer, "The capital of France is", "Paris.", loss_on_prompt=True)
+    assert whole["labels"] == whole["input_ids"]
+
+
+def test_truncation_keeps_the_answer_and_warns(tokenizer, caplog):
+    rows = Dataset.from_list([{"input": "word " * 50, "output": "the answer"}, {"input": "a", "output": "b"}])
+    with caplog.at_level("WARNING"):
+        features = tokenize_dataset(rows, tokenizer, "forget_dataset", max_length=8)
+    assert len(features) == 2  # never dropped
+    answer = tokenizer("the answer", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert len(features[0]["input_ids"]) == 8 and features[0]["input_ids"][-len(answer) :] == answer
+    assert "1 row(s) longer than max_length=8" in caplog.text and "rows 0" in caplog.text
+    assert "word" not in caplog.text
+
+
+def test_collator_pads_right(tokenizer):
+    collator = UnlearningCollator(pad_token_id=tokenizer.pad_token_id)
+    a, _ = tokenize_row(tokenizer, "short", "x")
+    b, _ = tokenize_row(tokenizer, "a much longer prompt here", "y")
+    batch = collator([{"forget": a, "retain": b}, {"forget": b, "retain": a}])
+    assert batch["forget_input_ids"].shape == batch["retain_input_ids"].shape
+    assert batch["forget_attention_mask"][0].tolist() == [1] * len(a["input_ids"]) + [0] * (
+        len(b["input_ids"]) - len(a["input_ids"])
+    )
+    assert batch["forget_labels"][0, len(a["input_ids"]) :].eq(IGNORE_INDEX).all()
+
+
+def test_sampler_epochs_cycle_the_retain_set_and_are_reproducible():
+    sampler = ForgetRetainSampler(num_forget=5, num_retain=3, seed=1)
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+    for pairs in epochs:
+        assert sorted(f for f, _ in pairs) == list(range(5))  # each epoch is one pass over the forget set
+    retain_stream = [r for pairs in epochs for _, r in pairs]
+    for cycle in range(5):  # 15 positions = 5 full passes over the 3 retain rows, each its own permutation
+        assert sorted(retain_stream[3 * cycle : 3 * cycle + 3]) == [0, 1, 2]
+    again = ForgetRetainSampler(num_forget=5, num_retain=3, seed=1)
+    again.set_epoch(2)
+    assert list(again) == epochs[2]  # depends only on (seed, epoch): resume sees the same rows
+    other = ForgetRetainSampler(num_forget=5, num_retain=3, seed=2)
+    other.set_epoch(2)
+    assert list(other) != epochs[2]
