@@ -2,8 +2,17 @@
 
 __version__ = "0.1.0.dev0"
 
-from .config import UnlearningConfig
+from .config import InfluenceUnlearningConfig, UnlearningConfig
 from .data import DataValidationError, load_lume
+from .influence import InfluenceUnlearningTrainer
 from .trainer import UnlearningTrainer
 
-__all__ = ["DataValidationError", "UnlearningConfig", "UnlearningTrainer", "__version__", "load_lume"]
+__all__ = [
+    "DataValidationError",
+    "InfluenceUnlearningConfig",
+    "InfluenceUnlearningTrainer",
+    "UnlearningConfig",
+    "UnlearningTrainer",
+    "__version__",
+    "load_lume",
+]

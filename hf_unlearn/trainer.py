@@ -4,11 +4,16 @@ Each optimisation step sees one forget batch and one retain batch. The loss is m
 retain NLL, retain KL, token-level NPO) and a row mean (sequence-level NPO); each is normalised by its count over the
 whole accumulated batch on all processes (`get_batch_samples`), so gradient accumulation and data parallelism give
 the same update as one big batch.
+
+The optimizer can be picked by name from `hf_unlearn.optim`'s registry (`UnlearningConfig.unlearn_optim`, e.g.
+Sophia). Work beyond the step's own forward and backward (Sophia's Hessian refresh; the influence step of
+[`InfluenceUnlearningTrainer`]) runs in one place, `run_extra_passes`, at the start of each optimisation step.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 
 import torch
@@ -24,7 +29,8 @@ from .data import (
     validate_rows,
 )
 from .data.collator import pad
-from .losses import kl_per_token, nll_sum, npo_loss, sequence_log_probs, token_log_probs
+from .losses import IGNORE_INDEX, kl_per_token, nll_sum, npo_loss, sequence_log_probs, token_log_probs
+from .optim import causal_lm_gnb_loss, get_optimizer_cls, unwrap_optimizer
 from .reference import Reference, is_peft_model
 
 logger = logging.getLogger(__name__)
@@ -41,12 +47,22 @@ PAPERS = {
 }
 
 
-def concat_rows(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack `(input_ids, attention_mask)` batches of different widths into one right-padded batch."""
-    width = max(ids.shape[1] for ids, _ in parts)
-    ids = torch.cat([torch.nn.functional.pad(i, (0, width - i.shape[1]), value=pad_token_id) for i, _ in parts])
-    mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1]), value=0) for _, m in parts])
-    return ids, mask
+def concat_rows(parts: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tuple[torch.Tensor, ...]:
+    """Stack `(input_ids, attention_mask[, labels])` batches of different widths into one right-padded batch."""
+    width = max(part[0].shape[1] for part in parts)
+    pad_values = (pad_token_id, 0, IGNORE_INDEX)[: len(parts[0])]
+    return tuple(
+        torch.cat([torch.nn.functional.pad(part[k], (0, width - part[k].shape[1]), value=value) for part in parts])
+        for k, value in enumerate(pad_values)
+    )
+
+
+def hessian_optimizer(optimizer) -> torch.optim.Optimizer | None:
+    """The optimizer under accelerate's wrapper if it wants a Gauss-Newton-Bartlett Hessian refresh from the training
+    loop (SophiaG's protocol: `should_update_hessian`, `update_hessian`, `hessian_estimator == "gnb"`), else None."""
+    inner = unwrap_optimizer(optimizer) if optimizer is not None else None
+    wants = all(hasattr(inner, name) for name in ("should_update_hessian", "update_hessian"))
+    return inner if wants and getattr(inner, "hessian_estimator", "gnb") == "gnb" else None
 
 
 class _PrecomputeReferenceCallback(TrainerCallback):
@@ -72,7 +88,8 @@ class UnlearningTrainer(Trainer):
         processing_class: the tokenizer. A tokenizer without a pad token gets EOS as pad token, with a warning.
         ref_model: a frozen reference model, for a plain (non-peft) `model`. Never needed with a peft model.
         peft_config: a `peft.PeftConfig` to wrap a plain `model` with (as in trl).
-        callbacks, optimizers, optimizer_cls_and_kwargs: as in `Trainer`.
+        callbacks, optimizers, optimizer_cls_and_kwargs: as in `Trainer`; an optimizer given here takes priority over
+            `args.unlearn_optim`. A given optimizer with SophiaG's Hessian protocol is refreshed like a named one.
     """
 
     _tag_names = ["hf_unlearn", "unlearning"]
@@ -138,6 +155,20 @@ class UnlearningTrainer(Trainer):
             self.add_callback(_PrecomputeReferenceCallback(self))
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._metric_steps = 0  # optimiser steps since the last training log
+        self._step_begins = False  # set by get_batch_samples: the next training_step is a step's first micro-batch
+        self.hessian_refreshes = 0
+        if args.uses_sophia and args.unlearn_optim_kwargs.get("hessian_estimator", "gnb") == "gnb":
+            self._check_extra_passes_supported("Sophia's Gauss-Newton-Bartlett Hessian refresh")
+
+    def _check_extra_passes_supported(self, what: str) -> None:
+        # The extra passes read `p.grad` of the model's own parameters and hand them to the optimizer (or add to the
+        # parameters); DeepSpeed and FSDP shard or flatten those, and ZeRO keeps master weights of its own.
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                f"{what} is not supported with DeepSpeed or FSDP: they shard or flatten the parameters it reads. Use "
+                "DDP (or a single process); for Sophia alone, unlearn_optim_args={'hessian_estimator': 'sq_grad', "
+                "'bs': <tokens per step>} refreshes the Hessian inside the optimizer step instead."
+            )
 
     # ---- setup -------------------------------------------------------------------------------------------------
 
@@ -148,6 +179,10 @@ class UnlearningTrainer(Trainer):
                 raise ValueError("The tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token.")
             logger.warning("The tokenizer has no pad token: using its EOS token %r as pad token.", tokenizer.eos_token)
             tokenizer.pad_token = tokenizer.eos_token
+
+    def _uses_retain_set(self, args: UnlearningConfig) -> bool:
+        """Whether the retain set is tokenised and paired with the forget rows."""
+        return args.uses_retain
 
     def _build_train_dataset(self, forget, retain, tokenizer, args: UnlearningConfig) -> ForgetRetainDataset:
         import datasets
@@ -165,7 +200,7 @@ class UnlearningTrainer(Trainer):
         validate_rows(forget, "forget_dataset")
         forget_features = tokenize_dataset(forget, tokenizer, "forget_dataset", args.max_length, args.loss_on_prompt)
         retain_features = None
-        if args.uses_retain:
+        if self._uses_retain_set(args):
             if retain is None:
                 raise ValueError(
                     f"method={args.method!r} with retain_nll_weight={args.retain_nll_weight} and "
@@ -191,6 +226,92 @@ class UnlearningTrainer(Trainer):
         retain = dataset.retain
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return ForgetRetainSampler(len(dataset.forget), len(retain) if retain else 0, seed=seed)
+
+    # ---- the optimizer ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args, model=None):
+        """The registered optimizer named by `args.unlearn_optim`, else `TrainingArguments.optim` as in `Trainer`.
+
+        `Trainer.create_optimizer` calls this only when neither `optimizers=` nor `optimizer_cls_and_kwargs=` was
+        given to the trainer, so those keep priority. `weight_decay` reaches the optimizer through the Trainer's
+        parameter groups. For Sophia, `bs` defaults to an upper bound of the tokens per step; it is only the unit of
+        the Hessian estimate, because `refresh_hessian` rescales each refresh by the tokens it used.
+        """
+        if getattr(args, "unlearn_optim", None) is None:
+            return Trainer.get_optimizer_cls_and_kwargs(args, model)
+        optimizer_cls = get_optimizer_cls(args.unlearn_optim)
+        kwargs = {"lr": args.learning_rate}
+        if args.uses_sophia:
+            rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            kwargs.update(bs=rows_per_step * (2 if args.uses_retain else 1) * args.max_length, seed=args.seed)
+        kwargs.update(args.unlearn_optim_kwargs)
+        return optimizer_cls, kwargs
+
+    # ---- work beyond the step's own forward and backward --------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._step_begins:  # the first micro-batch of an optimisation step: its gradients are still zero
+            self._step_begins = False
+            self.run_extra_passes(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def run_extra_passes(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Everything a step needs beyond its own forward and backward, in one place, before them.
+
+        Here: Sophia's Hessian refresh when it is due (one extra forward and backward on the step's first micro-batch).
+        [`InfluenceUnlearningTrainer`] adds its influence step (once per run) before it. Each pass reads `p.grad` and
+        leaves the gradients zero again, so the step's own backward accumulates exactly as without it.
+        """
+        optimizer = hessian_optimizer(self.optimizer)
+        if optimizer is not None and optimizer.should_update_hessian(self.state.global_step):
+            self.refresh_hessian(optimizer, inputs)
+
+    def take_gradients(self, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+        """The gradients of `params` that extra backward passes accumulated in `p.grad`, summed over processes; the
+        model's gradients are zero again afterwards.
+
+        The extra passes run the unwrapped model, so DDP neither synchronises nor complains: the sum is taken here.
+        """
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
+        self._policy.zero_grad(set_to_none=True)
+        if self.accelerator.num_processes > 1:
+            flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="sum")
+            grads = [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
+        return grads
+
+    def refresh_hessian(self, optimizer, inputs: dict[str, torch.Tensor]) -> None:
+        """One Gauss-Newton-Bartlett refresh of Sophia's Hessian estimate on the rows of `inputs` (a micro-batch).
+
+        The rows are the forget rows and, when the method trains on them, the retain rows: the curvature of the
+        model's output distribution on exactly the inputs whose loss the step changes. The labels are sampled from
+        the model itself, so no answer text enters the estimate. The loss is the mean over the sampled tokens of all
+        processes (N), and the squared gradient is scaled by N / bs, so that Sophia's `rho * bs * h` is the paper's
+        `rho * EMA(N * g_hat^2)` whatever `bs` was set to.
+        """
+        inputs = self._prepare_inputs(inputs)
+        parts = [(inputs["forget_input_ids"], inputs["forget_attention_mask"], inputs["forget_labels"])]
+        if self.args.uses_retain and "retain_input_ids" in inputs:
+            parts.append((inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]))
+        ids, mask, labels = concat_rows(parts, self.processing_class.pad_token_id)
+        local = labels[:, 1:].ne(IGNORE_INDEX).sum()
+        total = self.accelerator.reduce(local.clone(), reduction="sum") if self.accelerator.num_processes > 1 else local
+        if total.item() == 0:
+            return
+        # Seeded by the step (and process), so a resumed run samples the same labels.
+        seed = (self.args.seed * 1_000_003 + self.state.global_step) * 1_009 + self.accelerator.process_index
+        generator = torch.Generator(ids.device).manual_seed(seed)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        policy = self._policy
+        policy.train()
+        with self.compute_loss_context_manager():
+            logits = policy(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            loss = causal_lm_gnb_loss(logits, labels, mask, generator=generator) * (local / total)
+        loss.backward()
+        grads = iter(self.take_gradients(params))
+        groups = optimizer.param_groups
+        optimizer.update_hessian([next(grads) * math.sqrt(total.item() / g["bs"]) for g in groups for _ in g["params"]])
+        self.hessian_refreshes += 1
 
     # ---- the reference ----------------------------------------------------------------------------------------
 
@@ -241,6 +362,7 @@ class UnlearningTrainer(Trainer):
                 break
         counts = self._count_items(batch_samples, device)
         self._metric_steps += 1
+        self._step_begins = True
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         return batch_samples, {"counts": counts, "global": self.accelerator.num_processes > 1}

@@ -15,7 +15,8 @@ from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# OMP_NUM_THREADS wins when set (1 when other jobs share the cores: oversubscribed threads slow tests down ~10x).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HF_UNLEARN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -1,0 +1,179 @@
+"""LUME evaluation during training, as `TrainerCallback`s that log like the loss does.
+
+Each callback holds the trainer, scores `trainer.model` every N epochs or steps (and once before the first step, for
+the "before" point of the curves), and logs through `trainer.log(...)`, so the scores land in
+`trainer.state.log_history` and in TensorBoard / W&B beside the loss. Scoring runs in evaluation mode without
+gradients and restores training mode. In multi-process runs the rows are split across processes and the results
+gathered, so every process logs the same numbers.
+
+```python
+trainer.add_callback(LumeEvaluationCallback(trainer, forget_rows=forget_val, retain_rows=retain_val,
+                                            mia_members=members, mia_nonmembers=nonmembers, every=1))
+```
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .evaluation import evaluate_model, flatten_scores
+
+logger = logging.getLogger(__name__)
+
+
+def _rows(data) -> list[dict] | None:
+    """A `datasets.Dataset` or list of dicts as a list of dicts (what the metrics read)."""
+    if data is None:
+        return None
+    return [dict(row) for row in data]
+
+
+def _documents(data) -> list[str] | None:
+    if data is None:
+        return None
+    return [row["document"] if isinstance(row, Mapping) else row for row in data]
+
+
+class LumeEvaluationCallback(TrainerCallback):
+    """Scores the model with whatever LUME parts it is given and logs them.
+
+    Args:
+        trainer: the trainer whose model is scored and through which the scores are logged.
+        forget_rows / retain_rows: LUME rows (`id`, `input`, `output`, `task`), e.g. the validation splits: gives
+            `lume/task_score` and `lume/{split}/{task}/{regurgitation,knowledge}`.
+        mia_members / mia_nonmembers: documents (strings or rows with a `document` field): gives `mia/auc`,
+            `mia/score` and the extra attacks' AUCs.
+        mmlu: keyword arguments of `hf_unlearn.metrics.evaluate_mmlu` (`data_dir`, `subjects`, `limit`,
+            `num_fewshot`): gives `mmlu/acc`. With all three parts, `lume/final_score` too.
+        every: score every `every` epochs (`unit="epoch"`) or optimisation steps (`unit="step"`).
+        at_start: also score before the first step (logged at step 0).
+        max_new_tokens / batch_size: generation settings (the task's script uses 256 new tokens).
+    """
+
+    def __init__(
+        self,
+        trainer,
+        forget_rows=None,
+        retain_rows=None,
+        mia_members=None,
+        mia_nonmembers=None,
+        mmlu: Mapping[str, Any] | None = None,
+        every: int = 1,
+        unit: str = "epoch",
+        at_start: bool = True,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+    ):
+        if unit not in ("epoch", "step"):
+            raise ValueError(f"unit must be 'epoch' or 'step', got {unit!r}.")
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}.")
+        if (forget_rows is None) != (retain_rows is None):
+            raise ValueError("Give both forget_rows and retain_rows (the task score needs both), or neither.")
+        if (mia_members is None) != (mia_nonmembers is None):
+            raise ValueError("Give both mia_members and mia_nonmembers, or neither.")
+        if forget_rows is None and mia_members is None and mmlu is None:
+            raise ValueError("Nothing to evaluate: give LUME rows, MIA documents or MMLU options.")
+        self.trainer = trainer
+        self.forget_rows, self.retain_rows = _rows(forget_rows), _rows(retain_rows)
+        self.mia_members, self.mia_nonmembers = _documents(mia_members), _documents(mia_nonmembers)
+        self.mmlu = dict(mmlu) if mmlu is not None else None
+        self.every, self.unit, self.at_start = every, unit, at_start
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.last_results: dict[str, Any] | None = None
+        self._last_scored_step = -1
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the trainer's model now and log the scores; returns the logged values."""
+        trainer = self.trainer
+        results = evaluate_model(
+            trainer.model,
+            trainer.processing_class,
+            forget_rows=self.forget_rows,
+            retain_rows=self.retain_rows,
+            mia_members=self.mia_members,
+            mia_nonmembers=self.mia_nonmembers,
+            mmlu=self.mmlu,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            accelerator=trainer.accelerator,
+        )
+        self.last_results = results
+        scores = flatten_scores(results)
+        self._last_scored_step = trainer.state.global_step
+        # Trainer's on_log clears `should_log`; logging from on_step_end must not swallow the step's loss log.
+        should_log = trainer.control.should_log
+        trainer.log(dict(scores))
+        trainer.control.should_log = should_log
+        return scores
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.at_start and state.global_step == 0:
+            self.evaluate()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.unit == "step" and state.global_step % self.every == 0:
+            self.evaluate()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.unit == "epoch" and round(state.epoch or 0) % self.every == 0:
+            self.evaluate()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # A run that stops between scheduled points (max_steps, a time budget) still gets its final scores.
+        if self._last_scored_step != state.global_step:
+            self.evaluate()
+
+
+def plot_history(
+    log_history: Sequence[Mapping[str, Any]],
+    path: str,
+    keys: Sequence[str] | None = None,
+    x: str = "epoch",
+    title: str | None = None,
+):
+    """Plot logged scores across training from `trainer.state.log_history` and save a PNG; returns the figure.
+
+    By default plots `lume/task_score`, `lume/forget/regurgitation`, `lume/retain/regurgitation`,
+    `lume/forget/knowledge`, `lume/retain/knowledge`, `mia/score`, `mmlu/acc` and `lume/final_score`, whichever were
+    logged. `x` is `"epoch"` or `"step"`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(keys) if keys is not None else [
+        "lume/task_score",
+        "lume/forget/regurgitation",
+        "lume/retain/regurgitation",
+        "lume/forget/knowledge",
+        "lume/retain/knowledge",
+        "mia/score",
+        "mmlu/acc",
+        "lume/final_score",
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotted = 0
+    for key in keys:
+        points = [(entry.get(x, 0.0), entry[key]) for entry in log_history if key in entry]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=key)
+            plotted += 1
+    if not plotted:
+        raise ValueError(f"None of {keys} is in the log history: add a LumeEvaluationCallback to the trainer.")
+    ax.set_xlabel(x)
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig

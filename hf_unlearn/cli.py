@@ -1,0 +1,172 @@
+"""`hf-unlearn`: command-line entry points.
+
+    hf-unlearn evaluate --model PATH_OR_REPO [--adapter PATH] --data DIR --split validation --mia DIR \
+        [--mmlu DIR_OR_TASK] [--mmlu-limit N] --output-dir OUT [--save-generations]
+
+`evaluate` also runs under `accelerate launch` with several processes: rows are split, results gathered once, and
+only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _load_model(args):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=dtype, trust_remote_code=args.trust_remote_code, use_safetensors=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(
+        args.tokenizer or args.model, trust_remote_code=args.trust_remote_code
+    )
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _mmlu_options(args) -> dict | None:
+    if not args.mmlu:
+        return None
+    options = {"num_fewshot": args.mmlu_fewshot, "limit": args.mmlu_limit}
+    if args.mmlu_subjects:
+        options["subjects"] = [s.strip() for s in args.mmlu_subjects.split(",") if s.strip()]
+    if Path(args.mmlu).is_dir():
+        options["data_dir"] = args.mmlu
+    elif args.mmlu != "mmlu":
+        raise SystemExit(f"--mmlu must be a folder with test.jsonl/dev.jsonl (cais/mmlu schema) or 'mmlu', got {args.mmlu!r}")
+    return options
+
+
+def format_table(results: dict) -> str:
+    """A readable summary of an evaluation: per split and task, then the aggregate scores."""
+    lines = [f"{'split':<8} {'task':<7} {'regurgitation':>13} {'knowledge':>10}"]
+    for split in ("forget", "retain"):
+        block = results.get(f"{split}-set") or {}
+        for task, cells in block.items():
+            if isinstance(cells, dict):
+                cell = [cells.get("regurgitation-score"), cells.get("knowledge-score")]
+                text = ["-" if v is None else f"{v:.4f}" for v in cell]
+                lines.append(f"{split:<8} {task:<7} {text[0]:>13} {text[1]:>10}")
+    for key, label in (
+        ("harmonic-mean-task-aggregate", "task score"),
+        ("mia_loss_auc", "MIA loss AUC"),
+        ("mia_final_score", "MIA score"),
+        ("mia_zlib_auc", "zlib AUC"),
+        ("mia_min_k_auc", "Min-K% AUC"),
+        ("mia_min_k_plus_plus_auc", "Min-K%++ AUC"),
+        ("mmlu_average", "MMLU"),
+        ("aggregate-score", "final score"),
+    ):
+        if key in results:
+            lines.append(f"{label:<28} {results[key]:.4f}")
+    return "\n".join(lines)
+
+
+def evaluate_command(args) -> int:
+    from accelerate import Accelerator
+
+    from .data import load_lume, read_jsonl
+    from .evaluation import evaluate_model
+
+    accelerator = Accelerator()
+    model, tokenizer = _load_model(args)
+    model.to(accelerator.device)
+    forget, retain = load_lume(args.data, split=args.split)
+    members = nonmembers = None
+    if args.mia:
+        members = [row["document"] for row in read_jsonl(Path(args.mia) / "member.jsonl")]
+        nonmembers = [row["document"] for row in read_jsonl(Path(args.mia) / "nonmember.jsonl")]
+    results = evaluate_model(
+        model,
+        tokenizer,
+        forget_rows=[dict(r) for r in forget],
+        retain_rows=[dict(r) for r in retain],
+        mia_members=members,
+        mia_nonmembers=nonmembers,
+        mmlu=_mmlu_options(args),
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        accelerator=accelerator,
+        return_generations=args.save_generations,
+    )
+    generations = results.pop("generations", None)
+    if accelerator.is_main_process:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "evaluation_results.jsonl", "w") as f:
+            f.write(json.dumps(results) + "\n")
+        if generations is not None:
+            with open(out / "generations.jsonl", "w") as f:
+                for split, rows in (("forget", forget), ("retain", retain)):
+                    for row, text in zip(rows, generations[split]):
+                        record = {
+                            "split": split,
+                            "id": row.get("id"),
+                            "task": row.get("task"),
+                            "input": row["input"],
+                            "expected_output": row["output"],
+                            "model_output": text,
+                        }
+                        f.write(json.dumps(record) + "\n")
+        print(format_table(results))
+        print(f"results written to {out / 'evaluation_results.jsonl'}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="hf-unlearn", description="Unlearning for the Hugging Face stack.")
+    parser.add_argument("--version", action="version", version=f"hf_unlearn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ev = commands.add_parser("evaluate", help="Score a model on the LUME benchmark (the task's own scoring).")
+    ev.add_argument("--model", required=True, help="Model folder or Hub repo id (a merged model or the base).")
+    ev.add_argument("--adapter", help="A peft adapter folder to load on top of --model.")
+    ev.add_argument("--tokenizer", help="Tokenizer folder or repo id (default: --model).")
+    ev.add_argument("--data", required=True, help="LUME folder (forget_validation.jsonl, ...) or Hub dataset id.")
+    ev.add_argument("--split", default="validation", help="LUME split to score (default: validation).")
+    ev.add_argument("--mia", help="Folder with member.jsonl and nonmember.jsonl (field 'document').")
+    ev.add_argument("--mmlu", help="MMLU folder in the cais/mmlu schema (test.jsonl, dev.jsonl), or 'mmlu' (Hub).")
+    ev.add_argument("--mmlu-limit", type=float, default=None, help="At most N questions per subject (lm-eval --limit).")
+    ev.add_argument("--mmlu-subjects", help="Comma-separated MMLU subjects (default: all 57).")
+    ev.add_argument("--mmlu-fewshot", type=int, default=5, help="Few-shot examples from dev (default: 5).")
+    ev.add_argument("--output-dir", required=True, help="Where evaluation_results.jsonl is written.")
+    ev.add_argument(
+        "--save-generations",
+        action="store_true",
+        help="Also write generations.jsonl (id, task, input, expected_output, model_output): forget-set text.",
+    )
+    ev.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
+    ev.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")
+    ev.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                    help="Load dtype (default: the checkpoint's own; the task's script used bfloat16).")
+    ev.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    ev.set_defaults(func=evaluate_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "mmlu_limit", None) is not None and args.mmlu_limit >= 1:
+        args.mmlu_limit = int(args.mmlu_limit)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

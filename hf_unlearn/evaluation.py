@@ -1,0 +1,158 @@
+"""The LUME evaluation of one model, split across processes: used by the callbacks and `hf-unlearn evaluate`.
+
+Rows and documents are split between processes in contiguous chunks (`split_between_processes`), each process
+scores its chunk, and `gather_object` puts the pieces back in order, so every process ends with the same, complete
+results and the scores equal a single-process run. MMLU runs on the main process (lm-eval drives its own batching)
+and is broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .metrics import aggregate_results, evaluate_mmlu, generate_completions, lume_scores_from_generations
+from .metrics.mia.score import mia_scores_from_stats
+from .metrics.mia.token_stats import document_token_stats
+
+
+def _distributed(accelerator) -> bool:
+    return accelerator is not None and accelerator.num_processes > 1
+
+
+def map_across_processes(fn, items: Sequence, accelerator=None) -> list:
+    """`fn(chunk)` on this process's contiguous chunk of `items`; the results of all chunks, in order, everywhere."""
+    if not _distributed(accelerator):
+        return list(fn(list(items)))
+    from accelerate.utils import gather_object
+
+    with accelerator.split_between_processes(list(items)) as chunk:
+        local = list(fn(chunk)) if len(chunk) else []
+    return gather_object(local)
+
+
+def lume_generations(
+    model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int = 256, batch_size: int = 16, accelerator=None
+) -> list[str]:
+    """Greedy completions of each row's `input`, in row order."""
+    prompts = [row["input"] for row in rows]
+    return map_across_processes(
+        lambda chunk: generate_completions(model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        prompts,
+        accelerator,
+    )
+
+
+def evaluate_lume(
+    model,
+    tokenizer,
+    forget_rows: Sequence[Mapping],
+    retain_rows: Sequence[Mapping],
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    accelerator=None,
+    return_generations: bool = False,
+) -> dict[str, Any]:
+    """Regurgitation and knowledge per split and task, and the task score (the script's key names)."""
+    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator)
+    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator)
+    result = lume_scores_from_generations(forget_rows, forget, retain_rows, retain)
+    if return_generations:
+        result["generations"] = {"forget": forget, "retain": retain}
+    return result
+
+
+def evaluate_mia(
+    model, tokenizer, members: Sequence[str], nonmembers: Sequence[str], batch_size: int = 8, accelerator=None
+) -> dict[str, Any]:
+    """The loss, zlib, Min-K% and Min-K%++ attacks and the task's MIA score, from one batched pass."""
+    documents = list(members) + list(nonmembers)
+    stats = map_across_processes(
+        lambda chunk: document_token_stats(model, tokenizer, chunk, batch_size=batch_size), documents, accelerator
+    )
+    n = len(members)
+    return mia_scores_from_stats(stats[:n], stats[n:], documents[:n], documents[n:])
+
+
+def evaluate_mmlu_everywhere(model, tokenizer, accelerator=None, **mmlu_kwargs) -> dict[str, Any]:
+    """`evaluate_mmlu` on the main process, its summary broadcast to every process."""
+    if not _distributed(accelerator):
+        return evaluate_mmlu(model, tokenizer, **mmlu_kwargs)
+    from accelerate.utils import broadcast_object_list
+
+    box = [evaluate_mmlu(model, tokenizer, **mmlu_kwargs) if accelerator.is_main_process else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+@torch.no_grad()
+def evaluate_model(
+    model,
+    tokenizer,
+    forget_rows: Sequence[Mapping] | None = None,
+    retain_rows: Sequence[Mapping] | None = None,
+    mia_members: Sequence[str] | None = None,
+    mia_nonmembers: Sequence[str] | None = None,
+    mmlu: Mapping[str, Any] | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    accelerator=None,
+    return_generations: bool = False,
+) -> dict[str, Any]:
+    """Everything that is given: LUME rows, MIA documents, MMLU (`mmlu` = `evaluate_mmlu` keyword arguments).
+
+    Returns the task script's layout (`aggregate_results`), with `aggregate-score` -1 unless all three are there.
+    """
+    lume = {}
+    if forget_rows is not None and retain_rows is not None:
+        lume = evaluate_lume(
+            model, tokenizer, forget_rows, retain_rows, max_new_tokens, batch_size, accelerator, return_generations
+        )
+    mia = None
+    if mia_members is not None and mia_nonmembers is not None:
+        mia = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers, batch_size=max(1, batch_size // 2),
+                           accelerator=accelerator)
+    mmlu_result = evaluate_mmlu_everywhere(model, tokenizer, accelerator, **mmlu) if mmlu is not None else None
+    results = aggregate_results(lume, mia, mmlu_result) if lume else {**(mia or {})}
+    if mmlu_result is not None:
+        results["mmlu_average"] = mmlu_result["average_acc"]
+        results["mmlu_subject_acc"] = mmlu_result["subject_acc"]
+    if return_generations and "generations" in lume:
+        results["generations"] = lume["generations"]
+    return results
+
+
+def flatten_scores(results: Mapping[str, Any]) -> dict[str, float]:
+    """Scalar log keys for TensorBoard/W&B: `lume/task_score`, `lume/forget/Task2/regurgitation`, `mia/auc`,
+    `mmlu/acc`, `lume/final_score`, ... (no text, no ids)."""
+    out: dict[str, float] = {}
+    if "harmonic-mean-task-aggregate" in results:
+        out["lume/task_score"] = results["harmonic-mean-task-aggregate"]
+    for split in ("forget", "retain"):
+        block = results.get(f"{split}-set")
+        if not block:
+            continue
+        for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
+            if block.get(key) is not None:
+                out[f"lume/{split}/{name}"] = block[key]
+        for task, scores in block.items():
+            if isinstance(scores, Mapping):
+                for key, name in (("regurgitation-score", "regurgitation"), ("knowledge-score", "knowledge")):
+                    if scores.get(key) is not None:
+                        out[f"lume/{split}/{task}/{name}"] = scores[key]
+    for key, name in (
+        ("mia_loss_auc", "auc"),
+        ("mia_final_score", "score"),
+        ("mia_zlib_auc", "zlib_auc"),
+        ("mia_min_k_auc", "min_k_auc"),
+        ("mia_min_k_plus_plus_auc", "min_k_plus_plus_auc"),
+    ):
+        if key in results:
+            out[f"mia/{name}"] = results[key]
+    if "mmlu_average" in results:
+        out["mmlu/acc"] = results["mmlu_average"]
+    if results.get("aggregate-score", -1) != -1:
+        out["lume/final_score"] = results["aggregate-score"]
+    return {k: float(v) for k, v in out.items()}

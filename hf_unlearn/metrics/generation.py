@@ -1,0 +1,181 @@
+"""Greedy completions of raw prompts, as the LUME evaluation script makes them, one at a time or batched.
+
+The task's script tokenises each `input` on its own (no chat template), calls
+`model.generate(input_ids, max_new_tokens=256, do_sample=False, use_cache=True, pad_token_id=eos)` and decodes only
+the new tokens with `skip_special_tokens=True, clean_up_tokenization_spaces=True` (see `decode_like_task`).
+`generate_one_at_a_time` does exactly that; `generate_completions` gives the same texts much faster by batching
+rows of similar length with left padding and an attention mask (transformers 5's `generate` derives the position ids
+from the mask, so a padded row sees the positions it has unpadded; tests/test_metrics_generation.py checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hf_unlearn.metrics._model_state import evaluation_mode, model_device
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def _greedy_kwargs(tokenizer: Any, max_new_tokens: int, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task script's generation arguments; `generate_kwargs` may add to or override them."""
+    kwargs = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "use_cache": True,
+        "pad_token_id": tokenizer.eos_token_id,
+    }
+    kwargs.update(generate_kwargs)
+    return kwargs
+
+
+def decode_like_task(tokenizer: Any, token_ids: Sequence[int]) -> str:
+    """Decode as the task's script did: `skip_special_tokens=True, clean_up_tokenization_spaces=True`.
+
+    transformers 4.x (the script's January 2025 environment) applied `clean_up_tokenization` (" ." -> ".",
+    " n't" -> "n't", ...) for every tokenizer; transformers 5 silently skips it for BPE tokenizers such as OLMo's.
+    So the clean-up is applied here explicitly, through the tokenizer's own `clean_up_tokenization` as 4.x did.
+    """
+    text = tokenizer.decode(list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return tokenizer.clean_up_tokenization(text)
+
+
+def generate_one_at_a_time(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 256,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Complete each prompt on its own, exactly as the task's evaluation script does (the reference path).
+
+    Returns the decoded new tokens of each prompt, in input order.
+    """
+    kwargs = _greedy_kwargs(tokenizer, max_new_tokens, generate_kwargs)
+    device = model_device(model)
+    completions = []
+    with evaluation_mode(model):
+        for prompt in prompts:
+            input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+            output = model.generate(input_ids, **kwargs)
+            completions.append(decode_like_task(tokenizer, output[0, input_ids.shape[1] :].tolist()))
+    return completions
+
+
+def _eos_ids(model: torch.nn.Module, kwargs: dict[str, Any]) -> set[int]:
+    """The token ids that stop generation (what `generate` itself stops on)."""
+    eos = kwargs.get("eos_token_id", getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _until_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    """Cut a row after its first stop token, as the unbatched path ends there (later positions are filler)."""
+    for i, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: i + 1]
+    return tokens
+
+
+# Generation settings that depend on where the current `generate` call started or will end (the number of tokens it
+# has generated, or its last step): with any of them set, stopping and resuming could change the text, so each
+# batch is then generated in one call.
+_CALL_DEPENDENT = (
+    "min_new_tokens",
+    "min_length",
+    "max_length",
+    "forced_eos_token_id",
+    "begin_suppress_tokens",
+    "exponential_decay_length_penalty",
+)
+
+
+def _resumable(model: torch.nn.Module, generate_kwargs: dict[str, Any]) -> bool:
+    """Whether generating in rounds (stop, regroup, resume) gives what one `generate` call would."""
+    if any(generate_kwargs.get(key) for key in _CALL_DEPENDENT):
+        return False
+    config = getattr(model, "generation_config", None)
+    # max_length is always set in a config (default 20) and is overridden by max_new_tokens: not a concern there.
+    return not any(getattr(config, key, None) for key in _CALL_DEPENDENT if key != "max_length")
+
+
+def _generate_left_padded(
+    model: torch.nn.Module, rows: list[list[int]], pad_id: int, kwargs: dict[str, Any]
+) -> list[list[int]]:
+    """One `generate` call on token-id rows padded on the left by hand; returns each row's new tokens."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, row in enumerate(rows):
+        if row:
+            input_ids[j, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[j, width - len(row) :] = 1
+    device = model_device(model)
+    output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs)
+    return output[:, width:].tolist()
+
+
+def generate_completions(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    round_tokens: int | None = 16,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
+
+    Each prompt is tokenised on its own (as the task's script does); rows are sorted by length (longest first, so a
+    memory error shows in the first batch) to cut padding, and each batch is padded on the left by hand with an
+    attention mask, so the tokenizer's `padding_side` is never touched. The KV cache is used.
+
+    A batch of `generate` runs until its longest row stops, and most LUME rows stop after a few dozen tokens while
+    a few run to the limit. So generation goes in rounds: `round_tokens` new tokens, then twice as many, and so on.
+    After each round the rows that stopped (EOS) are done, and the rest are regrouped by length into full batches
+    and resumed from their prompt plus the tokens so far (greedy decoding of the same tokens: the same
+    continuation; the prompt and the tokens so far go through the model again, nothing is re-tokenised).
+    `round_tokens=None` generates each batch in one call, which
+    is also what happens when a generation setting depends on the number of new tokens.
+
+    Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
+    the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
+    and unpadded matrix products round differently); on the LUME validation sets this is rare (see the tests).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if round_tokens is not None and round_tokens < 1:
+        raise ValueError(f"round_tokens must be >= 1 or None, got {round_tokens}")
+    kwargs = _greedy_kwargs(tokenizer, max_new_tokens, generate_kwargs)
+    eos_ids = _eos_ids(model, kwargs)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if round_tokens is None or not _resumable(model, generate_kwargs):
+        round_tokens = max_new_tokens
+
+    tokens = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    new_tokens: list[list[int]] = [[] for _ in tokens]
+    pending = list(range(len(tokens)))
+    budget = max_new_tokens  # every pending row has generated the same number of tokens so far
+    with evaluation_mode(model):
+        while pending and budget > 0:
+            step = min(round_tokens, budget)
+            round_tokens *= 2  # rows still going tend to go on: longer rounds resume them less often
+            pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
+            unfinished = []
+            for start in range(0, len(pending), batch_size):
+                rows = pending[start : start + batch_size]
+                outputs = _generate_left_padded(
+                    model, [tokens[i] + new_tokens[i] for i in rows], pad_id, {**kwargs, "max_new_tokens": step}
+                )
+                for i, output in zip(rows, outputs):
+                    kept = _until_eos(output, eos_ids)
+                    new_tokens[i].extend(kept)
+                    if len(kept) == step and kept[-1] not in eos_ids:
+                        unfinished.append(i)
+            pending = unfinished
+            budget -= step
+    return [decode_like_task(tokenizer, row) for row in new_tokens]

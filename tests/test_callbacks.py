@@ -1,0 +1,150 @@
+"""LUME callbacks during training, `plot_history`, and `hf-unlearn evaluate` on real LUME, MIA and MMLU files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import Dataset
+
+from hf_unlearn import UnlearningTrainer
+from hf_unlearn.callbacks import LumeEvaluationCallback, plot_history
+from hf_unlearn.cli import main as cli_main
+from hf_unlearn.evaluation import evaluate_model, flatten_scores
+
+from .conftest import SHARED_DATA, read_jsonl
+from .test_trainer import lora, make_config
+
+
+@pytest.fixture(scope="module")
+def mia_docs(lume_dir):
+    members = [r["document"] for r in read_jsonl(lume_dir / "mia" / "member.jsonl")[:4]]
+    nonmembers = [r["document"] for r in read_jsonl(lume_dir / "mia" / "nonmember.jsonl")[:4]]
+    return members, nonmembers
+
+
+def test_callback_logs_scores_that_fall_on_forget_and_equal_a_direct_call(
+    memorised_model, memorised_rows, tokenizer, mia_docs, tmp_path
+):
+    forget, retain = memorised_rows["forget"], memorised_rows["retain"]
+    model = lora(memorised_model, nonzero=False)
+    config = make_config(
+        tmp_path, method="npo", retain_nll_weight=3.0, max_steps=24, learning_rate=3e-3, logging_steps=8
+    )
+    trainer = UnlearningTrainer(
+        model=model,
+        args=config,
+        forget_dataset=Dataset.from_list(forget),
+        retain_dataset=Dataset.from_list(retain),
+        processing_class=tokenizer,
+    )
+    callback = LumeEvaluationCallback(
+        trainer,
+        forget_rows=forget,
+        retain_rows=retain,
+        mia_members=mia_docs[0],
+        mia_nonmembers=mia_docs[1],
+        every=12,
+        unit="step",
+        max_new_tokens=48,
+        batch_size=8,
+    )
+    trainer.add_callback(callback)
+    was_training = model.training
+    trainer.train()
+    assert model.training == was_training or not model.training  # the callback restored what it found
+
+    scored = [entry for entry in trainer.state.log_history if "lume/task_score" in entry]
+    assert [entry["step"] for entry in scored] == [0, 12, 24]
+    before, after = scored[0], scored[-1]
+    assert before["lume/forget/regurgitation"] > 0.8  # memorised
+    assert after["lume/forget/regurgitation"] < before["lume/forget/regurgitation"] - 0.3
+    forget_drop = before["lume/forget/regurgitation"] - after["lume/forget/regurgitation"]
+    retain_drop = before["lume/retain/regurgitation"] - after["lume/retain/regurgitation"]
+    assert retain_drop < forget_drop  # selective, if imperfectly, at this size
+    assert {"mia/auc", "mia/score", "mia/zlib_auc", "mia/min_k_auc", "mia/min_k_plus_plus_auc"} <= set(after)
+    assert "lume/forget/Task2/regurgitation" in after and "lume/retain/Task2/knowledge" in after
+    assert "loss" in trainer.state.log_history[0] or any("loss" in e for e in trainer.state.log_history)
+
+    direct = flatten_scores(
+        evaluate_model(
+            model,
+            tokenizer,
+            forget_rows=forget,
+            retain_rows=retain,
+            mia_members=mia_docs[0],
+            mia_nonmembers=mia_docs[1],
+            max_new_tokens=48,
+            batch_size=8,
+        )
+    )
+    for key, value in direct.items():
+        assert after[key] == pytest.approx(value, abs=1e-9), key
+
+    path = tmp_path / "scores.png"
+    plot_history(trainer.state.log_history, str(path), x="step")
+    assert path.stat().st_size > 1000
+
+
+def test_callback_refuses_incomplete_parts(tiny_model, tokenizer, memorised_rows, tmp_path):
+    with pytest.raises(ValueError, match="Give both forget_rows and retain_rows"):
+        LumeEvaluationCallback(None, forget_rows=memorised_rows["forget"])
+    with pytest.raises(ValueError, match="Nothing to evaluate"):
+        LumeEvaluationCallback(None)
+
+
+def test_cli_evaluate_writes_the_task_layout(memorised_model, tokenizer, lume_rows, lume_dir, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    memorised_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = tmp_path / "lume"
+    data.mkdir()
+    for split in ("forget_validation", "retain_validation"):
+        rows = [r for r in lume_rows[split] if r["task"] == "Task2"][:6]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mia = tmp_path / "mia"
+    mia.mkdir()
+    for name in ("member", "nonmember"):
+        rows = read_jsonl(lume_dir / "mia" / f"{name}.jsonl")[:4]
+        (mia / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval"
+    code = cli_main(
+        [
+            "evaluate",
+            "--model", str(model_dir),
+            "--data", str(data),
+            "--split", "validation",
+            "--mia", str(mia),
+            "--mmlu", str(SHARED_DATA / "mmlu"),
+            "--mmlu-subjects", "anatomy",
+            "--mmlu-limit", "4",
+            "--mmlu-fewshot", "0",
+            "--max-new-tokens", "24",
+            "--output-dir", str(out),
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "evaluation_results.jsonl").read_text())
+    for key in (
+        "forget-set",
+        "retain-set",
+        "harmonic-mean-task-aggregate",
+        "mia_loss_acc",
+        "mia_final_score",
+        "mmlu_average",
+        "aggregate-score",
+    ):
+        assert key in results, key
+    assert "regurgitation-score" in results["forget-set"]["Task2"]
+    assert results["aggregate-score"] == pytest.approx(
+        (results["harmonic-mean-task-aggregate"] + results["mia_final_score"] + results["mmlu_average"]) / 3
+    )
+    assert not (out / "generations.jsonl").exists()  # forget-set text only on request
+    printed = capsys.readouterr().out
+    assert "final score" in printed and "forget" in printed
+
+    cli_main(["evaluate", "--model", str(model_dir), "--data", str(data), "--max-new-tokens", "8",
+              "--output-dir", str(out), "--save-generations"])
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(generations) == 12
+    assert set(generations[0]) == {"split", "id", "task", "input", "expected_output", "model_output"}

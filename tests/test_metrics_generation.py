@@ -1,0 +1,141 @@
+"""Batched greedy generation gives the task script's one-at-a-time completions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_unlearn.metrics.generation import decode_like_task, generate_completions, generate_one_at_a_time
+from hf_unlearn.metrics.lume import lume_scores_from_generations, score_lume
+from hf_unlearn.tiny import tiny_causal_lm
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: a tiny model gains nothing from two, and two stall badly when another process runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_input_order_and_state_are_kept(memorised_model, tokenizer, memorised_rows):
+    rows = memorised_rows["forget"] + memorised_rows["retain"]
+    tokenizer.padding_side = "right"
+    memorised_model.train()
+    completions = generate_completions(memorised_model, tokenizer, [r["input"] for r in rows], 64, batch_size=3)
+    assert tokenizer.padding_side == "right"
+    assert memorised_model.training
+    assert all(p.grad is None for p in memorised_model.parameters())
+    # Half of the rows come back verbatim, each against its own prompt: the input order is kept.
+    exact = sum(c == r["output"] for c, r in zip(completions, rows))
+    assert exact >= len(rows) // 3, f"only {exact}/{len(rows)} rows regurgitated"
+    assert completions == generate_one_at_a_time(memorised_model, tokenizer, [r["input"] for r in rows], 64)
+
+
+@pytest.mark.parametrize("arch", ["olmo", "llama"])
+def test_left_padding_keeps_positions(tokenizer, lume_rows, arch):
+    """Under left padding every real token gets the position it has unpadded, at prefill and at each new token.
+
+    transformers 5's `generate` derives position ids from the attention mask; this records the ids the decoder
+    receives. (Rotary attention only sees relative positions, so a uniform shift would not show in the logits;
+    the logits are compared too, as the end-to-end check.)
+    """
+    model = tiny_causal_lm(tokenizer, arch=arch, seed=1).eval()
+    prompts = [r["input"] for r in lume_rows["retain_validation"][:6]]
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    width = max(map(len, encoded))
+    assert len(set(map(len, encoded))) > 1, "the prompts must need padding"
+    ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for j, row in enumerate(encoded):
+        ids[j, width - len(row) :] = torch.tensor(row)
+        mask[j, width - len(row) :] = 1
+
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["position_ids"].clone()), with_kwargs=True
+    )
+    kwargs = dict(max_new_tokens=3, do_sample=False, return_dict_in_generate=True, output_logits=True)
+    with torch.no_grad():
+        batched = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.eos_token_id, **kwargs)
+        hook.remove()
+        assert len(seen) == 3  # prefill, then one step per new token (KV cache)
+        for j, row in enumerate(encoded):
+            n = len(row)
+            assert seen[0][j, width - n :].tolist() == list(range(n))
+            assert [int(step[j, -1]) for step in seen[1:]] == [n, n + 1]
+            single = model.generate(input_ids=torch.tensor([row]), pad_token_id=tokenizer.eos_token_id, **kwargs)
+            for step in range(3):
+                torch.testing.assert_close(batched.logits[step][j], single.logits[step][0], atol=1e-4, rtol=1e-4)
+
+
+def test_batched_equals_one_at_a_time_on_lume_validation(memorised_model, tokenizer, lume_rows):
+    """All 532 validation rows (forget + retain), 32 new tokens: >= 99% identical texts, scores within 0.01.
+
+    32 new tokens (not the task's 256; rows that go on past 32 are resumed once, in a second round) keep the
+    one-at-a-time reference path to about 30 s on one CPU core.
+    """
+    forget, retain = lume_rows["forget_validation"], lume_rows["retain_validation"]
+    prompts = [r["input"] for r in forget + retain]
+    batched = generate_completions(memorised_model, tokenizer, prompts, max_new_tokens=32, batch_size=32)
+    single = generate_one_at_a_time(memorised_model, tokenizer, prompts, max_new_tokens=32)
+    same = sum(b == s for b, s in zip(batched, single)) / len(prompts)
+    assert same >= 0.99, f"only {same:.2%} identical"
+
+    n = len(forget)
+    scores_b = lume_scores_from_generations(forget, batched[:n], retain, batched[n:])
+    scores_s = lume_scores_from_generations(forget, single[:n], retain, single[n:])
+    assert abs(scores_b["harmonic-mean-task-aggregate"] - scores_s["harmonic-mean-task-aggregate"]) <= 0.01
+    assert scores_b["aggregated-terms"] == pytest.approx(scores_s["aggregated-terms"], abs=0.01)
+    for split in ("forget-set", "retain-set"):
+        for key in ("overall-regurgitation-score", "overall-knowledge-score"):
+            assert scores_b[split][key] == pytest.approx(scores_s[split][key], abs=0.01)
+
+
+def test_score_lume_batched_matches_one_at_a_time_and_keeps_generations_on_request(
+    memorised_model, tokenizer, memorised_rows
+):
+    forget, retain = memorised_rows["forget"], memorised_rows["retain"]
+    batched = score_lume(memorised_model, tokenizer, forget, retain, max_new_tokens=64, batch_size=4)
+    assert "generations" not in batched
+    single = score_lume(
+        memorised_model, tokenizer, forget, retain, max_new_tokens=64, one_at_a_time=True, return_generations=True
+    )
+    assert batched == {k: v for k, v in single.items() if k != "generations"}
+    assert len(single["generations"]["forget"]) == len(forget) and len(single["generations"]["retain"]) == len(retain)
+    # The model regurgitates much of its rows (each row's ROUGE-L recall against its own output).
+    assert single["forget-set"]["overall-regurgitation-score"] > 0.3
+    assert single["retain-set"]["overall-regurgitation-score"] > 0.3
+
+
+def test_rounds_give_the_same_texts_as_one_call_per_batch(memorised_model, tokenizer, lume_rows):
+    """Stopping after 4, 8, 16... tokens and resuming the rows still going changes nothing."""
+    prompts = [r["input"] for r in lume_rows["forget_validation"][::6]]
+    in_rounds = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=4)
+    one_call = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=None)
+    assert in_rounds == one_call
+    assert len({len(tokenizer(t)["input_ids"]) for t in one_call}) > 3  # rows stop at many different lengths
+
+
+def test_call_dependent_settings_disable_rounds(memorised_model, tokenizer, memorised_rows):
+    """`forced_eos_token_id` forces EOS at a call's last step: with rounds it would end every round."""
+    prompts = [r["input"] for r in memorised_rows["forget"][:3]]
+    memorised_model.generation_config.forced_eos_token_id = tokenizer.eos_token_id
+    texts = generate_completions(memorised_model, tokenizer, prompts, 24, batch_size=2, round_tokens=2)
+    assert texts == generate_one_at_a_time(memorised_model, tokenizer, prompts, 24)
+    assert any(len(tokenizer(t)["input_ids"]) > 2 for t in texts)
+
+
+def test_decode_applies_the_task_clean_up(tokenizer):
+    """transformers 5 skips `clean_up_tokenization_spaces` for BPE tokenizers; the task's 4.x decode applied it."""
+    ids = tokenizer("He said : no , it is n't ; fine .")["input_ids"]
+    assert decode_like_task(tokenizer, ids) == "He said : no, it isn't ; fine."
+    ids = tokenizer("Done .</s>")["input_ids"]
+    assert decode_like_task(tokenizer, ids) == "Done."
+
+
+def test_empty_input_list_and_bad_batch_size(tiny_model, tokenizer):
+    assert generate_completions(tiny_model, tokenizer, []) == []
+    with pytest.raises(ValueError):
+        generate_completions(tiny_model, tokenizer, ["x"], batch_size=0)

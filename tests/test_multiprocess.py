@@ -1,0 +1,78 @@
+"""Two real CPU processes (torchrun, gloo): training and LUME scoring agree with one process.
+
+`ACCELERATE_USE_CPU=1` makes accelerate use the torchrun environment on a machine without GPU (without it, each
+process would run alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import read_jsonl
+
+SCRIPT = Path(__file__).parent / "scripts" / "train_with_callback.py"
+
+
+def launch(args: list[str], processes: int, tmp_path: Path) -> None:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if processes > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                   "--master_port", "29533"] + args
+    else:
+        command = [sys.executable] + args
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, lume_rows, lume_dir):
+    from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("mp")
+    texts = [r["input"] + r["output"] for s in ("forget_train", "retain_train") for r in lume_rows[s]]
+    tokenizer = train_tokenizer(texts, vocab_size=1024)
+    data = root / "data"
+    (data / "mia").mkdir(parents=True)
+    rows = {}
+    for split in ("forget_validation", "retain_validation"):
+        rows[split] = [r for r in lume_rows[split] if r["task"] == "Task2"][:8]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[split]))
+    for name in ("member", "nonmember"):
+        docs = read_jsonl(lume_dir / "mia" / f"{name}.jsonl")[:5]
+        (data / "mia" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs))
+    model = tiny_causal_lm(tokenizer, hidden_size=64, num_hidden_layers=2)
+    memorise(model, tokenizer, rows["forget_validation"] + rows["retain_validation"], epochs=40)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root
+
+
+def test_two_processes_train_and_score_like_one(saved, tmp_path):
+    out = tmp_path / "out"
+    model, data = str(saved / "model"), str(saved / "data")
+    launch([str(SCRIPT), model, data, str(out), "2"], processes=2, tmp_path=tmp_path)
+    launch([str(SCRIPT), model, data, str(out), "4"], processes=1, tmp_path=tmp_path)  # the same global batch
+    rank0 = json.loads((out / "history_rank0_of2.json").read_text())
+    rank1 = json.loads((out / "history_rank1_of2.json").read_text())
+    single = json.loads((out / "history_rank0_of1.json").read_text())
+    assert rank0 == rank1  # every process saw the same numbers
+    losses = [e for e in rank0 if "loss" in e]
+    single_losses = [e for e in single if "loss" in e]
+    assert len(losses) == len(single_losses) == 2
+    for multi, one in zip(losses, single_losses):
+        for key in ("loss", "forget_nll", "npo_loss", "retain_nll"):
+            assert multi[key] == pytest.approx(one[key], rel=1e-5), key
+    scores = [e for e in rank0 if "lume/task_score" in e]
+    single_scores = [e for e in single if "lume/task_score" in e]
+    assert [e["step"] for e in scores] == [0, 2]
+    assert scores[0]["lume/forget/regurgitation"] > 0.2  # partly memorised rows: the scores are not trivially 0
+    for multi, one in zip(scores, single_scores):
+        for key, value in one.items():
+            if key.startswith(("lume/", "mia/")):
+                assert multi[key] == pytest.approx(value, abs=1e-6), key
