@@ -15,6 +15,7 @@ trainer.add_callback(LumeEvaluationCallback(trainer, forget_rows=forget_val, ret
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,11 +86,13 @@ class LumeEvaluationCallback(TrainerCallback):
         self.every, self.unit, self.at_start = every, unit, at_start
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.last_results: dict[str, Any] | None = None
+        self.last_duration = 0.0  # seconds of the last evaluation: what a time budget reserves for the final one
         self._last_scored_step = -1
 
     def evaluate(self) -> dict[str, float]:
         """Score the trainer's model now and log the scores; returns the logged values."""
         trainer = self.trainer
+        started = time.monotonic()
         results = evaluate_model(
             trainer.model,
             trainer.processing_class,
@@ -103,6 +106,7 @@ class LumeEvaluationCallback(TrainerCallback):
             accelerator=trainer.accelerator,
         )
         self.last_results = results
+        self.last_duration = time.monotonic() - started
         scores = flatten_scores(results)
         self._last_scored_step = trainer.state.global_step
         # Trainer's on_log clears `should_log`; logging from on_step_end must not swallow the step's loss log.
@@ -127,6 +131,59 @@ class LumeEvaluationCallback(TrainerCallback):
         # A run that stops between scheduled points (max_steps, a time budget) still gets its final scores.
         if self._last_scored_step != state.global_step:
             self.evaluate()
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training gracefully so that the whole run, final save and final evaluation included, fits a budget.
+
+    The clock starts at `on_train_begin`. After each step the callback stops training when the time used, plus a
+    reserve of 1.5 x (the slowest step so far + the last duration of every `LumeEvaluationCallback`), would exceed
+    the budget; the Trainer then saves a checkpoint and the LUME callbacks run their final evaluation. In
+    multi-process runs the main process decides and every process follows, so none is left waiting.
+    """
+
+    def __init__(self, trainer, max_seconds: float):
+        self.trainer = trainer
+        self.max_seconds = max_seconds
+        self.start: float | None = None
+        self._last = None
+        self._slowest_step = 0.0
+        self.stopped_at_step: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = self._last = time.monotonic()
+
+    def _evaluation_reserve(self) -> float:
+        return sum(
+            cb.last_duration for cb in self.trainer.callback_handler.callbacks if isinstance(cb, LumeEvaluationCallback)
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.monotonic()
+        self._slowest_step = max(self._slowest_step, now - self._last)
+        self._last = now
+        reserve = 1.5 * (self._slowest_step + self._evaluation_reserve())
+        stop = now - self.start + reserve > self.max_seconds
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            box = [stop]
+            broadcast_object_list(box, from_process=0)
+            stop = box[0]
+        if stop and not control.should_training_stop:
+            self.stopped_at_step = state.global_step
+            logger.warning(
+                "max_unlearning_time=%.0fs: stopping after step %d (%.0fs used, %.0fs reserved for saving and the "
+                "final evaluation).",
+                self.max_seconds,
+                state.global_step,
+                now - self.start,
+                reserve,
+            )
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"
+        return control
 
 
 def plot_history(

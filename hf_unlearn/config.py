@@ -62,6 +62,10 @@ class UnlearningConfig(TrainingArguments):
             Ignored when `ref_model` is given to the trainer.
         ref_adapter_name (`str`, *optional*, defaults to `"ref"`):
             Name of the frozen adapter that holds the reference in `"adapter_copy"` mode.
+        max_unlearning_time (`float` or `None`, *optional*, defaults to `None`):
+            Time budget in seconds for the whole run, from the start of `train()` (the task allowed one hour, 3600).
+            Training stops gracefully early enough to save a checkpoint and to run the final evaluation of the LUME
+            callbacks within the budget (their last duration is the estimate). `None`: no budget.
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Changed from the `TrainingArguments` default: the trainer builds its own paired forget/retain batches,
             whose columns the model's `forward` does not name.
@@ -138,6 +142,13 @@ class UnlearningConfig(TrainingArguments):
         default="ref",
         metadata={"help": "Name of the frozen reference adapter in 'adapter_copy' mode."},
     )
+    max_unlearning_time: float | None = field(
+        default=None,
+        metadata={
+            "help": "Time budget in seconds for the whole run (the task allowed 3600). Training stops early enough "
+            "to save a checkpoint and run the final evaluation of the LUME callbacks within it."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the trainer builds its own paired forget/retain batches."},
@@ -184,6 +195,8 @@ class UnlearningConfig(TrainingArguments):
         for name in ("retain_nll_weight", "retain_kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.max_unlearning_time is not None and self.max_unlearning_time <= 0:
+            raise ValueError(f"max_unlearning_time must be a positive number of seconds, got {self.max_unlearning_time}.")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}.")
         if self.method == "kl" and self.retain_kl_weight == 0:

@@ -92,6 +92,12 @@ class Reference:
             ref_model.requires_grad_(False)
             return cls("model", ref_model=ref_model)
         if not is_peft_model(model):
+            if mode != "auto":
+                raise ValueError(
+                    f"reference={mode!r} needs a peft model (an adapter to disable or copy), but the model has no "
+                    "adapter. Pass `peft_config=LoraConfig(...)` to the trainer, or leave reference='auto' and pass "
+                    "`ref_model=`."
+                )
             if needed:
                 raise ValueError(
                     "This method needs a reference model, but the model is not a peft model and no ref_model was "

@@ -153,6 +153,11 @@ class UnlearningTrainer(Trainer):
             self.reference.ref_model = self.ref_model
         if args.precompute_ref_log_probs:
             self.add_callback(_PrecomputeReferenceCallback(self))
+        if args.max_unlearning_time is not None:
+            from .callbacks import TimeBudgetCallback
+
+            # Added first, so its clock also counts the LUME callbacks' evaluation before the first step.
+            self.callback_handler.callbacks.insert(0, TimeBudgetCallback(self, args.max_unlearning_time))
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._metric_steps = 0  # optimiser steps since the last training log
         self._step_begins = False  # set by get_batch_samples: the next training_step is a step's first micro-batch
@@ -451,12 +456,29 @@ class UnlearningTrainer(Trainer):
                 terms["retain_kl"] = kl
                 loss = loss + args.retain_kl_weight * kl
 
+        if not torch.isfinite(loss.detach()).all():
+            self._raise_non_finite(terms)
         if model.training:
             for name, value in terms.items():
                 self._metric_sums[name] += value.detach()
         # Data parallel averages gradients over processes; the terms above are this process's share of a global mean.
         loss = loss * scale
         return (loss, {"logits": logits, **terms}) if return_outputs else loss
+
+    def _raise_non_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop before a non-finite loss reaches the weights; the checkpoints saved so far stay as they are."""
+        import glob
+        import os
+
+        values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+        checkpoints = sorted(
+            glob.glob(os.path.join(self.args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[-1])
+        )
+        kept = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint had been saved yet"
+        raise FloatingPointError(
+            f"Non-finite loss at step {self.state.global_step + 1} ({values}). Training stopped before this update; "
+            f"{kept}. Lower learning_rate or max_grad_norm, or raise beta, and resume from the checkpoint."
+        )
 
     # ---- logging -----------------------------------------------------------------------------------------------
 

@@ -77,3 +77,26 @@ def _memorised_state(tokenizer, memorised_rows):
 def memorised_model(_memorised_state):
     """A tiny model that regurgitates `memorised_rows` (a fresh copy per test, so tests cannot leak into each other)."""
     return copy.deepcopy(_memorised_state)
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory, lume_rows, lume_dir):
+    """A small memorised model and tokenizer saved to disk, with 8 forget/retain validation rows and 5+5 MIA
+    documents in the LUME layout: what subprocess tests (torchrun, kill and resume) load."""
+    root = tmp_path_factory.mktemp("mp")
+    texts = [r["input"] + r["output"] for s in ("forget_train", "retain_train") for r in lume_rows[s]]
+    tokenizer = train_tokenizer(texts, vocab_size=1024)
+    data = root / "data"
+    (data / "mia").mkdir(parents=True)
+    rows = {}
+    for split in ("forget_validation", "retain_validation"):
+        rows[split] = [r for r in lume_rows[split] if r["task"] == "Task2"][:8]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[split]))
+    for name in ("member", "nonmember"):
+        docs = read_jsonl(lume_dir / "mia" / f"{name}.jsonl")[:5]
+        (data / "mia" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs))
+    model = tiny_causal_lm(tokenizer, hidden_size=64, num_hidden_layers=2)
+    memorise(model, tokenizer, rows["forget_validation"] + rows["retain_validation"], epochs=40)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root

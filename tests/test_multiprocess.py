@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import read_jsonl
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_with_callback.py"
 
@@ -28,29 +27,6 @@ def launch(args: list[str], processes: int, tmp_path: Path) -> None:
         command = [sys.executable] + args
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, lume_rows, lume_dir):
-    from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
-
-    root = tmp_path_factory.mktemp("mp")
-    texts = [r["input"] + r["output"] for s in ("forget_train", "retain_train") for r in lume_rows[s]]
-    tokenizer = train_tokenizer(texts, vocab_size=1024)
-    data = root / "data"
-    (data / "mia").mkdir(parents=True)
-    rows = {}
-    for split in ("forget_validation", "retain_validation"):
-        rows[split] = [r for r in lume_rows[split] if r["task"] == "Task2"][:8]
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[split]))
-    for name in ("member", "nonmember"):
-        docs = read_jsonl(lume_dir / "mia" / f"{name}.jsonl")[:5]
-        (data / "mia" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs))
-    model = tiny_causal_lm(tokenizer, hidden_size=64, num_hidden_layers=2)
-    memorise(model, tokenizer, rows["forget_validation"] + rows["retain_validation"], epochs=40)
-    model.save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    return root
 
 
 def test_two_processes_train_and_score_like_one(saved, tmp_path):
