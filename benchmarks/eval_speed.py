@@ -12,7 +12,7 @@ LUME validation rows (forget + retain), it times `generate_completions` (batched
 No generated text is printed (it may hold forget-set text).
 
     python benchmarks/eval_speed.py                 # all 532 rows, 256 new tokens, all 300 MIA documents
-    python benchmarks/eval_speed.py --quick         # 64 rows, 40 MIA documents: about a minute or two
+    python benchmarks/eval_speed.py --quick         # 128 rows, 40 MIA documents: about a minute
     python benchmarks/eval_speed.py --threads 2 --batch-size 64
 
 `--threads` defaults to 1: a tiny model's operations are too small to gain from a second thread, and when another
@@ -80,7 +80,7 @@ def build_target(lume: Path, epochs: int) -> tuple[torch.nn.Module, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HF_UNLEARN_SHARED_DATA", DEFAULT_DATA)))
-    parser.add_argument("--quick", action="store_true", help="64 validation rows and 40 MIA documents")
+    parser.add_argument("--quick", action="store_true", help="128 validation rows and 40 MIA documents")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
@@ -96,7 +96,7 @@ def main() -> None:
     forget = read_jsonl(lume / "forget_validation.jsonl")
     retain = read_jsonl(lume / "retain_validation.jsonl")
     if args.quick:
-        forget, retain = every_kth(forget, 30), every_kth(retain, 34)
+        forget, retain = every_kth(forget, 61), every_kth(retain, 67)
     prompts = [r["input"] for r in forget + retain]
     print(
         f"{len(prompts)} rows, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "

@@ -122,7 +122,10 @@ def test_accuracy_equals_lm_evals_own_run(tiny_model, tokenizer, mmlu_dir, tmp_p
         config["dataset_path"] = "json"
         config["dataset_name"] = None
         data = tmp_path / "ours" / "data" / subject
-        config["dataset_kwargs"] = {"data_files": {"test": str(data / "test.jsonl"), "dev": str(data / "dev.jsonl")}}
+        config["dataset_kwargs"] = {
+            "data_files": {"test": str(data / "test.jsonl"), "dev": str(data / "dev.jsonl")},
+            "cache_dir": str(tmp_path / "datasets_cache"),
+        }
         (task_dir / f"mmlu_{subject}.yaml").write_text(yaml.safe_dump(config))
     theirs = run_lm_eval(
         tiny_model,

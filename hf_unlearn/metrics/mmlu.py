@@ -54,13 +54,17 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _subject_task_config(subject: str, test_file: Path, dev_file: Path) -> dict[str, Any]:
+def _subject_task_config(subject: str, test_file: Path, dev_file: Path, cache_dir: Path) -> dict[str, Any]:
     """One subject's task, as lm-eval's `mmlu_<subject>.yaml` (+ template) but reading local JSON lines."""
     return {
         "task": f"mmlu_{subject}",
         "task_alias": subject,
         "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(test_file), "dev": str(dev_file)}},
+        "dataset_kwargs": {
+            "data_files": {"test": str(test_file), "dev": str(dev_file)},
+            # The Arrow cache goes next to the files, so a temporary folder takes it along when it is removed.
+            "cache_dir": str(cache_dir),
+        },
         "description": subject_description(subject),
         **copy.deepcopy(MMLU_TEMPLATE),
     }
@@ -94,7 +98,7 @@ def write_mmlu_tasks(data_dir: str | Path, out_dir: str | Path, subjects: Iterab
             files[split].parent.mkdir(parents=True, exist_ok=True)
             with open(files[split], "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in splits[split][subject])
-        config = _subject_task_config(subject, files["test"], files["dev"])
+        config = _subject_task_config(subject, files["test"], files["dev"], out_dir / "datasets_cache")
         (out_dir / f"mmlu_{subject}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         task_names.append(config["task"])
     group = {
