@@ -52,3 +52,25 @@ def test_two_processes_train_and_score_like_one(saved, tmp_path):
         for key, value in one.items():
             if key.startswith(("lume/", "mia/")):
                 assert multi[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_cli_evaluate_under_two_processes_writes_single_process_results(saved, tmp_path):
+    args = ["-m", "hf_unlearn.cli", "evaluate", "--model", str(saved / "model"), "--data", str(saved / "data"),
+            "--mia", str(saved / "data" / "mia"), "--max-new-tokens", "16"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29539"]
+        + args + ["--output-dir", str(tmp_path / "two")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("results written to") == 1  # only the main process writes and prints
+    one = subprocess.run([sys.executable] + args + ["--output-dir", str(tmp_path / "one")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    results_two = json.loads((tmp_path / "two" / "evaluation_results.jsonl").read_text())
+    results_one = json.loads((tmp_path / "one" / "evaluation_results.jsonl").read_text())
+    assert results_two["forget-set"] == results_one["forget-set"]
+    assert results_two["retain-set"] == results_one["retain-set"]
+    for key in ("mia_loss_auc", "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc"):
+        assert results_two[key] == pytest.approx(results_one[key], abs=1e-9), key
