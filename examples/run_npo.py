@@ -1,27 +1,43 @@
 """Unlearn a forget set with NPO + LoRA (+ retain NLL + retain KL), or any baseline method, with `UnlearningTrainer`.
 
-A real model and the LUME release (GPU and Hub access):
+With no arguments it runs the embedded offline demo (`hf_unlearn.demo.run_demo`: a small model memorises synthetic
+rows, then unlearns half of them, scored by the LUME callbacks before and after):
 
-    accelerate launch examples/run_npo.py \
+    python examples/run_npo.py [--output_dir DIR]
+
+A real model and the LUME release, scored on the validation split, MIA and MMLU every epoch (GPU and Hub access):
+
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml examples/run_npo.py \
         --model_name_or_path allenai/OLMo-1B-0724-hf \
         --dataset llmunlearningsemeval2025organization/semeval25-unlearning-dataset-public \
         --use_peft --lora_r 5 --lora_alpha 5 --lora_target_modules all-linear \
         --method npo --beta 0.5 --retain_nll_weight 1 --retain_kl_weight 0.5 \
-        --learning_rate 1e-4 --per_device_train_batch_size 4 --num_train_epochs 20 --output_dir olmo1b-npo
+        --learning_rate 1e-4 --per_device_train_batch_size 4 --num_train_epochs 20 --output_dir olmo1b-npo \
+        --eval_data ../shared/data/lume --eval_split validation --mia_dir ../shared/data/lume/mia \
+        --mmlu ../shared/data/mmlu --mmlu_limit 10 --eval_every 1 --eval_unit epoch \
+        --merge_output olmo1b-npo-merged
 
-Offline on a CPU, with no model to download: without `--model_name_or_path` the script builds a small
-OLMo-architecture model and a tokenizer trained locally, first makes it memorise `--num_rows` forget and retain rows,
-then unlearns the forget rows and prints the answer NLL of both sets before and after:
+Offline on a CPU, with no model to download: with `--dataset` but without `--model_name_or_path` the script builds a
+small OLMo-architecture model and a tokenizer trained locally, first makes it memorise `--num_rows` forget and retain
+rows, then unlearns the forget rows and prints the answer NLL of both sets before and after:
 
-    python examples/run_npo.py --dataset ../shared/data/lume --num_rows 16 --max_steps 60 --output_dir /tmp/npo
+    python examples/run_npo.py --dataset ../shared/data/lume --num_rows 16 --use_peft --lora_r 8 --lora_alpha 8 \
+        --lora_target_modules all-linear --learning_rate 3e-3 --retain_nll_weight 3 --max_steps 60 \
+        --report_to none --output_dir /tmp/npo
 
-Every option of `UnlearningConfig` (and of `TrainingArguments`) and trl's `ModelConfig` is a flag: see `--help`;
-`--config file.yaml` reads them from a file.
+The same on two CPU processes (data parallel, gloo):
+
+    ACCELERATE_USE_CPU=1 OMP_NUM_THREADS=1 accelerate launch --config_file accelerate_configs/multi_cpu.yaml \
+        examples/run_npo.py --dataset ../shared/data/lume --num_rows 16 --use_peft ... --output_dir /tmp/npo2
+
+Every option of `UnlearningConfig` (and of `TrainingArguments`), trl's `ModelConfig` (LoRA: `--use_peft --lora_r
+...`) and `ScriptArguments` below is a flag: see `--help`; `--config file.yaml` reads them from a file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -32,11 +48,12 @@ from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_lume
 
 @dataclass
 class ScriptArguments:
-    """Data and the offline tiny model."""
+    """Data, the offline tiny model, the LUME callbacks and merging."""
 
-    dataset: str = field(
-        default="../shared/data/lume",
-        metadata={"help": "LUME folder (forget_train.jsonl, ...) or Hub dataset repo id with the same splits."},
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "LUME folder (forget_train.jsonl, ...) or Hub dataset repo id with the same splits. Without "
+                  "it and without --model_name_or_path, the embedded offline demo runs."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Which split to unlearn ('train')."})
     num_rows: int | None = field(
@@ -45,6 +62,39 @@ class ScriptArguments:
     tiny_memorise_epochs: int = field(
         default=60, metadata={"help": "Without --model_name_or_path: epochs to memorise the rows before unlearning."}
     )
+    eval_data: str | None = field(
+        default=None, metadata={"help": "LUME folder or Hub id to score with LumeEvaluationCallback (task score)."}
+    )
+    eval_split: str = field(default="validation", metadata={"help": "Split of --eval_data to score."})
+    eval_num_rows: int | None = field(
+        default=None, metadata={"help": "Score only the first N forget and N retain rows of --eval_data."}
+    )
+    mia_dir: str | None = field(
+        default=None, metadata={"help": "Folder with member.jsonl and nonmember.jsonl: the MIA scores."}
+    )
+    mmlu: str | None = field(
+        default=None, metadata={"help": "MMLU folder (test.jsonl, dev.jsonl in the cais/mmlu schema): MMLU accuracy."}
+    )
+    mmlu_limit: float | None = field(default=None, metadata={"help": "At most N MMLU questions per subject."})
+    mmlu_subjects: str | None = field(default=None, metadata={"help": "Comma-separated MMLU subjects (default all)."})
+    eval_every: int = field(default=1, metadata={"help": "Score every N epochs or steps (--eval_unit)."})
+    eval_unit: str = field(default="epoch", metadata={"help": "Unit of --eval_every.", "choices": ["epoch", "step"]})
+    eval_max_new_tokens: int = field(default=256, metadata={"help": "Greedy generation length (the task's: 256)."})
+    eval_generation_batch_size: int = field(default=16, metadata={"help": "Rows per generation batch."})
+    merge_output: str | None = field(
+        default=None, metadata={"help": "After training, merge the LoRA adapter and save the merged model here."}
+    )
+    push_merged_to: str | None = field(
+        default=None, metadata={"help": "Hub repo (user/name) to push the merged model to (needs --merge_output)."}
+    )
+
+
+def load_data(script_args: ScriptArguments):
+    forget, retain = load_lume(script_args.dataset, split=script_args.dataset_split)
+    if script_args.num_rows:
+        forget = forget.filter(lambda r: r.get("task") == "Task2").select(range(script_args.num_rows))
+        retain = retain.filter(lambda r: r.get("task") == "Task2").select(range(script_args.num_rows))
+    return forget, retain
 
 
 def answer_nll(model, tokenizer, dataset) -> float:
@@ -80,12 +130,7 @@ def tiny_target(forget, retain, epochs: int):
     return model, tokenizer
 
 
-def main(script_args: ScriptArguments, training_args: UnlearningConfig, model_args: ModelConfig) -> None:
-    forget, retain = load_lume(script_args.dataset, split=script_args.dataset_split)
-    if script_args.num_rows:
-        forget = forget.filter(lambda r: r.get("task") == "Task2").select(range(script_args.num_rows))
-        retain = retain.filter(lambda r: r.get("task") == "Task2").select(range(script_args.num_rows))
-
+def load_model(script_args: ScriptArguments, model_args: ModelConfig, forget, retain):
     if model_args.model_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
         model = AutoModelForCausalLM.from_pretrained(
@@ -94,8 +139,85 @@ def main(script_args: ScriptArguments, training_args: UnlearningConfig, model_ar
             dtype=model_args.dtype or "auto",
             attn_implementation=model_args.attn_implementation,
         )
-    else:
-        model, tokenizer = tiny_target(forget, retain, script_args.tiny_memorise_epochs)
+        return model, tokenizer
+    return tiny_target(forget, retain, script_args.tiny_memorise_epochs)
+
+
+def add_evaluation(trainer, script_args: ScriptArguments) -> None:
+    """Attach a `LumeEvaluationCallback` with whatever LUME parts the flags give (none: no callback)."""
+    from hf_unlearn.callbacks import LumeEvaluationCallback
+    from hf_unlearn.data import read_jsonl
+
+    parts = {}
+    if script_args.eval_data:
+        forget, retain = load_lume(script_args.eval_data, split=script_args.eval_split)
+        if script_args.eval_num_rows:
+            n = script_args.eval_num_rows
+            forget, retain = forget.select(range(min(n, len(forget)))), retain.select(range(min(n, len(retain))))
+        parts.update(forget_rows=forget, retain_rows=retain)
+    if script_args.mia_dir:
+        parts["mia_members"] = read_jsonl(Path(script_args.mia_dir) / "member.jsonl")
+        parts["mia_nonmembers"] = read_jsonl(Path(script_args.mia_dir) / "nonmember.jsonl")
+    if script_args.mmlu:
+        limit = script_args.mmlu_limit
+        parts["mmlu"] = {"data_dir": script_args.mmlu, "limit": int(limit) if limit and limit >= 1 else limit}
+        if script_args.mmlu_subjects:
+            parts["mmlu"]["subjects"] = [s.strip() for s in script_args.mmlu_subjects.split(",") if s.strip()]
+    if parts and trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        # Under ZeRO-3 every process must make the same forward passes. hf_unlearn's scoring keeps them in step only
+        # for one generation round (max_new_tokens <= 16, an even number of rows per process) and runs MMLU on the
+        # main process alone; longer generation or MMLU would fail with a collective error.
+        if "mmlu" in parts or ("forget_rows" in parts and script_args.eval_max_new_tokens > 16):
+            raise SystemExit(
+                "Under ZeRO-3 the LUME callback supports MIA and LUME scoring with --eval_max_new_tokens <= 16 only "
+                "(no --mmlu). Score with ZeRO-2 or DDP, or afterwards with `hf-unlearn evaluate` on the merged model."
+            )
+    if parts:
+        trainer.add_callback(
+            LumeEvaluationCallback(
+                trainer, every=script_args.eval_every, unit=script_args.eval_unit,
+                max_new_tokens=script_args.eval_max_new_tokens, batch_size=script_args.eval_generation_batch_size,
+                **parts,
+            )
+        )
+
+
+def save_and_merge(trainer, script_args: ScriptArguments, output_dir: str) -> None:
+    """Save the adapter (with `unlearning_record.json` for `hf-unlearn merge`), then merge it if asked."""
+    from hf_unlearn.hub import merge_and_save, save_training_record
+
+    trainer.save_model(output_dir)
+    save_training_record(trainer, output_dir)
+    if trainer.accelerator.is_main_process:
+        print(f"adapter saved to {output_dir}")
+    if script_args.merge_output:
+        merge_and_save(trainer, script_args.merge_output, push_to_hub=script_args.push_merged_to)
+        if trainer.accelerator.is_main_process:
+            print(f"merged model saved to {script_args.merge_output}")
+    elif script_args.push_merged_to:
+        raise SystemExit("--push_merged_to needs --merge_output (the folder that is pushed).")
+
+
+def run_demo_instead(training_args) -> dict:
+    try:
+        from hf_unlearn.demo import run_demo
+    except ImportError as error:
+        raise SystemExit(
+            f"The embedded demo (hf_unlearn.demo) is not available ({error}). Pass --dataset DIR (and optionally "
+            "--model_name_or_path) to run on your own data."
+        ) from None
+    given = training_args.output_dir if training_args.output_dir != "trainer_output" else None
+    return run_demo(output_dir=given)
+
+
+def main(script_args: ScriptArguments, training_args: UnlearningConfig, model_args: ModelConfig) -> None:
+    if not script_args.dataset and not model_args.model_name_or_path:
+        run_demo_instead(training_args)
+        return
+    if not script_args.dataset:
+        raise SystemExit("--dataset is required with --model_name_or_path (a LUME folder or Hub dataset id).")
+    forget, retain = load_data(script_args)
+    model, tokenizer = load_model(script_args, model_args, forget, retain)
     peft_config = get_peft_config(model_args)
     if peft_config is None and training_args.needs_reference:
         raise SystemExit(
@@ -112,14 +234,17 @@ def main(script_args: ScriptArguments, training_args: UnlearningConfig, model_ar
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    add_evaluation(trainer, script_args)
     trainer.train()
-    trainer.save_model(training_args.output_dir)
+    # every process: under ZeRO-3 a forward pass needs all of them
+    after = {"forget": answer_nll(trainer.model, tokenizer, forget), "retain": answer_nll(trainer.model, tokenizer, retain)}
     if trainer.accelerator.is_main_process:
-        after = {"forget": answer_nll(trainer.model, tokenizer, forget), "retain": answer_nll(trainer.model, tokenizer, retain)}
         print("\nanswer NLL    before    after")
         for split in ("forget", "retain"):
             print(f"{split:<10} {before[split]:9.3f} {after[split]:8.3f}")
-        print(f"adapter saved to {training_args.output_dir}")
+    save_and_merge(trainer, script_args, training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # and destroys the process group, so no process hangs at exit
 
 
 if __name__ == "__main__":

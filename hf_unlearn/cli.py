@@ -3,6 +3,8 @@
     hf-unlearn evaluate --model PATH_OR_REPO [--adapter PATH] --data DIR --split validation --mia DIR \
         [--mmlu DIR_OR_TASK] [--mmlu-limit N] --output-dir OUT [--save-generations]
 
+    hf-unlearn merge --adapter DIR --output DIR [--base MODEL] [--push-to-hub REPO] [--public]
+
 `evaluate` also runs under `accelerate launch` with several processes: rows are split, results gathered once, and
 only the main process writes files.
 """
@@ -127,6 +129,31 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def merge_command(args) -> int:
+    """Load the base model and the adapter, merge, save safetensors + tokenizer + model card, optionally push."""
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .hub import merge_and_save, read_training_record
+
+    base = args.base or PeftConfig.from_pretrained(args.adapter).base_model_name_or_path
+    if not base:
+        raise SystemExit(f"{args.adapter}/adapter_config.json names no base model: pass --base MODEL.")
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    tokenizer_source = args.adapter if Path(args.adapter, "tokenizer_config.json").is_file() else base
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=args.trust_remote_code)
+    # Only the default (trained) adapter is loaded: a frozen "ref" copy saved beside it is not merged.
+    model = PeftModel.from_pretrained(model, args.adapter)
+    record = read_training_record(args.adapter)
+    record["base_model"] = base
+    out = merge_and_save(model, args.output, tokenizer=tokenizer, record=record, push_to_hub=args.push_to_hub,
+                         private=not args.public)
+    print(f"merged model written to {out}" + (f" and pushed to {args.push_to_hub}" if args.push_to_hub else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -157,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Load dtype (default: the checkpoint's own; the task's script used bfloat16).")
     ev.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
     ev.set_defaults(func=evaluate_command)
+
+    mg = commands.add_parser("merge", help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
+    mg.add_argument("--adapter", required=True, help="The adapter folder (trainer.save_model's output).")
+    mg.add_argument("--output", required=True, help="Where the merged model, tokenizer and README.md are written.")
+    mg.add_argument("--base", help="Base model folder or Hub id (default: the adapter config's base_model_name_or_path).")
+    mg.add_argument("--push-to-hub", metavar="REPO", help="Push the output folder to this Hub repo (user/name).")
+    mg.add_argument("--public", action="store_true", help="Create the Hub repo public (default: private).")
+    mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                    help="Load (and save) dtype of the base model (default: the checkpoint's own).")
+    mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    mg.set_defaults(func=merge_command)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""LIBU with `InfluenceUnlearningTrainer`: one influence step (the forget-NLL gradient preconditioned by the retain
+set's diagonal Fisher), then Sophia fine-tuning on gradient difference. Data, model, LUME callbacks and merging are
+run_npo.py's; this script only swaps the config and the trainer.
+
+A real model, the paper's third ("conservative") setup, scored every epoch:
+
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml examples/run_influence.py \
+        --model_name_or_path allenai/OLMo-1B-0724-hf \
+        --dataset llmunlearningsemeval2025organization/semeval25-unlearning-dataset-public \
+        --use_peft --lora_r 5 --lora_alpha 5 --lora_target_modules all-linear \
+        --learning_rate 2e-5 --damping 1e-3 --sophia_rho 0.04 --hessian_interval 10 \
+        --per_device_train_batch_size 4 --num_train_epochs 5 --output_dir olmo1b-libu \
+        --eval_data ../shared/data/lume --mia_dir ../shared/data/lume/mia --eval_every 1
+
+Offline on a CPU (a small model built here memorises the rows first):
+
+    python examples/run_influence.py --dataset ../shared/data/lume --num_rows 16 --use_peft --lora_r 8 \
+        --lora_alpha 8 --lora_target_modules all-linear --learning_rate 1e-3 --max_steps 20 --report_to none \
+        --output_dir /tmp/libu
+
+The influence step and Sophia's Hessian refresh read the model's own parameters: use a single process or DDP
+(accelerate_configs/multi_gpu.yaml, multi_cpu.yaml), not DeepSpeed or FSDP. `--help` lists every option.
+"""
+
+from __future__ import annotations
+
+from run_npo import ScriptArguments, add_evaluation, answer_nll, load_data, load_model, save_and_merge
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from hf_unlearn import InfluenceUnlearningConfig, InfluenceUnlearningTrainer
+
+
+def main(script_args: ScriptArguments, training_args: InfluenceUnlearningConfig, model_args: ModelConfig) -> None:
+    if not script_args.dataset:
+        raise SystemExit("--dataset is required: a LUME folder or Hub dataset id (see the docstring's commands).")
+    forget, retain = load_data(script_args)
+    model, tokenizer = load_model(script_args, model_args, forget, retain)
+    before = {"forget": answer_nll(model, tokenizer, forget), "retain": answer_nll(model, tokenizer, retain)}
+    trainer = InfluenceUnlearningTrainer(
+        model=model,
+        args=training_args,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    add_evaluation(trainer, script_args)
+    trainer.train()
+    after = {"forget": answer_nll(trainer.model, tokenizer, forget), "retain": answer_nll(trainer.model, tokenizer, retain)}
+    if trainer.accelerator.is_main_process:
+        influence = next((e for e in trainer.state.log_history if "influence/update_norm" in e), {})
+        print(f"\ninfluence step: forget NLL {influence.get('influence/forget_nll_before', float('nan')):.3f} -> "
+              f"{influence.get('influence/forget_nll_after', float('nan')):.3f}")
+        print("answer NLL    before    after")
+        for split in ("forget", "retain"):
+            print(f"{split:<10} {before[split]:9.3f} {after[split]:8.3f}")
+    save_and_merge(trainer, script_args, training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # and destroys the process group, so no process hangs at exit
+
+
+if __name__ == "__main__":
+    parser = TrlParser((ScriptArguments, InfluenceUnlearningConfig, ModelConfig))
+    main(*parser.parse_args_and_config())

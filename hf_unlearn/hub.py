@@ -1,0 +1,284 @@
+"""Merge an unlearning LoRA adapter into its base model, save it as safetensors with a model card, push it to the Hub.
+
+```python
+trainer.train()
+folder = merge_and_save(trainer, "olmo1b-npo-merged")            # merged weights + tokenizer + README.md
+push_merged_to_hub(folder, "me/olmo1b-npo")                      # one `upload_folder` of exactly that folder
+```
+
+or, from a saved adapter: `hf-unlearn merge --adapter olmo1b-npo --output olmo1b-npo-merged [--push-to-hub me/repo]`.
+
+Merging computes `W' = W + (lora_alpha / r) * B @ A` for every adapted layer (peft's `merge_and_unload`), so the merged
+model gives the adapter model's outputs with plain `AutoModelForCausalLM.from_pretrained`. Only the trained adapter is
+merged: a frozen reference adapter (`reference="adapter_copy"`, named `ref_adapter_name`) is dropped.
+
+The model card records the method, its hyperparameters, the base model, the LoRA settings and the scores the LUME
+callbacks logged (`lume/*`, `mia/*`, `mmlu/*` in the trainer's log history: the first and the last value), is tagged
+`unlearning` and cites the method's paper. It is built only from those numbers and settings: no forget-set text or id
+goes into the card or the pushed folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# The card's and the record's hyperparameters: settings only (never paths, datasets or row ids).
+HYPERPARAMETERS = (
+    "method",
+    "beta",
+    "npo_level",
+    "retain_nll_weight",
+    "retain_kl_weight",
+    "loss_on_prompt",
+    "max_length",
+    "reference",
+    "precompute_ref_log_probs",
+    "learning_rate",
+    "lr_scheduler_type",
+    "weight_decay",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "seed",
+    "unlearn_optim",
+    "unlearn_optim_args",
+    "damping",
+    "influence_lr",
+    "fisher_num_batches",
+    "hessian_interval",
+    "sophia_rho",
+)
+SCORE_PREFIXES = ("lume/", "mia/", "mmlu/", "influence/")
+RECORD_FILE = "unlearning_record.json"
+WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def scores_from_history(log_history: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """`{key: {"first": v0, "final": vN, "step": step of vN}}` for every logged `lume/*`, `mia/*`, `mmlu/*` and
+    `influence/*` number."""
+    scores: dict[str, dict[str, float]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.startswith(SCORE_PREFIXES) and isinstance(value, (int, float)):
+                slot = scores.setdefault(key, {"first": float(value)})
+                slot["final"], slot["step"] = float(value), entry.get("step", 0)
+    return scores
+
+
+def _lora_settings(peft_model) -> dict[str, Any]:
+    config = peft_model.peft_config[peft_model.active_adapter]
+    peft_type = getattr(config, "peft_type", "")
+    settings = {"peft_type": str(getattr(peft_type, "value", peft_type))}
+    for name in ("r", "lora_alpha", "lora_dropout", "target_modules"):
+        if hasattr(config, name):
+            value = getattr(config, name)
+            settings[name] = sorted(value) if isinstance(value, (set, frozenset)) else value
+    return _jsonable(settings)
+
+
+def _base_model_name(model) -> str | None:
+    config = getattr(model, "peft_config", None)
+    if config:
+        name = getattr(next(iter(config.values())), "base_model_name_or_path", None)
+        if name:
+            return str(name)
+    name = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return str(name) if name else None
+
+
+def training_record(trainer=None, args=None, log_history=None, model=None) -> dict[str, Any]:
+    """What the card reports: method, hyperparameters, base model, LoRA settings and logged scores.
+
+    From a trainer (its args, model and `state.log_history`), or from `args` / `log_history` / `model` given apart.
+    """
+    if trainer is not None:
+        args = trainer.args if args is None else args
+        log_history = trainer.state.log_history if log_history is None else log_history
+        model = trainer.accelerator.unwrap_model(trainer.model) if model is None else model
+    record: dict[str, Any] = {"method": getattr(args, "method", None), "hyperparameters": {}}
+    if args is not None:
+        for name in HYPERPARAMETERS:
+            if hasattr(args, name):
+                record["hyperparameters"][name] = _jsonable(getattr(args, name))
+        record["trainer"] = type(args).__name__.replace("Config", "Trainer")
+    if model is not None:
+        record["base_model"] = _base_model_name(model)
+        if hasattr(model, "peft_config"):
+            record["lora"] = _lora_settings(model)
+    record["scores"] = scores_from_history(log_history or [])
+    return record
+
+
+def save_training_record(trainer, output_dir: str | Path) -> Path:
+    """Write `unlearning_record.json` (see `training_record`) beside a saved adapter, for `hf-unlearn merge` to read.
+    Only the main process writes."""
+    path = Path(output_dir) / RECORD_FILE
+    if trainer.accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(training_record(trainer), indent=2))
+    return path
+
+
+def read_training_record(adapter_dir: str | Path) -> dict[str, Any]:
+    """The record saved beside an adapter (`unlearning_record.json`); scores from its `trainer_state.json` (as in a
+    checkpoint folder) when the record has none."""
+    folder = Path(adapter_dir)
+    record: dict[str, Any] = {}
+    if (folder / RECORD_FILE).is_file():
+        record = json.loads((folder / RECORD_FILE).read_text())
+    if not record.get("scores") and (folder / "trainer_state.json").is_file():
+        history = json.loads((folder / "trainer_state.json").read_text()).get("log_history", [])
+        record["scores"] = scores_from_history(history)
+    return record
+
+
+def _citation(method: str | None, trainer_name: str | None) -> str | None:
+    from .trainer import PAPERS
+
+    if trainer_name == "InfluenceUnlearningTrainer":
+        libu = "Kudelya & Shirnin 2025, LoRA-enhanced influence-based unlearning (LIBU), SemEval-2025 Task 4"
+        return libu + (f"; phase 2 objective: {PAPERS[method]}" if method in PAPERS else "")
+    return PAPERS.get(method) if method else None
+
+
+def model_card(record: Mapping[str, Any], base_model: str | None = None) -> str:
+    """The README.md of a merged model: YAML metadata (tags, base model) and a body built from `record` only."""
+    from huggingface_hub import ModelCardData
+
+    method = record.get("method")
+    base = base_model or record.get("base_model")
+    tags = ["unlearning", "hf_unlearn"] + ([method] if method else []) + (["lora"] if record.get("lora") else [])
+    hub_base = base if base and "/" in base and not Path(base).exists() else None  # a Hub id, not a local folder
+    metadata = ModelCardData(library_name="transformers", tags=tags, base_model=hub_base, pipeline_tag="text-generation")
+    lines = ["---", metadata.to_yaml(), "---", "", f"# {method or 'unlearning'}: a model that was made to forget", ""]
+    lines.append(
+        "This model is its base model with an unlearning LoRA adapter merged into the weights "
+        "(`W' = W + (lora_alpha / r) B A`), trained with hf_unlearn"
+        f"'s `{record.get('trainer', 'UnlearningTrainer')}`. It loads with `AutoModelForCausalLM.from_pretrained`."
+    )
+    lines += ["", f"- Base model: `{base or 'unknown'}`", f"- Method: `{method or 'unknown'}`"]
+    citation = _citation(method, record.get("trainer"))
+    if citation:
+        lines.append(f"- Paper: {citation}")
+    if record.get("lora"):
+        lines.append("- LoRA: " + ", ".join(f"{k}={v}" for k, v in record["lora"].items()))
+    if record.get("hyperparameters"):
+        lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
+        lines += [f"| {k} | {json.dumps(v)} |" for k, v in record["hyperparameters"].items() if v is not None]
+    scores = record.get("scores") or {}
+    if scores:
+        lines += ["", "## Scores logged during training", "", "| metric | first | final (step) |", "|---|---|---|"]
+        for key, value in sorted(scores.items()):
+            lines.append(f"| {key} | {value['first']:.4f} | {value['final']:.4f} ({value.get('step', '-')}) |")
+    else:
+        lines += ["", "No evaluation scores were logged during training."]
+    if citation:
+        lines += ["", "## Citation", "", citation]
+    return "\n".join(lines) + "\n"
+
+
+def merge_adapter(peft_model, adapter_name: str | None = None) -> torch.nn.Module:
+    """Merge the trained adapter (`adapter_name`, default the active one) into the base weights and return the base
+    model; every other adapter (a frozen `"ref"` copy) is deleted first, unmerged. The peft model is changed in place:
+    its base weights become the merged ones."""
+    from peft import PeftModel
+
+    if not isinstance(peft_model, PeftModel):
+        raise TypeError(f"Expected a peft model with a LoRA adapter to merge, got {type(peft_model).__name__}.")
+    name = adapter_name or peft_model.active_adapter
+    if name not in peft_model.peft_config:
+        raise ValueError(f"No adapter named {name!r}; the model has {sorted(peft_model.peft_config)}.")
+    peft_model.set_adapter(name)
+    for other in [n for n in list(peft_model.peft_config) if n != name]:
+        peft_model.delete_adapter(other)
+    return peft_model.merge_and_unload(adapter_names=[name])
+
+
+def merge_and_save(
+    trainer_or_model,
+    output_dir: str | Path,
+    tokenizer=None,
+    record: Mapping[str, Any] | None = None,
+    push_to_hub: str | None = None,
+    private: bool = True,
+    token: str | None = None,
+) -> Path:
+    """Merge the trained LoRA adapter into the base model and save the merged model (safetensors), the tokenizer and a
+    model card in `output_dir`; with `push_to_hub="user/repo"`, push that folder (`push_merged_to_hub`).
+
+    `trainer_or_model` is an [`UnlearningTrainer`] after training (its model, tokenizer, args and log history are
+    used; its model is merged in place, so save the adapter first if you want to keep training) or a peft model (then
+    give `tokenizer`, and `record` from `training_record(...)` or `read_training_record(adapter_dir)` for the card).
+    Under DeepSpeed ZeRO-3 the parameters are sharded: save the adapter with `trainer.save_model()` and merge it in one
+    process with `hf-unlearn merge`. Only the main process writes and pushes. Returns the folder.
+    """
+    from transformers import Trainer
+
+    if isinstance(trainer_or_model, Trainer):
+        trainer = trainer_or_model
+        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError(
+                "The parameters are sharded under ZeRO-3: save the adapter with trainer.save_model(DIR), then run "
+                "`hf-unlearn merge --adapter DIR --output OUT` in a single process."
+            )
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = tokenizer or trainer.processing_class
+        record = dict(record) if record is not None else training_record(trainer)
+        is_main = trainer.accelerator.is_main_process
+    else:
+        model = trainer_or_model
+        record = dict(record) if record is not None else training_record(model=model)
+        is_main = True
+    record.setdefault("base_model", _base_model_name(model))
+    output = Path(output_dir)
+    if not is_main:
+        return output
+    merged = merge_adapter(model)
+    output.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(output, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output)
+    (output / "README.md").write_text(model_card(record))
+    unsafe = [p.name for p in output.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+    if unsafe:
+        raise RuntimeError(f"Non-safetensors weight files were written to {output}: {unsafe}")
+    if push_to_hub:
+        push_merged_to_hub(output, push_to_hub, private=private, token=token)
+    return output
+
+
+def push_merged_to_hub(
+    folder: str | Path, repo_id: str, private: bool = True, token: str | None = None, commit_message: str | None = None
+) -> str:
+    """Create `repo_id` if needed and upload `folder` (as `merge_and_save` wrote it) in one `upload_folder` call.
+    Returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="model",
+        commit_message=commit_message or "Upload model merged by hf_unlearn",
+    )
+    return str(getattr(commit, "commit_url", commit))

@@ -1,0 +1,72 @@
+"""DeepSpeed ZeRO-2 and ZeRO-3 with LoRA on two real CPU processes (gloo): the loss trajectory (with the reference
+pass through `disable_adapter()` on ZeRO-3's gathered parameters) and the LUME callback's scores equal a single
+process's with the same global batch.
+
+The first DeepSpeed run on a machine compiles a shared-memory op (about 20 s, longer on a loaded machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deepspeed")  # the [deepspeed] extra; installed here, so these tests run
+
+
+SCRIPT = Path(__file__).parent / "scripts" / "train_deepspeed.py"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(saved_dir: Path, out: Path, processes: int, batch: int, stage: int, method: str, port: int) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if stage:
+        env.pop("ACCELERATE_USE_CPU", None)  # with it, transformers ignores the DeepSpeed config
+    else:
+        env["ACCELERATE_USE_CPU"] = "1"
+    args = [str(SCRIPT), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage), method]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port)]
+    command = [sys.executable] + (launcher if processes > 1 else []) + args
+    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+    histories = [
+        json.loads((out / f"history_{method}_z{stage}_rank{rank}_of{processes}.json").read_text())
+        for rank in range(processes)
+    ]
+    assert all(h == histories[0] for h in histories)  # every process logged the same numbers
+    return histories[0]
+
+
+@pytest.fixture(scope="module")
+def single(saved, tmp_path_factory):
+    """One process, batch 4 = two processes x batch 2, no DeepSpeed."""
+    out = tmp_path_factory.mktemp("single")
+    return {method: run(saved, out, 1, 4, 0, method, 29560) for method in ("npo", "gd")}
+
+
+@pytest.mark.parametrize(("stage", "method"), [(2, "npo"), (3, "npo"), (3, "gd")])
+def test_zero_two_processes_match_one_process(stage, method, saved, single, tmp_path):
+    history = run(saved, tmp_path, 2, 2, stage, method, 29561 + stage)
+    meta, expected_meta = history.pop(), single[method][-1]
+    assert meta == {"zero_stage": stage, "partitioned": stage == 3}
+    assert expected_meta == {"zero_stage": 0, "partitioned": False}
+    expected = single[method][:-1]
+    losses = [e for e in history if "loss" in e]
+    expected_losses = [e for e in expected if "loss" in e]
+    assert len(losses) == len(expected_losses) == 3
+    keys = ("loss", "forget_nll") + (("npo_loss", "retain_nll", "retain_kl") if method == "npo" else ("retain_nll",))
+    for multi, one in zip(losses, expected_losses):
+        for key in keys:
+            assert multi[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (key, multi["step"])
+    assert losses[-1]["loss"] != losses[0]["loss"]  # the adapter trained
+    scores = [e for e in history if "lume/task_score" in e]
+    expected_scores = [e for e in expected if "lume/task_score" in e]
+    assert [e["step"] for e in scores] == [e["step"] for e in expected_scores] == [0, 3]
+    for multi, one in zip(scores, expected_scores):
+        for key, value in one.items():
+            if key.startswith(("lume/", "mia/")):
+                assert multi[key] == pytest.approx(value, abs=1e-5), (key, multi["step"])
