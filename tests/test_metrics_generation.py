@@ -71,15 +71,16 @@ def test_left_padding_keeps_positions(tokenizer, lume_rows, arch):
 
 
 def test_batched_equals_one_at_a_time_on_lume_validation(memorised_model, tokenizer, lume_rows):
-    """All 532 validation rows (forget + retain), 32 new tokens: >= 99% identical texts, scores within 0.01.
+    """All 532 validation rows (forget + retain), 24 new tokens: >= 99% identical texts, scores within 0.01.
 
-    32 new tokens (not the task's 256; rows that go on past 32 are resumed once, in a second round) keep the
-    one-at-a-time reference path to about 30 s on one CPU core.
+    24 new tokens (not the task's 256) keep the one-at-a-time reference path under a minute on one CPU core; rows
+    still going after the first round (16 tokens) are resumed, so the rounds are covered too. The full 256-token
+    comparison is benchmarks/eval_speed.py.
     """
     forget, retain = lume_rows["forget_validation"], lume_rows["retain_validation"]
     prompts = [r["input"] for r in forget + retain]
-    batched = generate_completions(memorised_model, tokenizer, prompts, max_new_tokens=32, batch_size=32)
-    single = generate_one_at_a_time(memorised_model, tokenizer, prompts, max_new_tokens=32)
+    batched = generate_completions(memorised_model, tokenizer, prompts, max_new_tokens=24, batch_size=32)
+    single = generate_one_at_a_time(memorised_model, tokenizer, prompts, max_new_tokens=24)
     same = sum(b == s for b, s in zip(batched, single)) / len(prompts)
     assert same >= 0.99, f"only {same:.2%} identical"
 
