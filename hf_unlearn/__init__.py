@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
+from .callbacks import LumeEvaluationCallback, TimeBudgetCallback, plot_history
 from .config import InfluenceUnlearningConfig, UnlearningConfig
 from .data import DataValidationError, load_lume
 from .influence import InfluenceUnlearningTrainer
@@ -11,8 +12,11 @@ __all__ = [
     "DataValidationError",
     "InfluenceUnlearningConfig",
     "InfluenceUnlearningTrainer",
+    "LumeEvaluationCallback",
+    "TimeBudgetCallback",
     "UnlearningConfig",
     "UnlearningTrainer",
     "__version__",
     "load_lume",
+    "plot_history",
 ]
