@@ -195,12 +195,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
     mg.set_defaults(func=merge_command)
+
+    demo = commands.add_parser(
+        "demo", help="The offline miniature of the task: memorise synthetic data, unlearn it, score it.",
+        add_help=False,
+    )
+    demo.set_defaults(func=demo_command)
     return parser
+
+
+def demo_command(args, rest: list[str]) -> int:
+    from .demo import main as demo_main  # imported here: the demo pulls in the trainer and matplotlib
+
+    demo_main(rest)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":  # the demo parses its own options (--output-dir, --seed, --quick, --help)
+        return demo_command(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if getattr(args, "mmlu_limit", None) is not None and args.mmlu_limit >= 1:
         args.mmlu_limit = int(args.mmlu_limit)
     return args.func(args)

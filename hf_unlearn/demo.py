@@ -1,0 +1,382 @@
+"""The embedded demo: a complete, honest miniature of the LUME task that runs on a CPU in minutes.
+
+    hf-unlearn demo                      # or: python -m hf_unlearn.demo [--output-dir DIR] [--seed N] [--quick]
+
+1. **Target model.** A small OLMo-architecture model (`hf_unlearn.tiny`: built from `OlmoConfig`, with a byte-level
+   BPE tokenizer trained here) is fine-tuned until it has memorised a synthetic LUME-like data set, as the task's
+   organisers fine-tuned OLMo on theirs. It is cached (`save_pretrained`, safetensors, with the tokenizer) under
+   `$HF_UNLEARN_CACHE/demo/<hash>` (default `$HF_HOME/hf_unlearn`, else `~/.cache/hf_unlearn`), keyed by a hash of
+   the generator, model and memorisation settings, so a second run starts at step 2.
+2. **Data.** `hf_unlearn.synthetic.generate_lume_like`: forget and retain sets of invented stories (Task1), fake
+   biographies with fake PII (Task2) and encyclopedic entries about invented people (Task3), each document with a
+   sentence-completion row and question rows, plus MIA member/non-member documents.
+3. **Unlearning.** NPO (sequence level, on the answer tokens) + LoRA + retain NLL + retain KL with
+   `UnlearningTrainer` on the forget-train rows, the retain-train rows as retain set, and a
+   `LumeEvaluationCallback(at_start=True)` that scores regurgitation, knowledge, MIA and the task score before the
+   first step and after every epoch.
+4. **Results.** A before/after table (printed and written to `scores.md`, all numbers in `results.json`), the
+   scores across epochs as a PNG (`plot_history`), the log history and the LoRA adapter.
+
+Defaults (full mode; `demo_settings()`):
+
+- data: `generate_lume_like(num_documents=12, seed=seed, validation_fraction=0.0, num_mia_documents=24)`: 12
+  documents per task in each of forget-train and retain-train (36 + 36 documents, 157 + 154 rows with seed 0), and
+  24 forget documents as MIA members against 24 never-seen documents;
+- model: OLMo, hidden 128, 4 layers, 4 heads, a 2048-token BPE vocabulary (1.57M parameters), memorised for
+  50 epochs at lr 3e-3, batch 8, on every forget and retain row (documents and questions, loss on every token).
+  The 5.2M-parameter variant (hidden 256) took 403 s for 30 epochs here (1 thread, load ~3) and still had not
+  memorised (loss 5.95 -> 1.88, regurgitation ~0.12 before unlearning), so it does not fit the 10-minute budget;
+- unlearning: LoRA r=8, alpha=8 on all linear layers; NPO beta 0.5 at sequence level on the answer tokens; retain
+  NLL weight 3; retain KL weight 0.5; lr 3e-3 (linear decay; 3e-4 moved forget regurgitation only 0.62 -> 0.58 in 60 steps
+  at this model size); batch 8 (one forget and one retain batch per step);
+  3 epochs (60 steps); scored with greedy generation of at most 96 new tokens.
+
+Measured with these defaults (seed 0, OMP_NUM_THREADS=1 on a 2-core machine shared with other jobs, load average
+about 2-3): memorisation 193 s (loss 6.22 -> 0.49), unlearning with 4 scorings 38 s, about 4 minutes in all (less
+on an idle machine with 2 threads; a cached run takes under a minute). Before -> after, on the train rows:
+
+    forget regurgitation 0.623 -> 0.384   forget knowledge 0.562 -> 0.273
+    retain regurgitation 0.520 -> 0.487   retain knowledge 0.483 -> 0.390
+    task score           0.377 -> 0.488   MIA loss AUC     1.000 -> 1.000 (MIA score 0)
+
+(reproduced exactly on a second run). This does NOT yet meet the demo's selectivity bar (forget regurgitation
+halved: it fell by 38%). The limit is the
+target model: it regurgitates only ~0.6 before unlearning, so its generic text already scores ~0.35 ROUGE-L recall.
+With 5 epochs (before the LoRA seed fix) forget regurgitation stayed at 0.36 while retain regurgitation rose to 0.62 (the retain NLL keeps
+teaching the retain set). Next step: memorise harder (more epochs or a larger model, within the time budget).
+
+`quick=True` is a much smaller configuration (a ~0.2M-parameter model, 3 documents per task, two short epochs) for
+tests: it checks the mechanics, not selectivity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEMO_FORMAT_VERSION = 1
+
+# What the full demo measured with the defaults (see the module docstring).
+DEMO_RESULTS = {
+    "seed": 0,
+    "before": {"forget_regurgitation": 0.623, "retain_regurgitation": 0.520, "forget_knowledge": 0.562,
+               "retain_knowledge": 0.483, "task_score": 0.377},
+    "after": {"forget_regurgitation": 0.384, "retain_regurgitation": 0.487, "forget_knowledge": 0.273,
+              "retain_knowledge": 0.390, "task_score": 0.488},
+    "selective": False,
+}
+
+
+@dataclass
+class DemoSettings:
+    """Everything that defines one demo run. The `data`, `model` and `memorise` parts key the target-model cache."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    memorise: dict[str, Any] = field(default_factory=dict)
+    unlearn: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int = 128
+
+
+def demo_settings(seed: int = 0, quick: bool = False) -> DemoSettings:
+    """The demo's settings: the tuned full configuration, or the quick one used by the tests."""
+    if quick:
+        return DemoSettings(
+            data=dict(num_documents=3, seed=seed, validation_fraction=0.0, num_mia_documents=3),
+            model=dict(arch="olmo", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=512),
+            memorise=dict(epochs=40, learning_rate=3e-3, batch_size=8),
+            unlearn=dict(
+                method="npo", beta=0.5, npo_level="sequence", retain_nll_weight=3.0, retain_kl_weight=0.5,
+                learning_rate=3e-4, per_device_train_batch_size=8, num_train_epochs=2,
+            ),
+            lora=dict(r=8, lora_alpha=8, target_modules="all-linear"),
+            max_new_tokens=24,
+        )
+    return DemoSettings(
+        data=dict(num_documents=12, seed=seed, validation_fraction=0.0, num_mia_documents=24),
+        model=dict(arch="olmo", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, vocab_size=2048),
+        memorise=dict(epochs=50, learning_rate=3e-3, batch_size=8),
+        unlearn=dict(
+            method="npo", beta=0.5, npo_level="sequence", retain_nll_weight=3.0, retain_kl_weight=0.5,
+            learning_rate=3e-3, per_device_train_batch_size=8, num_train_epochs=3,
+        ),
+        lora=dict(r=8, lora_alpha=8, target_modules="all-linear"),
+        max_new_tokens=96,
+    )
+
+
+def cache_root() -> Path:
+    """`$HF_UNLEARN_CACHE`, else `$HF_HOME/hf_unlearn`, else `$XDG_CACHE_HOME/hf_unlearn` or `~/.cache/hf_unlearn`."""
+    if os.environ.get("HF_UNLEARN_CACHE"):
+        return Path(os.environ["HF_UNLEARN_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hf_unlearn"
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hf_unlearn"
+
+
+def target_cache_dir(settings: DemoSettings) -> Path:
+    """Where the memorised target model of these settings is cached: `<cache_root>/demo/<hash>`."""
+    key = {"version": DEMO_FORMAT_VERSION, "data": settings.data, "model": settings.model, "memorise": settings.memorise}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root() / "demo" / digest
+
+
+def _memorisation_rows(data) -> list[dict]:
+    from .synthetic import SPLIT_NAMES
+
+    return [{"input": r["input"], "output": r["output"]} for name in SPLIT_NAMES if name in data for r in data[name]]
+
+
+def build_target_model(data, settings: DemoSettings, log=print):
+    """Train the tokenizer, build the OLMo model and make it memorise every row of `data`; returns (model, tokenizer,
+    seconds, per-epoch losses)."""
+    from .tiny import memorise, tiny_causal_lm, train_tokenizer
+
+    start = time.perf_counter()
+    rows = _memorisation_rows(data)
+    model_settings = dict(settings.model)
+    vocab_size = model_settings.pop("vocab_size")
+    tokenizer = train_tokenizer([r["input"] + " " + r["output"] for r in rows], vocab_size=vocab_size)
+    model = tiny_causal_lm(tokenizer, seed=settings.data["seed"], **model_settings)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"[demo] step 1: memorising {len(rows)} rows with a {n_params / 1e6:.2f}M-parameter OLMo model "
+        f"({settings.memorise['epochs']} epochs)..."
+    )
+    losses = memorise(model, tokenizer, rows, seed=settings.data["seed"], **settings.memorise)
+    seconds = time.perf_counter() - start
+    log(f"[demo] memorised in {seconds:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.4f})")
+    return model, tokenizer, seconds, losses
+
+
+def load_or_build_target(data, settings: DemoSettings, log=print):
+    """The memorised target model and its tokenizer, from the cache when there, else built and cached.
+
+    Returns (model, tokenizer, info) where info has `cache_dir`, `from_cache` and the memorisation record.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache_dir = target_cache_dir(settings)
+    record_path = cache_dir / "demo_target.json"
+    if record_path.is_file():
+        log(f"[demo] step 1: using the memorised target model cached in {cache_dir}")
+        model = AutoModelForCausalLM.from_pretrained(cache_dir, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(cache_dir)
+        info = json.loads(record_path.read_text())
+        return model, tokenizer, {**info, "cache_dir": str(cache_dir), "from_cache": True}
+    model, tokenizer, seconds, losses = build_target_model(data, settings, log)
+    info = {
+        "settings": {"data": settings.data, "model": settings.model, "memorise": settings.memorise},
+        "memorise_seconds": seconds,
+        "memorise_losses": losses,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    # Write to a temporary folder and move it in place, so an interrupted run never leaves a half-written cache.
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "demo_target.json").write_text(json.dumps(info, indent=1))
+        if cache_dir.exists():
+            shutil.rmtree(cache_dir)
+        os.replace(tmp, cache_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"[demo] cached the target model in {cache_dir}")
+    return model, tokenizer, {**info, "cache_dir": str(cache_dir), "from_cache": False}
+
+
+def _score_entries(log_history) -> list[dict]:
+    return [entry for entry in log_history if "lume/task_score" in entry]
+
+
+TABLE_ROWS = [
+    ("forget regurgitation", "lume/forget/regurgitation"),
+    ("forget knowledge", "lume/forget/knowledge"),
+    ("retain regurgitation", "lume/retain/regurgitation"),
+    ("retain knowledge", "lume/retain/knowledge"),
+    *[(f"{s} {t} {k}", f"lume/{s}/{t}/{k}") for s in ("forget", "retain") for t in ("Task1", "Task2", "Task3")
+      for k in ("regurgitation", "knowledge")],
+    ("MIA loss AUC", "mia/auc"),
+    ("MIA score", "mia/score"),
+    ("task score", "lume/task_score"),
+]
+
+
+def format_before_after(before: dict[str, float], after: dict[str, float]) -> str:
+    """A markdown table of the logged scores before and after unlearning."""
+    lines = ["| score | before | after |", "|---|---:|---:|"]
+    for label, key in TABLE_ROWS:
+        if key in before or key in after:
+            b, a = before.get(key), after.get(key)
+            lines.append(f"| {label} | {'-' if b is None else f'{b:.3f}'} | {'-' if a is None else f'{a:.3f}'} |")
+    return "\n".join(lines)
+
+
+def selectivity(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The demo's bar: forget regurgitation at most half of its value before, retain within 0.1 of its value."""
+    fb, fa = before["lume/forget/regurgitation"], after["lume/forget/regurgitation"]
+    rb, ra = before["lume/retain/regurgitation"], after["lume/retain/regurgitation"]
+    forgot = fa <= 0.5 * fb
+    kept = abs(ra - rb) <= 0.1
+    return {"forget_halved": forgot, "retain_kept": kept, "selective": forgot and kept}
+
+
+def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) -> dict:
+    """Run the demo (see the module docstring) and return its scores and the paths it wrote.
+
+    Args:
+        output_dir: where to write `scores.md`, `results.json`, `scores.png`, `log_history.json` and the adapter
+            (`adapter/`); default `./hf_unlearn_demo` (`./hf_unlearn_demo_quick` with `quick`).
+        seed: seeds the data, the model's initialisation, memorisation and unlearning.
+        quick: a much smaller configuration (about a minute on a CPU) that checks the mechanics, not selectivity.
+
+    Returns:
+        A dict with `before` and `after` (the flattened LUME scores logged before the first step and after the last
+        epoch), `history` (every scored point, with its epoch and step), `selectivity` (`forget_halved`,
+        `retain_kept`, `selective`), `target` (the cache folder, `from_cache`, the memorisation record),
+        `timings` (seconds), `settings` and `paths` (`output_dir`, `table`, `results`, `plot`, `log_history`,
+        `adapter`, `cache_dir`).
+    """
+    from peft import LoraConfig
+    from transformers import set_seed
+
+    from .callbacks import LumeEvaluationCallback, plot_history
+    from .config import UnlearningConfig
+    from .synthetic import generate_lume_like
+    from .trainer import UnlearningTrainer
+
+    t0 = time.perf_counter()
+    settings = demo_settings(seed=seed, quick=quick)
+    out = Path(output_dir or ("hf_unlearn_demo_quick" if quick else "hf_unlearn_demo")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = generate_lume_like(**settings.data)
+    forget, retain = data["forget_train"], data["retain_train"]
+    print(
+        f"[demo] data: {len(forget)} forget rows and {len(retain)} retain rows to unlearn/keep "
+        f"({settings.data['num_documents']} documents per task each), {len(data['mia_member'])} MIA members"
+    )
+
+    model, tokenizer, target = load_or_build_target(data, settings)
+    t_target = time.perf_counter()
+
+    print("[demo] step 3: NPO + LoRA + retain NLL + retain KL on the forget rows, scored every epoch")
+    config = UnlearningConfig(
+        output_dir=str(out / "trainer"),
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=5,
+        use_cpu=False,
+        **settings.unlearn,
+    )
+    set_seed(seed)  # the LoRA initialisation happens before Trainer seeds anything
+    trainer = UnlearningTrainer(
+        model=model,
+        args=config,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(task_type="CAUSAL_LM", **settings.lora),
+    )
+    callback = LumeEvaluationCallback(
+        trainer,
+        forget_rows=forget,
+        retain_rows=retain,
+        mia_members=data["mia_member"],
+        mia_nonmembers=data["mia_nonmember"],
+        every=1,
+        unit="epoch",
+        at_start=True,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=32,
+    )
+    trainer.add_callback(callback)
+    trainer.train()
+    t_unlearn = time.perf_counter()
+
+    history = _score_entries(trainer.state.log_history)
+    before, after = history[0], history[-1]
+    table = format_before_after(before, after)
+    verdict = selectivity(before, after)
+    paths = {
+        "output_dir": str(out),
+        "table": str(out / "scores.md"),
+        "results": str(out / "results.json"),
+        "plot": str(out / "scores.png"),
+        "log_history": str(out / "log_history.json"),
+        "adapter": str(out / "adapter"),
+        "cache_dir": target["cache_dir"],
+    }
+    trainer.save_model(paths["adapter"])
+    plot_history(
+        trainer.state.log_history,
+        paths["plot"],
+        title=f"hf_unlearn demo: NPO + LoRA on a {target['num_parameters'] / 1e6:.1f}M OLMo (seed {seed})",
+    )
+    Path(paths["log_history"]).write_text(json.dumps(trainer.state.log_history, indent=1))
+    timings = {
+        "target_seconds": t_target - t0,
+        "unlearn_seconds": t_unlearn - t_target,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    result = {
+        "before": before,
+        "after": after,
+        "history": history,
+        "selectivity": verdict,
+        "target": target,
+        "timings": timings,
+        "settings": asdict(settings),
+        "paths": paths,
+    }
+    Path(paths["table"]).write_text(table + "\n")
+    Path(paths["results"]).write_text(json.dumps(result, indent=1))
+
+    print("\n[demo] step 4: scores before and after unlearning (forget/retain = the train rows; 1 - x is not applied)")
+    print(table)
+    fb, fa = before["lume/forget/regurgitation"], after["lume/forget/regurgitation"]
+    rb, ra = before["lume/retain/regurgitation"], after["lume/retain/regurgitation"]
+    print(
+        f"\nforget regurgitation {fb:.3f} -> {fa:.3f} ({'halved' if verdict['forget_halved'] else 'NOT halved'}); "
+        f"retain regurgitation {rb:.3f} -> {ra:.3f} ({'kept within 0.1' if verdict['retain_kept'] else 'NOT kept'})"
+    )
+    print(f"time: target model {timings['target_seconds']:.0f} s, unlearning + scoring {timings['unlearn_seconds']:.0f} s")
+    for name in ("table", "results", "plot", "log_history", "adapter", "cache_dir"):
+        print(f"{name:>12}: {paths[name]}")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-unlearn demo",
+        description="Memorise a synthetic LUME-like data set with a small OLMo model (cached), unlearn its forget set "
+        "with NPO + LoRA, and print/plot the LUME scores before and after.",
+    )
+    parser.add_argument("--output-dir", "--output_dir", default=None, help="Where to write the table, plot and "
+                        "adapter (default ./hf_unlearn_demo).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data, model and training (default 0).")
+    parser.add_argument("--quick", action="store_true", help="A much smaller, faster configuration (mechanics only).")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    run_demo(output_dir=args.output_dir, seed=args.seed, quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

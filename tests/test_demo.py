@@ -1,0 +1,71 @@
+"""The embedded demo, end to end in its quick configuration: cache, table, plot, scores logged every epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_unlearn import demo
+
+
+def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    first = demo.run_demo(output_dir=str(tmp_path / "run1"), seed=0, quick=True)
+
+    # step 1 built and cached the memorised target model (safetensors + tokenizer) under HF_UNLEARN_CACHE/demo/<hash>
+    cache_dir = Path(first["paths"]["cache_dir"])
+    assert cache_dir.parent == tmp_path / "cache" / "demo"
+    assert not first["target"]["from_cache"]
+    assert (cache_dir / "model.safetensors").is_file() and (cache_dir / "tokenizer.json").is_file()
+    assert first["target"]["memorise_losses"][-1] < first["target"]["memorise_losses"][0]
+
+    # scores before the first step and after every epoch
+    epochs = demo.demo_settings(quick=True).unlearn["num_train_epochs"]
+    assert [round(h["epoch"]) for h in first["history"]] == list(range(epochs + 1))
+    for key in ("lume/task_score", "lume/forget/regurgitation", "lume/retain/knowledge", "mia/score"):
+        assert key in first["before"] and key in first["after"]
+    assert set(first["selectivity"]) == {"forget_halved", "retain_kept", "selective"}
+
+    # the table, the results, the plot, the log history and the adapter were written, and their paths printed
+    table = Path(first["paths"]["table"]).read_text()
+    assert "forget regurgitation" in table and "task score" in table
+    assert json.loads(Path(first["paths"]["results"]).read_text())["before"] == first["before"]
+    assert Path(first["paths"]["plot"]).stat().st_size > 1000
+    assert Path(first["paths"]["adapter"], "adapter_config.json").is_file()
+    out = capsys.readouterr().out
+    assert first["paths"]["plot"] in out and "forget regurgitation" in out
+
+    # a second run reuses the cached model: no memorisation at all, and the same starting scores
+    def no_memorising(*args, **kwargs):
+        raise AssertionError("the second run memorised again instead of using the cache")
+
+    monkeypatch.setattr("hf_unlearn.tiny.memorise", no_memorising)
+    monkeypatch.setattr(demo, "build_target_model", no_memorising)
+    second = demo.run_demo(output_dir=str(tmp_path / "run2"), seed=0, quick=True)
+    assert second["target"]["from_cache"]
+    assert second["paths"]["cache_dir"] == first["paths"]["cache_dir"]
+    assert second["before"] == pytest.approx(first["before"])
+
+
+def test_cache_location_and_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_UNLEARN_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert demo.cache_root() == tmp_path / "hf" / "hf_unlearn"
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "mine"))
+    quick, full = demo.demo_settings(quick=True), demo.demo_settings()
+    assert demo.target_cache_dir(quick).parent == tmp_path / "mine" / "demo"
+    assert demo.target_cache_dir(quick) == demo.target_cache_dir(demo.demo_settings(quick=True))
+    assert demo.target_cache_dir(quick) != demo.target_cache_dir(full)
+    assert demo.target_cache_dir(full) != demo.target_cache_dir(demo.demo_settings(seed=1))
+    # unlearning settings do not change which target model is used
+    quick.unlearn["learning_rate"] = 1.0
+    assert demo.target_cache_dir(quick) == demo.target_cache_dir(demo.demo_settings(quick=True))
+
+
+def test_main_parses_options(monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs) or {})
+    assert demo.main(["--quick", "--seed", "3", "--output-dir", "x"]) == 0
+    assert calls == [{"output_dir": "x", "seed": 3, "quick": True}]
