@@ -380,6 +380,17 @@ def test_npo_on_a_plain_model_without_ref_model_is_refused(tiny_model, tokenizer
         )
 
 
+def test_adapter_reference_on_a_model_without_adapter_is_refused(tiny_model, tokenizer, rows, tmp_path):
+    with pytest.raises(ValueError, match=r"reference='base' needs a peft model .* Pass `peft_config=LoraConfig"):
+        UnlearningTrainer(
+            model=tiny_model,
+            args=make_config(tmp_path, reference="base"),
+            forget_dataset=Dataset.from_list(rows[0]),
+            retain_dataset=Dataset.from_list(rows[1]),
+            processing_class=tokenizer,
+        )
+
+
 @pytest.mark.parametrize(
     "forget, message",
     [
