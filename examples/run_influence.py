@@ -24,7 +24,15 @@ The influence step and Sophia's Hessian refresh read the model's own parameters:
 
 from __future__ import annotations
 
-from run_npo import ScriptArguments, add_evaluation, answer_nll, load_data, load_model, save_and_merge
+from run_npo import (
+    ScriptArguments,
+    add_evaluation,
+    answer_nll,
+    load_data,
+    load_model,
+    report_answer_nll,
+    save_and_merge,
+)
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import InfluenceUnlearningConfig, InfluenceUnlearningTrainer
@@ -46,14 +54,11 @@ def main(script_args: ScriptArguments, training_args: InfluenceUnlearningConfig,
     )
     add_evaluation(trainer, script_args)
     trainer.train()
-    after = {"forget": answer_nll(trainer.model, tokenizer, forget), "retain": answer_nll(trainer.model, tokenizer, retain)}
     if trainer.accelerator.is_main_process:
         influence = next((e for e in trainer.state.log_history if "influence/update_norm" in e), {})
         print(f"\ninfluence step: forget NLL {influence.get('influence/forget_nll_before', float('nan')):.3f} -> "
               f"{influence.get('influence/forget_nll_after', float('nan')):.3f}")
-        print("answer NLL    before    after")
-        for split in ("forget", "retain"):
-            print(f"{split:<10} {before[split]:9.3f} {after[split]:8.3f}")
+    report_answer_nll(trainer, tokenizer, forget, retain, before)
     save_and_merge(trainer, script_args, training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()  # and destroys the process group, so no process hangs at exit

@@ -236,15 +236,20 @@ def main(script_args: ScriptArguments, training_args: UnlearningConfig, model_ar
     )
     add_evaluation(trainer, script_args)
     trainer.train()
-    # every process: under ZeRO-3 a forward pass needs all of them
+    report_answer_nll(trainer, tokenizer, forget, retain, before)
+    save_and_merge(trainer, script_args, training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # and destroys the process group, so no process hangs at exit
+
+
+def report_answer_nll(trainer, tokenizer, forget, retain, before: dict[str, float]) -> None:
+    """Print the forget and retain answer NLL before and after unlearning (computed on every process: under ZeRO-3 a
+    forward pass needs all of them)."""
     after = {"forget": answer_nll(trainer.model, tokenizer, forget), "retain": answer_nll(trainer.model, tokenizer, retain)}
     if trainer.accelerator.is_main_process:
         print("\nanswer NLL    before    after")
         for split in ("forget", "retain"):
             print(f"{split:<10} {before[split]:9.3f} {after[split]:8.3f}")
-    save_and_merge(trainer, script_args, training_args.output_dir)
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()  # and destroys the process group, so no process hangs at exit
 
 
 if __name__ == "__main__":

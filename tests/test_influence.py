@@ -22,22 +22,11 @@ from hf_unlearn.optim import SophiaG, unwrap_optimizer
 
 from .conftest import short_rows
 from .test_trainer import lora
+from .test_trainer import make_config as base_config
 
 
 def make_config(tmp_path, **kwargs) -> InfluenceUnlearningConfig:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=2,
-        max_steps=1,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-    )
-    defaults.update(kwargs)
-    return InfluenceUnlearningConfig(**defaults)
+    return base_config(tmp_path, InfluenceUnlearningConfig, **{"per_device_train_batch_size": 2, **kwargs})
 
 
 def make_trainer(model, tokenizer, forget, retain, config) -> InfluenceUnlearningTrainer:

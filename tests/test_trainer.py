@@ -29,7 +29,8 @@ def lora(model, nonzero: bool = True, seed: int = 0):
     return get_peft_model(model, config)
 
 
-def make_config(tmp_path, **kwargs) -> UnlearningConfig:
+def make_config(tmp_path, config_cls=UnlearningConfig, **kwargs) -> UnlearningConfig:
+    """A quiet, single-process config for tests (`config_cls` may be a subclass, e.g. InfluenceUnlearningConfig)."""
     defaults = dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=4,
@@ -42,7 +43,7 @@ def make_config(tmp_path, **kwargs) -> UnlearningConfig:
         seed=0,
     )
     defaults.update(kwargs)
-    return UnlearningConfig(**defaults)
+    return config_cls(**defaults)
 
 
 def answer_distributions(model, tokenizer, row) -> tuple[torch.Tensor, torch.Tensor]:
