@@ -163,15 +163,6 @@ def add_evaluation(trainer, script_args: ScriptArguments) -> None:
         parts["mmlu"] = {"data_dir": script_args.mmlu, "limit": int(limit) if limit and limit >= 1 else limit}
         if script_args.mmlu_subjects:
             parts["mmlu"]["subjects"] = [s.strip() for s in script_args.mmlu_subjects.split(",") if s.strip()]
-    if parts and trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
-        # Under ZeRO-3 every process must make the same forward passes. hf_unlearn's scoring keeps them in step only
-        # for one generation round (max_new_tokens <= 16, an even number of rows per process) and runs MMLU on the
-        # main process alone; longer generation or MMLU would fail with a collective error.
-        if "mmlu" in parts or ("forget_rows" in parts and script_args.eval_max_new_tokens > 16):
-            raise SystemExit(
-                "Under ZeRO-3 the LUME callback supports MIA and LUME scoring with --eval_max_new_tokens <= 16 only "
-                "(no --mmlu). Score with ZeRO-2 or DDP, or afterwards with `hf-unlearn evaluate` on the merged model."
-            )
     if parts:
         trainer.add_callback(
             LumeEvaluationCallback(

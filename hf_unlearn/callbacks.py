@@ -4,7 +4,8 @@ Each callback holds the trainer, scores `trainer.model` every N epochs or steps 
 the "before" point of the curves), and logs through `trainer.log(...)`, so the scores land in
 `trainer.state.log_history` and in TensorBoard / W&B beside the loss. Scoring runs in evaluation mode without
 gradients and restores training mode. In multi-process runs the rows are split across processes and the results
-gathered, so every process logs the same numbers.
+gathered, so every process logs the same numbers. Under ZeRO-3 (or FSDP) every process makes the same forward passes,
+generation and MMLU included, as sharded parameters require (see `hf_unlearn.evaluation`).
 
 ```python
 trainer.add_callback(LumeEvaluationCallback(trainer, forget_rows=forget_val, retain_rows=retain_val,

@@ -4,6 +4,11 @@ Rows and documents are split between processes in contiguous chunks (`split_betw
 scores its chunk, and `gather_object` puts the pieces back in order, so every process ends with the same, complete
 results and the scores equal a single-process run. MMLU runs on the main process (lm-eval drives its own batching)
 and is broadcast.
+
+When the parameters are sharded (DeepSpeed ZeRO-3, FSDP) every forward pass is collective: each process gathers the
+weights from the others, so all of them must make the same number of forward passes. Then every chunk is padded to
+the same number of rows, generation keeps the processes in step round by round (`generate_completions(lockstep=)`),
+and MMLU runs on every process with the same questions (lm-eval sees one process each).
 """
 
 from __future__ import annotations
@@ -22,14 +27,45 @@ def _distributed(accelerator) -> bool:
     return accelerator is not None and accelerator.num_processes > 1
 
 
+def _sharded(accelerator) -> bool:
+    """Whether the model's parameters are split across processes, so that every forward pass is collective."""
+    if not _distributed(accelerator):
+        return False
+    from accelerate.utils import DistributedType
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled() or accelerator.distributed_type == DistributedType.FSDP
+
+
+def _max_over_processes(accelerator):
+    """`n -> the largest n over all processes` (a collective: every process must call it)."""
+    import torch.distributed as dist
+
+    def largest(n: int) -> int:
+        box = torch.tensor([n], dtype=torch.long, device=accelerator.device)
+        dist.all_reduce(box, op=dist.ReduceOp.MAX)
+        return int(box.item())
+
+    return largest
+
+
 def map_across_processes(fn, items: Sequence, accelerator=None) -> list:
     """`fn(chunk)` on this process's contiguous chunk of `items`; the results of all chunks, in order, everywhere."""
     if not _distributed(accelerator):
         return list(fn(list(items)))
     from accelerate.utils import gather_object
 
-    with accelerator.split_between_processes(list(items)) as chunk:
-        local = list(fn(chunk)) if len(chunk) else []
+    items = list(items)
+    with accelerator.split_between_processes(items) as chunk:
+        chunk = list(chunk)
+    if _sharded(accelerator) and items:
+        # Every process must make the same forward passes: chunks differ by one row (or are empty when there are
+        # fewer rows than processes), so each is padded to the longest with copies of the first row, whose results
+        # are dropped. `fn` batches a fixed number of rows per forward pass, so equal rows give equal passes.
+        size = -(-len(items) // accelerator.num_processes)
+        local = list(fn(chunk + [items[0]] * (size - len(chunk))))[: len(chunk)]
+    else:
+        local = list(fn(chunk)) if chunk else []
     return gather_object(local)
 
 
@@ -38,8 +74,13 @@ def lume_generations(
 ) -> list[str]:
     """Greedy completions of each row's `input`, in row order."""
     prompts = [row["input"] for row in rows]
+    # Equal chunks are not enough for generation: its rounds drop finished rows, so processes also agree on the
+    # number of `generate` calls in each round.
+    lockstep = _max_over_processes(accelerator) if _sharded(accelerator) else None
     return map_across_processes(
-        lambda chunk: generate_completions(model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        lambda chunk: generate_completions(
+            model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size, lockstep=lockstep
+        ),
         prompts,
         accelerator,
     )
@@ -77,12 +118,18 @@ def evaluate_mia(
 
 
 def evaluate_mmlu_everywhere(model, tokenizer, accelerator=None, **mmlu_kwargs) -> dict[str, Any]:
-    """`evaluate_mmlu` on the main process, its summary broadcast to every process."""
+    """`evaluate_mmlu` on the main process, its summary broadcast to every process.
+
+    With sharded parameters every process runs it on the same questions, in the same batches (lm-eval is handed
+    an in-memory model and then runs as one process: no split), so the forward passes stay collective; the main
+    process's summary is broadcast (lm-eval returns its results on `LOCAL_RANK` 0 only).
+    """
     if not _distributed(accelerator):
         return evaluate_mmlu(model, tokenizer, **mmlu_kwargs)
     from accelerate.utils import broadcast_object_list
 
-    box = [evaluate_mmlu(model, tokenizer, **mmlu_kwargs) if accelerator.is_main_process else None]
+    run_here = accelerator.is_main_process or _sharded(accelerator)
+    box = [evaluate_mmlu(model, tokenizer, **mmlu_kwargs) if run_here else None]
     broadcast_object_list(box, from_process=0)
     return box[0]
 

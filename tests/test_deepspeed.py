@@ -1,6 +1,8 @@
 """DeepSpeed ZeRO-2 and ZeRO-3 with LoRA on two real CPU processes (gloo): the loss trajectory (with the reference
 pass through `disable_adapter()` on ZeRO-3's gathered parameters) and the LUME callback's scores equal a single
-process's with the same global batch.
+process's with the same global batch. The callback generates up to 48 new tokens on real LUME validation rows
+(several rounds, uneven row splits), runs the MIA and MMLU through lm-eval on local `cais/mmlu` files: under ZeRO-3
+every forward pass is collective, so this checks that the processes stay in step and exit cleanly.
 
 The first DeepSpeed run on a machine compiles a shared-memory op (about 20 s, longer on a loaded machine).
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import SHARED_DATA
+
 pytest.importorskip("deepspeed")  # the [deepspeed] extra; installed here, so these tests run
 
 
@@ -28,9 +32,11 @@ def run(saved_dir: Path, out: Path, processes: int, batch: int, stage: int, meth
         env.pop("ACCELERATE_USE_CPU", None)  # with it, transformers ignores the DeepSpeed config
     else:
         env["ACCELERATE_USE_CPU"] = "1"
-    args = [str(SCRIPT), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage), method]
+    args = [str(SCRIPT), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage), method,
+            str(SHARED_DATA / "mmlu")]
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port)]
     command = [sys.executable] + (launcher if processes > 1 else []) + args
+    # A process left waiting on a collective would hang until the timeout; a clean run exits 0 on every rank.
     result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
     histories = [
@@ -51,9 +57,12 @@ def single(saved, tmp_path_factory):
 @pytest.mark.parametrize(("stage", "method"), [(2, "npo"), (3, "npo"), (3, "gd")])
 def test_zero_two_processes_match_one_process(stage, method, saved, single, tmp_path):
     history = run(saved, tmp_path, 2, 2, stage, method, 29561 + stage)
-    meta, expected_meta = history.pop(), single[method][-1]
+    meta, expected_meta = history.pop(), dict(single[method][-1])
+    generated, expected_generated = meta.pop("generated_tokens"), expected_meta.pop("generated_tokens")
     assert meta == {"zero_stage": stage, "partitioned": stage == 3}
     assert expected_meta == {"zero_stage": 0, "partitioned": False}
+    assert generated == expected_generated
+    assert max(generated) > 16  # past the first round: finished rows were dropped and the rest resumed
     expected = single[method][:-1]
     losses = [e for e in history if "loss" in e]
     expected_losses = [e for e in expected if "loss" in e]
@@ -66,7 +75,8 @@ def test_zero_two_processes_match_one_process(stage, method, saved, single, tmp_
     scores = [e for e in history if "lume/task_score" in e]
     expected_scores = [e for e in expected if "lume/task_score" in e]
     assert [e["step"] for e in scores] == [e["step"] for e in expected_scores] == [0, 3]
+    assert all({"mia/auc", "mmlu/acc", "lume/final_score"} <= set(e) for e in scores + expected_scores)
     for multi, one in zip(scores, expected_scores):
         for key, value in one.items():
-            if key.startswith(("lume/", "mia/")):
+            if key.startswith(("lume/", "mia/", "mmlu/")):
                 assert multi[key] == pytest.approx(value, abs=1e-5), (key, multi["step"])

@@ -119,6 +119,20 @@ def test_rounds_give_the_same_texts_as_one_call_per_batch(memorised_model, token
     assert len({len(tokenizer(t)["input_ids"]) for t in one_call}) > 3  # rows stop at many different lengths
 
 
+def test_lockstep_placeholder_calls_change_nothing(memorised_model, tokenizer, lume_rows):
+    """`lockstep` (ZeRO-3, FSDP) as if another process always had one batch more: every round ends with a
+    placeholder call, also once this process has no row left, and the texts stay those of the default path.
+    (`synced_gpus` needs a process group: off here.)"""
+    prompts = [r["input"] for r in lume_rows["forget_validation"][::12]]
+    counts = []
+    in_step = generate_completions(
+        memorised_model, tokenizer, prompts, 40, batch_size=4, round_tokens=4, synced_gpus=False,
+        lockstep=lambda n: counts.append(n) or n + 1,
+    )
+    assert in_step == generate_completions(memorised_model, tokenizer, prompts, 40, batch_size=4)
+    assert len(counts) == 4  # rounds of 4, 8, 16, 12 tokens: "the other process" always had a batch left
+
+
 def test_call_dependent_settings_disable_rounds(memorised_model, tokenizer, memorised_rows):
     """`forced_eos_token_id` forces EOS at a call's last step: with rounds it would end every round."""
     prompts = [r["input"] for r in memorised_rows["forget"][:3]]

@@ -10,7 +10,7 @@ from the mask, so a padded row sees the positions it has unpadded; tests/test_me
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -126,6 +126,7 @@ def generate_completions(
     max_new_tokens: int = 256,
     batch_size: int = DEFAULT_BATCH_SIZE,
     round_tokens: int | None = 16,
+    lockstep: Callable[[int], int] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
@@ -142,6 +143,12 @@ def generate_completions(
     `round_tokens=None` generates each batch in one call, which
     is also what happens when a generation setting depends on the number of new tokens.
 
+    `lockstep` is for models whose forward passes are collective (DeepSpeed ZeRO-3, FSDP), where every process must
+    call `generate` as often as the others: a function giving the largest of a count over all processes. Each round,
+    every process then makes as many `generate` calls as the process with the most batches left (a one-token
+    placeholder row where it has none), with `synced_gpus=True` so each call runs until every process's batch has
+    stopped. The texts are those of the default path.
+
     Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
     the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
     and unpadded matrix products round differently); on the LUME validation sets this is rare (see the tests).
@@ -151,6 +158,9 @@ def generate_completions(
     if round_tokens is not None and round_tokens < 1:
         raise ValueError(f"round_tokens must be >= 1 or None, got {round_tokens}")
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens, generate_kwargs)
+    if lockstep is not None:
+        # A process whose batch stops first keeps making forward passes while the others still generate.
+        kwargs.setdefault("synced_gpus", True)
     eos_ids = _eos_ids(model, kwargs)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if round_tokens is None or not _resumable(model, generate_kwargs):
@@ -161,13 +171,23 @@ def generate_completions(
     pending = list(range(len(tokens)))
     budget = max_new_tokens  # every pending row has generated the same number of tokens so far
     with evaluation_mode(model):
-        while pending and budget > 0:
+        while budget > 0:
+            num_batches = -(-len(pending) // batch_size)
+            if lockstep is not None:
+                # Rounds drop finished rows, so processes run out of batches at different times: each makes as many
+                # calls as the busiest one (one collective per round; the single-process path makes none).
+                num_batches = lockstep(num_batches)
+            if num_batches == 0:
+                break
             step = min(round_tokens, budget)
             round_tokens *= 2  # rows still going tend to go on: longer rounds resume them less often
             pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
             unfinished = []
-            for start in range(0, len(pending), batch_size):
+            for start in range(0, num_batches * batch_size, batch_size):
                 rows = pending[start : start + batch_size]
+                if not rows:  # lockstep only: a placeholder call keeps this process in step; its output is dropped
+                    _generate_left_padded(model, [[pad_id]], pad_id, {**kwargs, "max_new_tokens": step})
+                    continue
                 outputs = _generate_left_padded(
                     model, [tokens[i] + new_tokens[i] for i in rows], pad_id, {**kwargs, "max_new_tokens": step}
                 )

@@ -149,7 +149,7 @@ def evaluate_mmlu(
     limit: int | float | None = None,
     batch_size: int = 8,
     return_lm_eval_results: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """MMLU accuracy of an in-memory model with lm-eval.
 
     Args:
@@ -162,7 +162,9 @@ def evaluate_mmlu(
 
     Returns:
         `average_acc` (micro average over all questions scored), `subject_acc` ({subject: accuracy}) and
-        `num_questions`.
+        `num_questions`; None in a process launched with a `LOCAL_RANK` other than 0. lm-eval runs an in-memory
+        model as one process wherever it is called, so several processes calling this (as ZeRO-3 needs: every
+        forward pass is collective) all score every question, but only `LOCAL_RANK` 0 gets lm-eval's results back.
     """
     from lm_eval.tasks import TaskManager
 
@@ -177,6 +179,8 @@ def evaluate_mmlu(
         results = run_lm_eval(
             model, tokenizer, tasks, task_manager, num_fewshot, limit, batch_size, return_lm_eval_results
         )
+    if results is None:  # simple_evaluate builds its results on LOCAL_RANK 0 only
+        return None
     return mmlu_summary(results, return_lm_eval_results)
 
 

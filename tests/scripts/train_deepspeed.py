@@ -1,7 +1,11 @@
 """Launched by tests (1 or 2 processes): a short LoRA unlearning run, under DeepSpeed ZeRO-`STAGE` (0: no DeepSpeed),
 with the LUME callback; each rank dumps its log history.
 
-    torchrun --nproc_per_node 2 tests/scripts/train_deepspeed.py MODEL DATA OUT BATCH STAGE METHOD
+    torchrun --nproc_per_node 2 tests/scripts/train_deepspeed.py MODEL DATA OUT BATCH STAGE METHOD MMLU_DIR
+
+The callback generates up to 48 new tokens (several rounds that drop finished rows) on 7 forget and 7 retain rows
+(split 4/3), runs the MIA on 9 documents (5/4) and MMLU through lm-eval on a few questions of MMLU_DIR: under ZeRO-3
+all of it must keep the two processes' forward passes in step.
 
 With STAGE 0 set ACCELERATE_USE_CPU=1 (plain data parallel on CPU); with ZeRO leave it unset: transformers then picks
 the DeepSpeed path, and DeepSpeed finds no GPU and runs on its CPU accelerator (gloo).
@@ -20,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
 from hf_unlearn.callbacks import LumeEvaluationCallback
 from hf_unlearn.data import read_jsonl
+from hf_unlearn.evaluation import lume_generations
 
 
 def deepspeed_config(stage: int) -> dict:
@@ -36,7 +41,7 @@ def deepspeed_config(stage: int) -> dict:
     }
 
 
-def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: str, method: str) -> None:
+def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: str, method: str, mmlu_dir: str) -> None:
     torch.manual_seed(0)
     stage = int(stage)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -64,11 +69,16 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
         model=model, args=config, forget_dataset=Dataset.from_list(forget), retain_dataset=Dataset.from_list(retain),
         processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
     )
+    mmlu = {"data_dir": mmlu_dir, "subjects": ["anatomy", "astronomy"], "limit": 3, "num_fewshot": 1}
     trainer.add_callback(
-        LumeEvaluationCallback(trainer, forget_rows=forget[:8], retain_rows=retain[:8], mia_members=members,
-                               mia_nonmembers=nonmembers, every=3, unit="step", max_new_tokens=16, batch_size=4)
+        LumeEvaluationCallback(trainer, forget_rows=forget[:7], retain_rows=retain[:7], mia_members=members[:5],
+                               mia_nonmembers=nonmembers[:4], mmlu=mmlu, every=3, unit="step", max_new_tokens=48,
+                               batch_size=2)
     )
     trainer.train()
+    # The new tokens of each forget row after training: shows the generations ran past the first 16-token round.
+    generated = lume_generations(trainer.model, tokenizer, forget[:7], max_new_tokens=48, batch_size=2,
+                                 accelerator=trainer.accelerator)
     rank = trainer.accelerator.process_index
     history = [e for e in trainer.state.log_history if "lume/task_score" in e or "loss" in e]
     plugin = trainer.accelerator.state.deepspeed_plugin
@@ -77,6 +87,7 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
         "zero_stage": plugin.zero_stage if trainer.is_deepspeed_enabled else 0,
         # ZeRO-3 leaves each process an empty placeholder of every parameter (ds_numel holds the real size)
         "partitioned": any(getattr(p, "ds_numel", 0) and p.numel() == 0 for p in base.parameters()),
+        "generated_tokens": [len(tokenizer(text)["input_ids"]) for text in generated],
     })
     Path(out_dir, f"history_{method}_z{stage}_rank{rank}_of{trainer.accelerator.num_processes}.json").write_text(
         json.dumps(history)
@@ -88,4 +99,4 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:7])
+    main(*sys.argv[1:8])
