@@ -24,18 +24,124 @@ def shift_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return targets.masked_fill(~mask, 0), mask
 
 
+def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(rows, columns)` of the logits that predict a target token (where `labels[:, 1:]` is not -100), row-major.
+
+    Every function below that works on answer positions only orders them this way, so their `(N, ...)` outputs line
+    up row for row.
+    """
+    _, mask = shift_labels(labels)
+    return mask.nonzero(as_tuple=True)
+
+
+# Rows of vocabulary-sized float32 temporaries handled at once (about 16 MB): a long vocabulary never needs more
+# than a chunk of them beside the logits themselves, in the forward or the backward.
+CHUNK_ELEMENTS = 2**22
+
+
+def row_chunks(n_rows: int, vocab: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(vocab, 1))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
+def _take(index: tuple[torch.Tensor, ...], chunk: slice) -> tuple[torch.Tensor, ...]:
+    return tuple(i[chunk] for i in index)
+
+
+class _PickedLogProbs(torch.autograd.Function):
+    """`log_softmax(logits[index])[targets]`, `(N,)`, chunked over the N rows.
+
+    Saves only the logits (no copy), the targets and one log-normaliser per row; the backward recomputes the
+    softmax a chunk at a time and writes it straight into the logits' gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, *index):
+        out = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(out)
+        for chunk in row_chunks(len(targets), logits.shape[-1]):
+            z = logits[_take(index, chunk)].float()
+            lse[chunk] = torch.logsumexp(z, dim=-1)
+            out[chunk] = z.gather(-1, targets[chunk, None]).squeeze(-1) - lse[chunk]
+        ctx.save_for_backward(logits, targets, lse, *index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, targets, lse, *index = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        for chunk in row_chunks(len(targets), logits.shape[-1]):
+            rows = _take(index, chunk)
+            g = (logits[rows].float() - lse[chunk, None]).exp_().neg_()  # d/dz of -logsumexp: -softmax
+            g.scatter_add_(-1, targets[chunk, None], torch.ones_like(g[:, :1]))  # d/dz of z[target]: one-hot
+            grad[rows] = g.mul_(grad_out[chunk, None]).to(grad.dtype)
+        return (grad, None, *(None for _ in index))
+
+
+class _KLToReference(torch.autograd.Function):
+    """`KL(softmax(logits[index]) || exp(ref_logp))` per row, `(N,)`, chunked like `_PickedLogProbs`.
+
+    Saves the logits (no copy) and the reference log-probs; d KL / dz = p * (log p - log q - KL) and
+    d KL / d log q = -p are recomputed a chunk at a time in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, ref_logp, *index):
+        out = torch.empty(ref_logp.shape[:1], dtype=torch.float32, device=logits.device)
+        for chunk in row_chunks(len(out), logits.shape[-1]):
+            logp = torch.log_softmax(logits[_take(index, chunk)].float(), dim=-1)
+            p = logp.exp()
+            out[chunk] = p.mul_(logp.sub_(ref_logp[chunk])).sum(-1)
+        ctx.save_for_backward(logits, ref_logp, *index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, ref_logp, *index = ctx.saved_tensors
+        grad = torch.zeros_like(logits) if ctx.needs_input_grad[0] else None
+        grad_ref = torch.zeros_like(ref_logp) if ctx.needs_input_grad[1] else None
+        for chunk in row_chunks(len(ref_logp), logits.shape[-1]):
+            rows = _take(index, chunk)
+            logp = torch.log_softmax(logits[rows].float(), dim=-1)
+            p = logp.exp()
+            diff = logp.sub_(ref_logp[chunk])
+            kl = (p * diff).sum(-1, keepdim=True)
+            g = grad_out[chunk, None]
+            if grad_ref is not None:
+                grad_ref[chunk] = (-p * g).to(grad_ref.dtype)
+            if grad is not None:
+                grad[rows] = p.mul_(diff.sub_(kl)).mul_(g).to(grad.dtype)
+        return (grad, grad_ref, *(None for _ in index))
+
+
+def scatter_answers(values: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor], shape) -> torch.Tensor:
+    """Per-answer-token `values` `(N,)` back into a `(batch, seq - 1)` tensor, zero elsewhere (differentiable)."""
+    return torch.zeros(shape, dtype=values.dtype, device=values.device).index_put(index, values)
+
+
 def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each target token, `(batch, seq - 1)`, zero where masked, and the float mask.
 
-    Computed as `logit[target] - logsumexp(logits)` so no second vocabulary-sized tensor (a full log-softmax) is
-    materialised.
+    Computed as `logit[target] - logsumexp(logits)` at the answer positions only, a chunk of rows at a time, and the
+    backward writes the gradient straight into one tensor of the logits' shape: no full log-softmax, no float copy
+    of the logits.
     """
     targets, mask = shift_labels(labels)
-    logits = logits[:, :-1].float()
-    picked = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1)
-    logp = picked - torch.logsumexp(logits, dim=-1)
-    mask = mask.to(logp.dtype)
-    return logp * mask, mask
+    index = answer_positions(labels)
+    picked = _PickedLogProbs.apply(logits, targets[index], *index)
+    return scatter_answers(picked, index, mask.shape), mask.to(picked.dtype)
+
+
+def answer_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`log_softmax(logits)[targets]` of `(N, vocab)` logits, `(N,)`, chunked (for logits kept at answer positions)."""
+    return _PickedLogProbs.apply(logits, targets, torch.arange(len(targets), device=logits.device))
+
+
+def log_softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of `(N, vocab)` float logits over the vocabulary, in place, a chunk of rows at a time (no grad)."""
+    for chunk in row_chunks(logits.shape[0], logits.shape[-1]):
+        logits[chunk] -= torch.logsumexp(logits[chunk], dim=-1, keepdim=True)
+    return logits
 
 
 def sequence_log_probs(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,12 +170,17 @@ def kl_per_token(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: 
     as `token_log_probs`. Only masked-in positions are computed, which keeps the vocabulary-sized temporaries to the
     answer tokens.
     """
+    index = answer_positions(labels)
+    ref_logp = torch.log_softmax(ref_logits[index].float(), dim=-1)
+    return answer_kl(policy_logits, ref_logp, labels)
+
+
+def answer_kl(policy_logits: torch.Tensor, ref_logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`kl_per_token` from the reference's log-softmax at the answer positions only, `(N, vocab)` in
+    `answer_positions(labels)` order: what the trainer keeps of the reference pass instead of its logits.
+
+    Chunked over the answer tokens; the policy's log-softmax is recomputed in the backward rather than saved.
+    """
     _, mask = shift_labels(labels)
-    out = torch.zeros(mask.shape, dtype=torch.float32, device=policy_logits.device)
-    if not mask.any():
-        return out
-    policy = F.log_softmax(policy_logits[:, :-1][mask].float(), dim=-1)
-    ref = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
-    # kl_div(input=log q, target=log p, log_target=True) = sum p * (log p - log q) = KL(p || q)
-    out[mask] = F.kl_div(ref, policy, log_target=True, reduction="none").sum(-1)
-    return out
+    index = answer_positions(labels)
+    return scatter_answers(_KLToReference.apply(policy_logits, ref_logp, *index), index, mask.shape)

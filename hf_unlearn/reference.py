@@ -70,6 +70,42 @@ def active_adapter(peft_model, name: str):
             param.requires_grad_(flag)
 
 
+def output_layer(model) -> torch.nn.Module | None:
+    """The module that maps the last hidden states to logits (`lm_head`), under DDP/DeepSpeed wrappers; None if the
+    model does not say."""
+    inner = getattr(model, "module", model)
+    get = getattr(inner, "get_output_embeddings", None)
+    return get() if callable(get) else None
+
+
+@contextlib.contextmanager
+def output_layer_at(model, index: tuple[torch.Tensor, torch.Tensor]):
+    """Within the context, `model`'s output layer sees only the hidden states at `index` (`(rows, columns)`), so a
+    forward returns logits of shape `(1, N, vocab)`: with a long vocabulary the output projection is the costliest
+    matmul of the pass, and its logits the largest tensor. Yields a list that holds True once the layer ran so.
+
+    Anything the model does to the logits after the layer (soft-capping, scaling) is element-wise, so it is the same
+    on the kept positions.
+    """
+    layer = output_layer(model)
+    used = [False]
+    if layer is None:
+        yield used
+        return
+
+    def keep_positions(module, args):
+        if used[0] or not args or args[0].dim() != 3:  # once, on the (batch, seq, hidden) states
+            return None
+        used[0] = True
+        return (args[0][index].unsqueeze(0), *args[1:])
+
+    handle = layer.register_forward_pre_hook(keep_positions)
+    try:
+        yield used
+    finally:
+        handle.remove()
+
+
 class Reference:
     """Computes reference logits with no gradient graph, from the source chosen by `resolve`."""
 
@@ -136,13 +172,29 @@ class Reference:
     def logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Reference logits for a batch. `model` is the unwrapped policy model (DDP and DeepSpeed wrappers do not
         have `disable_adapter`; ZeRO-3 gathers parameters through hooks on the module itself)."""
+        return self._forward(model, input_ids, attention_mask, None)
+
+    @torch.no_grad()
+    def answer_logits(
+        self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Reference logits at the positions `index` (`(rows, columns)`) only, `(N, vocab)` float32: the output layer
+        runs on those hidden states alone (see `output_layer_at`), so no `(batch, seq, vocab)` tensor is made."""
+        return self._forward(model, input_ids, attention_mask, index).float()
+
+    def _forward(self, model, input_ids, attention_mask, index):
         if self.kind == "none":
             raise RuntimeError("No reference is configured for this method.")
         target = self.ref_model if self.kind == "model" else model
         was_training = target.training
         target.eval()  # the reference is the fixed model: no dropout
         try:
-            with self.context(model):
-                return target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            with self.context(model), (
+                output_layer_at(target, index) if index is not None else contextlib.nullcontext([False])
+            ) as kept:
+                logits = target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         finally:
             target.train(was_training)
+        if index is None:
+            return logits
+        return logits[0] if kept[0] else logits[index]  # a model without a hookable output layer: full logits

@@ -29,7 +29,18 @@ from .data import (
     validate_rows,
 )
 from .data.collator import pad
-from .losses import IGNORE_INDEX, kl_per_token, nll_sum, npo_loss, sequence_log_probs, token_log_probs
+from .losses import (
+    IGNORE_INDEX,
+    answer_kl,
+    answer_log_probs,
+    answer_positions,
+    log_softmax_,
+    nll_sum,
+    npo_loss,
+    scatter_answers,
+    sequence_log_probs,
+    token_log_probs,
+)
 from .optim import causal_lm_gnb_loss, get_optimizer_cls, unwrap_optimizer
 from .reference import Reference, is_peft_model
 
@@ -326,6 +337,35 @@ class UnlearningTrainer(Trainer):
         return self.accelerator.unwrap_model(self.model_wrapped if hasattr(self, "model_wrapped") else self.model)
 
     @torch.no_grad()
+    def reference_log_probs(
+        self, inputs: dict[str, torch.Tensor], forget: bool, retain: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """One reference pass over the rows that need it: the forget rows' token log-probs `(batch, seq - 1)` (for
+        NPO) and the retain rows' log-softmax at their answer positions `(N, vocab)` (for the KL), or None each.
+
+        The output layer runs on the answer positions only (`Reference.answer_logits`), which also keeps the
+        vocabulary-sized tensors of the pass to the answer tokens.
+        """
+        parts = [name for name, wanted in (("forget", forget), ("retain", retain)) if wanted]
+        if not parts:
+            return None, None
+        keys = ("input_ids", "attention_mask", "labels")
+        batches = [tuple(inputs[f"{name}_{key}"] for key in keys) for name in parts]
+        ids, mask, labels = concat_rows(batches, self.processing_class.pad_token_id) if len(batches) > 1 else batches[0]
+        index = answer_positions(labels)
+        logits = self.reference.answer_logits(self._policy, ids, mask, index)
+        n_forget = int(index[0].lt(batches[0][0].shape[0]).sum()) if forget else 0  # rows come first in `index`
+        out: dict[str, torch.Tensor] = {}
+        if forget:
+            forget_labels = batches[0][2]
+            forget_index = answer_positions(forget_labels)
+            picked = answer_log_probs(logits[:n_forget], forget_labels[:, 1:][forget_index])
+            out["forget"] = scatter_answers(picked, forget_index, (forget_labels.shape[0], forget_labels.shape[1] - 1))
+        if retain:
+            out["retain"] = log_softmax_(logits[n_forget:])
+        return out.get("forget"), out.get("retain")
+
+    @torch.no_grad()
     def precompute_reference_log_probs(self) -> None:
         """Store the reference log-probs of every forget row in the dataset (one pass over the forget set).
 
@@ -342,10 +382,9 @@ class UnlearningTrainer(Trainer):
             collate_fn=lambda idx: (idx, collator([dataset[i] for i in idx])),
         )
         for indices, batch in loader:
-            ids = batch["forget_input_ids"].to(self.args.device)
-            mask = batch["forget_attention_mask"].to(self.args.device)
-            labels = batch["forget_labels"].to(self.args.device)
-            token_logp, token_mask = token_log_probs(self.reference.logits(self._policy, ids, mask), labels)
+            batch = {k: v.to(self.args.device) for k, v in batch.items() if k.startswith("forget_")}
+            token_logp, _ = self.reference_log_probs(batch, forget=True, retain=False)
+            token_mask = batch["forget_labels"][:, 1:].ne(IGNORE_INDEX).to(token_logp.dtype)
             for row, i in enumerate(indices):
                 if self.args.npo_level == "sequence":
                     value = sequence_log_probs(token_logp[row], token_mask[row]).item()
@@ -405,30 +444,23 @@ class UnlearningTrainer(Trainer):
         pad_id = self.processing_class.pad_token_id
         ids, mask = concat_rows(parts, pad_id) if use_retain else parts[0]
 
+        # The reference pass first: its logits are reduced to what the loss reads and freed before the policy's graph
+        # exists, so it adds almost nothing to the step's peak memory.
+        need_ref_forget = args.method == "npo" and "forget_ref_logp" not in inputs
+        need_ref_retain = use_retain and args.uses_retain_kl
+        ref_forget_logp, ref_retain_logp = self.reference_log_probs(inputs, need_ref_forget, need_ref_retain)
+
         # One forward of the policy over forget and retain rows together.
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         n_forget = forget_ids.shape[0]
         forget_logits = logits[:n_forget, : forget_ids.shape[1]]
         forget_logp, forget_tok_mask = token_log_probs(forget_logits, forget_labels)
 
-        # One reference pass over every row that needs it.
-        need_ref_forget = args.method == "npo" and "forget_ref_logp" not in inputs
-        need_ref_retain = use_retain and args.uses_retain_kl
-        ref_parts = ([(forget_ids, forget_mask)] if need_ref_forget else []) + (
-            [parts[1]] if need_ref_retain else []
-        )
-        ref_logits = None
-        if ref_parts:
-            ref_ids, ref_mask = concat_rows(ref_parts, pad_id) if len(ref_parts) > 1 else ref_parts[0]
-            ref_logits = self.reference.logits(self._policy, ref_ids, ref_mask)
-
         terms: dict[str, torch.Tensor] = {}
         forget_nll = nll_sum(forget_logp, forget_tok_mask) / counts[FORGET_TOKENS]
         terms["forget_nll"] = forget_nll
         if args.method == "npo":
-            if need_ref_forget:
-                ref_forget_logp, _ = token_log_probs(ref_logits[:n_forget, : forget_ids.shape[1]], forget_labels)
-            else:
+            if not need_ref_forget:
                 ref_forget_logp = inputs["forget_ref_logp"]
             if args.npo_level == "sequence":
                 if ref_forget_logp.dim() == 2:
@@ -451,8 +483,7 @@ class UnlearningTrainer(Trainer):
                 terms["retain_nll"] = nll_sum(retain_logp, retain_tok_mask) / counts[RETAIN_TOKENS]
                 loss = loss + args.retain_nll_weight * terms["retain_nll"]
             if args.uses_retain_kl:
-                ref_retain = ref_logits[ref_logits.shape[0] - retain_ids.shape[0] :, : retain_ids.shape[1]]
-                kl = kl_per_token(retain_logits, ref_retain, retain_labels).sum() / counts[RETAIN_TOKENS]
+                kl = answer_kl(retain_logits, ref_retain_logp, retain_labels).sum() / counts[RETAIN_TOKENS]
                 terms["retain_kl"] = kl
                 loss = loss + args.retain_kl_weight * kl
 

@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
+from hf_unlearn import losses
 from hf_unlearn.losses import kl_per_token, nll_sum, npo_loss, sequence_log_probs, token_log_probs
 
 
@@ -53,3 +55,82 @@ def test_kl_per_token_against_direct_formula():
     assert torch.allclose(kl[mask], direct[mask], atol=1e-6)
     assert (kl[~mask] == 0).all()
     assert torch.allclose(kl_per_token(policy, policy, labels), torch.zeros_like(kl), atol=1e-6)
+
+
+# --- the chunked functions against the unchunked formulas ------------------------------------------------------
+
+
+def unchunked_token_log_probs(logits, labels):
+    targets, mask = labels[:, 1:], labels[:, 1:].ne(-100)
+    logp = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return logp * mask
+
+
+def unchunked_kl(policy, ref, labels):
+    p, q = torch.log_softmax(policy[:, :-1].double(), -1), torch.log_softmax(ref[:, :-1].double(), -1)
+    return (p.exp() * (p - q)).sum(-1) * labels[:, 1:].ne(-100)
+
+
+def random_batch(vocab=50, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    policy = torch.randn(3, 9, vocab, generator=generator) * 3
+    ref = torch.randn(3, 9, vocab, generator=generator) * 3
+    labels = torch.randint(0, vocab, (3, 9), generator=generator)
+    labels[0, :4] = -100  # a prompt
+    labels[1, 6:] = -100  # padding
+    labels[2, :] = -100  # a row with no answer token
+    return policy, ref, labels
+
+
+@pytest.mark.parametrize("chunk_elements", [4 * 50, 7 * 50, 2**22])  # several chunks, a ragged last one, one
+def test_chunked_log_probs_and_kl_equal_the_unchunked_formulas(monkeypatch, chunk_elements):
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk_elements)
+    policy, ref, labels = random_batch()
+    weights = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))  # a non-uniform upstream gradient
+
+    def value_and_grads(fn, *inputs):
+        inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
+        out = fn(*inputs, labels)
+        (out * weights).sum().backward()
+        return out.detach(), [x.grad for x in inputs]
+
+    got, (grad,) = value_and_grads(lambda x, y: losses.token_log_probs(x, y)[0], policy)
+    want, (want_grad,) = value_and_grads(unchunked_token_log_probs, policy.double())
+    assert torch.allclose(got.double(), want, atol=1e-6) and torch.allclose(grad.double(), want_grad, atol=1e-6)
+
+    got, grads = value_and_grads(losses.kl_per_token, policy, ref)
+    want, want_grads = value_and_grads(unchunked_kl, policy.double(), ref.double())
+    assert torch.allclose(got.double(), want, atol=1e-6)
+    for g, w in zip(grads, want_grads):
+        assert torch.allclose(g.double(), w, atol=1e-6)
+
+
+def test_answer_level_reference_functions(monkeypatch):
+    """What the trainer keeps of the reference pass (logits at the answer positions only) gives the same numbers."""
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 3 * 50)
+    policy, ref, labels = random_batch(seed=2)
+    index = losses.answer_positions(labels)
+    targets = labels[:, 1:][index]
+    picked = losses.answer_log_probs(ref[index], targets)
+    assert torch.allclose(picked.double(), unchunked_token_log_probs(ref, labels)[index], atol=1e-6)
+    ref_logp = losses.log_softmax_(ref[index].clone())
+    assert torch.allclose(ref_logp, torch.log_softmax(ref[index], -1), atol=1e-6)
+    kl = losses.answer_kl(policy, ref_logp, labels)
+    assert torch.allclose(kl.double(), unchunked_kl(policy, ref, labels), atol=1e-6)
+
+
+def test_gradcheck_of_the_chunked_functions(monkeypatch):
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", 2 * 6)
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    ref_logp = torch.log_softmax(torch.randn(5, 6, dtype=torch.float64, generator=generator), -1).requires_grad_()
+    labels = torch.tensor([[-100, 1, 2, 3], [-100, -100, 5, 0]])
+    index = losses.answer_positions(labels)
+    assert len(index[0]) == 5
+    # float64 in, float32 maths inside: gradcheck with a float32-sized tolerance
+    assert torch.autograd.gradcheck(
+        lambda x: losses._PickedLogProbs.apply(x, labels[:, 1:][index], *index), (logits,), eps=1e-3, atol=1e-3
+    )
+    assert torch.autograd.gradcheck(
+        lambda x, q: losses._KLToReference.apply(x, q, *index), (logits, ref_logp), eps=1e-3, atol=1e-3
+    )
