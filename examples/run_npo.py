@@ -1,9 +1,9 @@
 """Unlearn a forget set with NPO + LoRA (+ retain NLL + retain KL), or any baseline method, with `UnlearningTrainer`.
 
-With no arguments it runs the embedded offline demo (`hf_unlearn.demo.run_demo`: a small model memorises synthetic
-rows, then unlearns half of them, scored by the LUME callbacks before and after):
+With no arguments it runs the embedded offline demo (`hf_unlearn.demo.run_demo`: a small OLMo model memorises a
+synthetic LUME-like data set, then NPO + LoRA unlearns its forget split, scored by the LUME callbacks every epoch):
 
-    python examples/run_npo.py [--output_dir DIR]
+    accelerate launch examples/run_npo.py [--output_dir DIR]      # or: python examples/run_npo.py, hf-unlearn demo
 
 A real model and the LUME release, scored on the validation split, MIA and MMLU every epoch (GPU and Hub access):
 

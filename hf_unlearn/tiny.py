@@ -78,6 +78,9 @@ def memorise(
     batch_size: int = 8,
     max_length: int = 512,
     seed: int = 0,
+    lr_scheduler: str = "constant",
+    warmup_ratio: float = 0.0,
+    progress: bool = False,
 ) -> list[float]:
     """Fine-tune `model` on `rows` until it regurgitates them; returns the mean loss of each epoch.
 
@@ -85,7 +88,13 @@ def memorise(
     the unlearning trainer tokenises it (prompt tokens, answer tokens, EOS), with loss on every token. A deliberately
     plain loop: it builds the *target* of unlearning (a model that memorised its data, as the task organisers did
     with OLMo), not part of any unlearning method.
+
+    `lr_scheduler` is a `transformers.get_scheduler` name; `"cosine"` with a short warm-up memorises in far fewer
+    epochs than a constant rate, whose late steps keep bouncing around the minimum. `progress` shows a tqdm bar.
     """
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
     from .data.collator import tokenize_row
 
     generator = torch.Generator().manual_seed(seed)
@@ -96,6 +105,9 @@ def memorise(
         for row in rows
     ]
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    total_steps = epochs * -(-len(encoded) // batch_size)
+    scheduler = get_scheduler(lr_scheduler, optimizer, int(warmup_ratio * total_steps), total_steps)
+    bar = tqdm(total=total_steps, desc="memorising", disable=not progress)
     model.train()
     losses = []
     for _ in range(epochs):
@@ -114,8 +126,12 @@ def memorise(
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad()
             total += loss.item() * len(rows)
+            bar.update()
         losses.append(total / len(encoded))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
     model.eval()
     return losses
