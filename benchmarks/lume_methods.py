@@ -157,7 +157,7 @@ class Settings:
     memorise_final_learning_rate: float = field(
         default=1e-3, metadata={"help": "AdamW lr of the final memorisation epochs (a fresh optimizer)."}
     )
-    memorise_batch_size: int = field(default=4, metadata={"help": "Rows per memorisation step."})
+    memorise_batch_size: int = field(default=8, metadata={"help": "Rows per memorisation step."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row (memorisation and unlearning)."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Unlearning lr, the same for every method."})
     epochs: int = field(default=8, metadata={"help": "Unlearning epochs (passes over the forget set), every method."})
