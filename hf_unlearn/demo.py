@@ -59,8 +59,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,15 +165,13 @@ def load_or_build_target(data, settings: DemoSettings, log=print):
 
     Returns (model, tokenizer, info) where info has `cache_dir`, `from_cache` and the memorisation record.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .tiny import load_cached, save_cached
 
     cache_dir = target_cache_dir(settings)
-    record_path = cache_dir / "demo_target.json"
-    if record_path.is_file():
+    cached = load_cached(cache_dir, "demo_target.json")
+    if cached is not None:
         log(f"[demo] step 1: using the memorised target model cached in {cache_dir}")
-        model = AutoModelForCausalLM.from_pretrained(cache_dir, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(cache_dir)
-        info = json.loads(record_path.read_text())
+        model, tokenizer, info = cached
         return model, tokenizer, {**info, "cache_dir": str(cache_dir), "from_cache": True}
     model, tokenizer, seconds, losses = build_target_model(data, settings, log)
     info = {
@@ -184,18 +180,7 @@ def load_or_build_target(data, settings: DemoSettings, log=print):
         "memorise_losses": losses,
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
-    # Write to a temporary folder and move it in place, so an interrupted run never leaves a half-written cache.
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "demo_target.json").write_text(json.dumps(info, indent=1))
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(tmp, cache_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_cached(model, tokenizer, info, cache_dir, "demo_target.json")
     log(f"[demo] cached the target model in {cache_dir}")
     return model, tokenizer, {**info, "cache_dir": str(cache_dir), "from_cache": False}
 

@@ -7,7 +7,12 @@ the real checkpoints.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
@@ -135,3 +140,36 @@ def memorise(
     bar.close()
     model.eval()
     return losses
+
+
+def load_cached(cache_dir: str | os.PathLike, record_name: str):
+    """`(model, tokenizer, record)` saved by `save_cached` in `cache_dir`, or None when it holds no complete save."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache_dir = Path(cache_dir)
+    record_path = cache_dir / record_name
+    if not record_path.is_file():  # written last: its presence means the save completed
+        return None
+    model = AutoModelForCausalLM.from_pretrained(cache_dir, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(cache_dir)
+    return model, tokenizer, json.loads(record_path.read_text())
+
+
+def save_cached(model, tokenizer, record: dict, cache_dir: str | os.PathLike, record_name: str) -> None:
+    """Save a built model (safetensors), its tokenizer and a JSON record in `cache_dir`, replacing what was there.
+
+    Everything is written to a temporary folder beside it and moved in place, so an interrupted run never leaves a
+    half-written cache that a later run would load.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / record_name).write_text(json.dumps(record, indent=1))
+        if cache_dir.exists():
+            shutil.rmtree(cache_dir)
+        os.replace(tmp, cache_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
