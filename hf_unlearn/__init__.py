@@ -6,6 +6,7 @@ from .callbacks import LumeEvaluationCallback, TimeBudgetCallback, plot_history
 from .config import InfluenceUnlearningConfig, UnlearningConfig
 from .data import DataValidationError, load_lume
 from .influence import InfluenceUnlearningTrainer
+from .synthetic import generate_lume_like, write_lume_like
 from .trainer import UnlearningTrainer
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "UnlearningConfig",
     "UnlearningTrainer",
     "__version__",
+    "generate_lume_like",
     "load_lume",
     "plot_history",
+    "write_lume_like",
 ]
