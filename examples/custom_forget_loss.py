@@ -28,8 +28,7 @@ class FlatteningTrainer(UnlearningTrainer):
         scale = self.accelerator.num_processes if whole_step else 1
         flatten = -(torch.log_softmax(logits, -1).mean(-1) * mask).sum() / tokens  # KL(uniform || pi) + const
         loss = loss + scale * (out["forget_nll"] + flatten)  # swap gd's -forget_nll for the flattening term
-        if model.training:
-            self._metric_sums["flatten"] += flatten.detach()  # logged next to `loss` as `flatten`
+        self.log_metric("flatten", flatten)  # logged next to `loss` as `flatten`
         return (loss, {**out, "flatten": flatten}) if return_outputs else loss
 
 

@@ -238,7 +238,6 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
         `adapter`, `cache_dir`).
     """
     from peft import LoraConfig
-    from transformers import set_seed
 
     from .callbacks import LumeEvaluationCallback, plot_history
     from .config import UnlearningConfig
@@ -272,7 +271,6 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
         dataloader_pin_memory=False,  # nothing to pin to on a CPU; torch warns every epoch otherwise
         **settings.unlearn,
     )
-    set_seed(seed)  # the LoRA initialisation happens before Trainer seeds anything
     trainer = UnlearningTrainer(
         model=model,
         args=config,

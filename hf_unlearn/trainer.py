@@ -28,7 +28,6 @@ from .data import (
     tokenize_dataset,
     validate_rows,
 )
-from .data.collator import pad
 from .losses import (
     IGNORE_INDEX,
     answer_kl,
@@ -135,7 +134,11 @@ class UnlearningTrainer(Trainer):
             if is_peft_model(model):
                 raise ValueError("The model is already a peft model; do not pass peft_config as well.")
             from peft import get_peft_model
+            from transformers.trainer_utils import enable_full_determinism, set_seed
 
+            # The LoRA weights are drawn here, before Trainer seeds anything: seed as Trainer will, so `args.seed`
+            # also fixes the adapter's initialisation.
+            enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
             model = get_peft_model(model, peft_config)
         if args.gradient_checkpointing and is_peft_model(model):
             # With a frozen base, the checkpointed blocks would otherwise see inputs that need no grad.
@@ -489,9 +492,8 @@ class UnlearningTrainer(Trainer):
 
         if not torch.isfinite(loss.detach()).all():
             self._raise_non_finite(terms)
-        if model.training:
-            for name, value in terms.items():
-                self._metric_sums[name] += value.detach()
+        for name, value in terms.items():
+            self.log_metric(name, value)
         # Data parallel averages gradients over processes; the terms above are this process's share of a global mean.
         loss = loss * scale
         return (loss, {"logits": logits, **terms}) if return_outputs else loss
@@ -512,6 +514,17 @@ class UnlearningTrainer(Trainer):
         )
 
     # ---- logging -----------------------------------------------------------------------------------------------
+
+    def log_metric(self, name: str, value: torch.Tensor) -> None:
+        """Log `value` next to `loss` as `name`: for a subclass's own loss term, as the built-in terms are logged.
+
+        Call it once per micro-batch from `compute_loss` with the micro-batch's share of the step's mean (as the
+        built-in terms are: normalised by the whole accumulated batch's counts); the shares are summed over the
+        micro-batches and processes of a step and averaged over the steps since the last log. Ignored outside
+        training (evaluation calls `compute_loss` too).
+        """
+        if self.model.training:
+            self._metric_sums[name] += value.detach()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the mean of each loss term since the last training log (`forget_nll`, `npo_loss`, ...)."""

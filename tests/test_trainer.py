@@ -153,6 +153,27 @@ def test_lora_trains_base_stays_bit_identical_and_reference_is_the_base(tiny_mod
         assert not torch.equal(model(input_ids=ids, attention_mask=mask).logits, reference)
 
 
+def test_peft_config_adapter_initialisation_follows_args_seed(tokenizer, rows, tmp_path):
+    """With `peft_config=` the trainer draws the LoRA weights: `args.seed` fixes them, whatever the global RNG did."""
+    forget, retain = rows
+
+    def lora_a(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(1000 + seed)  # a different global RNG state each time: the trainer must reseed
+        trainer = UnlearningTrainer(
+            model=tiny_causal_lm(tokenizer, arch="olmo", seed=0),
+            args=make_config(tmp_path, seed=seed),
+            forget_dataset=Dataset.from_list(forget),
+            retain_dataset=Dataset.from_list(retain),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+        )
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_A" in n}
+
+    first, again, other = lora_a(0), lora_a(0), lora_a(1)
+    assert first and all(torch.equal(first[n], again[n]) for n in first)
+    assert any(not torch.equal(first[n], other[n]) for n in first)
+
+
 def test_trained_adapter_is_copied_into_a_frozen_reference(tiny_model, tokenizer, rows, tmp_path):
     forget, retain = rows
     model = lora(tiny_model, nonzero=True)  # arrives with an adapter that already changes the outputs
