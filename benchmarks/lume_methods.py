@@ -29,7 +29,8 @@ What is run
    organisers' target model had memorised all of its data: 40 epochs at AdamW lr 3e-3, then 10 more at 1e-3 with a
    fresh optimizer (batch 8). Measured while sizing it: after the 40 epochs the loss was 0.50 and regurgitation
    only 0.47-0.66; the 10 epochs at 1e-3 took the loss to 0.08 and regurgitation and knowledge to 1.0 on all four
-   subsets (10 more made it slightly worse), and batch 4 fell no faster per epoch than batch 8. It is cached
+   subsets (10 more made it slightly worse); with batch 4 instead of 8 the same 50 epochs ended at loss 0.59 and
+   regurgitation 0.3-0.5. It is cached
    (safetensors + tokenizer) under `$HF_UNLEARN_CACHE/lume_methods/<hash>` (default `~/.cache/hf_unlearn/...`,
    as the demo's cache), keyed by a hash of the data selection, tokenizer, model and memorisation settings, so
    reruns and other seeds skip it.

@@ -44,7 +44,11 @@ about a minute). Before -> after, on the train rows:
     retain regurgitation 1.000 -> 0.975   retain knowledge 1.000 -> 0.992
     task score           0.000 -> 0.858   MIA loss AUC     1.000 -> 1.000 (MIA score 0)
 
-Forget regurgitation falls by 64% while retain regurgitation stays within 0.025: the demo's selectivity bar
+With `--seed 1` (other data, model and LoRA initialisation; same settings): forget regurgitation 1.000 -> 0.314,
+forget knowledge 1.000 -> 0.000, retain regurgitation 1.000 -> 1.000, retain knowledge 1.000 -> 0.926, task score
+0.000 -> 0.875 (memorisation 281 s, unlearning 108 s on the same loaded machine).
+
+With seed 0, forget regurgitation falls by 64% while retain regurgitation stays within 0.025: the demo's selectivity bar
 (forget at most half, retain within 0.1) is met. The MIA attack is not defeated: the forget documents' loss rose, but
 stays far below that of documents the model never saw, so the loss attack still tells them apart (AUC 1), as it did
 for the task's own NPO baseline (MIA score 0.08).
