@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 from .optim import SophiaG, get_optimizer_cls
@@ -69,6 +70,9 @@ class UnlearningConfig(TrainingArguments):
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Changed from the `TrainingArguments` default: the trainer builds its own paired forget/retain batches,
             whose columns the model's `forward` does not name.
+        dataloader_pin_memory (`bool`, *optional*, defaults to `True`):
+            As in `TrainingArguments`, but turned off where there is no accelerator (or with `use_cpu`): pinning does
+            nothing there, and torch would warn at every epoch.
         learning_rate (`float`, *optional*, defaults to `1e-4`):
             Changed from the `TrainingArguments` default (5e-5) to the NPO+LoRA submission's value.
         logging_steps (`float`, *optional*, defaults to `10`):
@@ -182,6 +186,9 @@ class UnlearningConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
+            # Pinning needs an accelerator; on a CPU it does nothing and torch warns at every epoch's loader.
+            self.dataloader_pin_memory = False
         if self.method not in METHODS:
             raise ValueError(
                 f"Unknown unlearning method {self.method!r}. Choose one of: {', '.join(METHODS)}."

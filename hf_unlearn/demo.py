@@ -272,7 +272,6 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
         save_strategy="no",
         logging_steps=5,
         use_cpu=False,
-        dataloader_pin_memory=False,  # nothing to pin to on a CPU; torch warns every epoch otherwise
         **settings.unlearn,
     )
     trainer = UnlearningTrainer(
