@@ -98,6 +98,16 @@ def load_rows(data: Path, max_tokens: int):
     return tokenizer, *rows
 
 
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
+def _scratch_dir() -> str:
+    """One trainer output folder per process (nothing is saved there), removed when the process exits."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="step_cost_"))
+    return _SCRATCH[0].name
+
+
 def build(variant: str, dims: tuple[int, int, int], rows, steps: int, max_tokens: int):
     """The variant's trainer (optimizer created, reference log-probs precomputed for (c)) and its one batch."""
     import torch
@@ -116,7 +126,7 @@ def build(variant: str, dims: tuple[int, int, int], rows, steps: int, max_tokens
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
     config = UnlearningConfig(
-        output_dir=tempfile.mkdtemp(prefix="step_cost_"),
+        output_dir=_scratch_dir(),
         method="gd" if variant == "a" else "npo",
         retain_nll_weight=1.0,
         retain_kl_weight=0.0 if variant == "a" else 1.0,
