@@ -93,6 +93,14 @@ def test_quick_comparison_writes_a_complete_table(tmp_path, monkeypatch, lume_di
     text = md + (out / "lume_methods_quick.json").read_text()
     assert not [s for s in forget if len(s) > 20 and s in text]
 
+    # the report can be written again from the JSON alone, with the recorded timings
+    rewritten = lume_methods.main(["--from-json", str(out / "lume_methods_quick.json"), "--output-dir",
+                                   str(tmp_path / "again")])
+    assert rewritten["timings"] == data["timings"]
+    again_md = (tmp_path / "again" / "lume_methods_quick.md").read_text()
+    assert "written again from its JSON" in again_md
+    assert again_md.split("## What was run")[1] == md.split("## What was run")[1]
+
     # a second invocation reuses the cached target model and (with --resume) the finished runs
     again = lume_methods.main(["--quick", "--data", str(lume_dir), "--output-dir", str(out), "--resume",
                                "--methods", "ga"])
