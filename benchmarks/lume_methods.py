@@ -107,7 +107,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -287,51 +286,38 @@ def target_cache_dir(settings: Settings) -> Path:
 
 def load_or_build_target(settings: Settings, subset: Subset, data_dir: Path, log=print):
     """The memorised target model and its tokenizer, from the cache or built (then cached); and its record."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from hf_unlearn.tiny import load_or_build, memorise, tiny_causal_lm, train_tokenizer
 
-    from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
+    def build():
+        start = time.perf_counter()
+        texts = [row["input"] + " " + row["output"]
+                 for split in SPLITS for row in read_jsonl(data_dir / f"{split}.jsonl")]
+        tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
+        model = tiny_causal_lm(
+            tokenizer, arch="olmo", hidden_size=settings.hidden_size, num_hidden_layers=settings.num_hidden_layers,
+            num_attention_heads=settings.num_attention_heads, seed=0,
+        )
+        rows = [row for split in SPLITS for row in subset.rows[split]]
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"[lume_methods] target model: memorising {len(rows)} rows with a {n_params / 1e6:.2f}M-parameter OLMo "
+            f"model ({settings.memorise_epochs} + {settings.memorise_final_epochs} epochs)...")
+        losses = []
+        for stage, (epochs, lr) in enumerate(((settings.memorise_epochs, settings.memorise_learning_rate),
+                                              (settings.memorise_final_epochs, settings.memorise_final_learning_rate))):
+            if epochs:  # a fresh AdamW at a lower lr for the last epochs: the loss falls from ~0.5 to ~0.08 in 10
+                losses += memorise(model, tokenizer, rows, epochs=epochs, learning_rate=lr,
+                                   batch_size=settings.memorise_batch_size, max_length=settings.max_length, seed=stage)
+        seconds = time.perf_counter() - start
+        log(f"[lume_methods] memorised in {seconds:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.4f})")
+        record = {"settings": settings.target_key(), "memorise_seconds": seconds, "memorise_losses": losses,
+                  "num_parameters": n_params}
+        return model, tokenizer, record
 
     cache_dir = target_cache_dir(settings)
-    record_path = cache_dir / "target.json"
-    if record_path.is_file():
+    model, tokenizer, info = load_or_build(cache_dir, "target.json", build)
+    if info["from_cache"]:
         log(f"[lume_methods] target model: cached in {cache_dir}")
-        model = AutoModelForCausalLM.from_pretrained(cache_dir, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(cache_dir)
-        return model, tokenizer, {**json.loads(record_path.read_text()), "cache_dir": str(cache_dir),
-                                  "from_cache": True}
-    start = time.perf_counter()
-    texts = [row["input"] + " " + row["output"] for split in SPLITS for row in read_jsonl(data_dir / f"{split}.jsonl")]
-    tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
-    model = tiny_causal_lm(
-        tokenizer, arch="olmo", hidden_size=settings.hidden_size, num_hidden_layers=settings.num_hidden_layers,
-        num_attention_heads=settings.num_attention_heads, seed=0,
-    )
-    rows = [row for split in SPLITS for row in subset.rows[split]]
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"[lume_methods] target model: memorising {len(rows)} rows with a {n_params / 1e6:.2f}M-parameter OLMo model "
-        f"({settings.memorise_epochs} + {settings.memorise_final_epochs} epochs)...")
-    losses = []
-    for stage, (epochs, lr) in enumerate(((settings.memorise_epochs, settings.memorise_learning_rate),
-                                          (settings.memorise_final_epochs, settings.memorise_final_learning_rate))):
-        if epochs:  # a fresh AdamW at a lower lr for the last epochs: the loss falls from ~0.5 to ~0.08 in 10
-            losses += memorise(model, tokenizer, rows, epochs=epochs, learning_rate=lr,
-                               batch_size=settings.memorise_batch_size, max_length=settings.max_length, seed=stage)
-    seconds = time.perf_counter() - start
-    log(f"[lume_methods] memorised in {seconds:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.4f})")
-    record = {"settings": settings.target_key(), "memorise_seconds": seconds, "memorise_losses": losses,
-              "num_parameters": n_params}
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir.parent))
-    try:  # written aside and moved in place: an interrupted run never leaves a half-written cache
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "target.json").write_text(json.dumps(record, indent=1))
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(tmp, cache_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return model, tokenizer, {**record, "cache_dir": str(cache_dir), "from_cache": False}
+    return model, tokenizer, info
 
 
 # ---- scoring -------------------------------------------------------------------------------------------------------

@@ -169,24 +169,25 @@ def load_or_build_target(data, settings: DemoSettings, log=print):
 
     Returns (model, tokenizer, info) where info has `cache_dir`, `from_cache` and the memorisation record.
     """
-    from .tiny import load_cached, save_cached
+    from .tiny import load_or_build
+
+    def build():
+        model, tokenizer, seconds, losses = build_target_model(data, settings, log)
+        record = {
+            "settings": {"data": settings.data, "model": settings.model, "memorise": settings.memorise},
+            "memorise_seconds": seconds,
+            "memorise_losses": losses,
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+        }
+        return model, tokenizer, record
 
     cache_dir = target_cache_dir(settings)
-    cached = load_cached(cache_dir, "demo_target.json")
-    if cached is not None:
+    model, tokenizer, info = load_or_build(cache_dir, "demo_target.json", build)
+    if info["from_cache"]:
         log(f"[demo] step 1: using the memorised target model cached in {cache_dir}")
-        model, tokenizer, info = cached
-        return model, tokenizer, {**info, "cache_dir": str(cache_dir), "from_cache": True}
-    model, tokenizer, seconds, losses = build_target_model(data, settings, log)
-    info = {
-        "settings": {"data": settings.data, "model": settings.model, "memorise": settings.memorise},
-        "memorise_seconds": seconds,
-        "memorise_losses": losses,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-    }
-    save_cached(model, tokenizer, info, cache_dir, "demo_target.json")
-    log(f"[demo] cached the target model in {cache_dir}")
-    return model, tokenizer, {**info, "cache_dir": str(cache_dir), "from_cache": False}
+    else:
+        log(f"[demo] cached the target model in {cache_dir}")
+    return model, tokenizer, info
 
 
 def _score_entries(log_history) -> list[dict]:

@@ -173,3 +173,16 @@ def save_cached(model, tokenizer, record: dict, cache_dir: str | os.PathLike, re
         os.replace(tmp, cache_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+
+def load_or_build(cache_dir: str | os.PathLike, record_name: str, build):
+    """`(model, tokenizer, info)` from the cache in `cache_dir`, else from `build()` (which returns `(model,
+    tokenizer, record)`) and then cached. `info` is the record plus `cache_dir` and `from_cache`."""
+    cached = load_cached(cache_dir, record_name)
+    from_cache = cached is not None
+    if not from_cache:
+        cached = build()
+        save_cached(*cached, cache_dir, record_name)
+    model, tokenizer, record = cached
+    return model, tokenizer, {**record, "cache_dir": str(cache_dir), "from_cache": from_cache}
