@@ -175,7 +175,6 @@ def save_cached(model, tokenizer, record: dict, cache_dir: str | os.PathLike, re
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 def load_or_build(cache_dir: str | os.PathLike, record_name: str, build):
     """`(model, tokenizer, info)` from the cache in `cache_dir`, else from `build()` (which returns `(model,
     tokenizer, record)`) and then cached. `info` is the record plus `cache_dir` and `from_cache`."""
