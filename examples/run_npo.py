@@ -132,9 +132,12 @@ def tiny_target(forget, retain, epochs: int):
 
 def load_model(script_args: ScriptArguments, model_args: ModelConfig, forget, retain):
     if model_args.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+        from hf_unlearn.pretrained import resolve_model_path
+
+        path = resolve_model_path(model_args.model_name_or_path, log=print)  # "smollm2": the offline SmolLM2-135M
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
         model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path,
+            path,
             revision=model_args.model_revision,
             dtype=model_args.dtype or "auto",
             attn_implementation=model_args.attn_implementation,

