@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
+from .checkpoint import resolve_resume, save_checkpoint_atomically
 from .config import UnlearningConfig
 from .data import (
     ForgetRetainDataset,
@@ -247,6 +248,17 @@ class UnlearningTrainer(Trainer):
         retain = dataset.retain
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return ForgetRetainSampler(len(dataset.forget), len(retain) if retain else 0, seed=seed)
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint (`checkpoint.py`)."""
+        resume_from_checkpoint = resolve_resume(self, resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        # Written into a staging folder and renamed: a kill during a save never leaves a partial checkpoint-N.
+        save_checkpoint_atomically(self, trial)
 
     # ---- the optimizer ----------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.callbacks import LumeEvaluationCallback
+from hf_unlearn.checkpoint import checkpoint_problems, last_complete_checkpoint
 
 from .test_trainer import lora, make_config
 
@@ -33,24 +34,9 @@ def run_script(args, cwd, **kwargs):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-@pytest.mark.parametrize("optim", ["adamw", "sophia"])
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(optim, saved, tmp_path):
-    model, data = str(saved / "model"), str(saved / "data")
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    uninterrupted = run_script([model, data, str(full), "full", optim], tmp_path)
-    victim = run_script([model, data, str(killed), "kill", optim], tmp_path)
-    deadline = time.monotonic() + 300
-    while not (killed / "ready-to-kill").exists():
-        assert victim.poll() is None, victim.stderr.read()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    assert (killed / "checkpoint-4").is_dir() and not (killed / "checkpoint-6").exists()
-    resumed = run_script([model, data, str(killed), "resume", optim], tmp_path)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
-    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()[-2000:]
-
+def assert_resumed_run_equals_uninterrupted(full: Path, killed: Path, optim: str = "adamw") -> None:
+    """checkpoint-8 of the resumed run has the weights and optimizer state of the uninterrupted run's, and every step
+    it ran after the resume logged the same losses."""
     a = load_file(full / "checkpoint-8" / "adapter_model.safetensors")
     b = load_file(killed / "checkpoint-8" / "adapter_model.safetensors")
     for name in a:
@@ -62,12 +48,87 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(optim, saved,
             torch.testing.assert_close(opt_b[index][key], value, rtol=0, atol=1e-6)
     if optim == "sophia":
         assert any(state["hessian"].abs().sum() > 0 for state in opt_a.values())
-    # Steps 5-8 after the resume saw the same forget and retain rows: the same logged losses.
+    # The steps after the resume saw the same forget and retain rows: the same logged losses (the log history also
+    # holds the steps before the checkpoint, restored from it).
     losses_full = json.loads((full / "losses-full.json").read_text())
     losses_resumed = json.loads((killed / "losses-resume.json").read_text())
-    for step in ("5", "6", "7", "8"):
+    assert set(losses_resumed) == {str(step) for step in range(1, 9)}
+    for step in losses_resumed:
         for key in ("loss", "forget_nll", "retain_nll", "retain_kl", "npo_loss"):
             assert losses_resumed[step][key] == pytest.approx(losses_full[step][key], rel=1e-5), (step, key)
+
+
+def kill_when_ready(victim: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not (out / "ready-to-kill").exists():
+        assert victim.poll() is None, victim.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("optim", ["adamw", "sophia"])
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(optim, saved, tmp_path):
+    model, data = str(saved / "model"), str(saved / "data")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    uninterrupted = run_script([model, data, str(full), "full", optim], tmp_path)
+    victim = run_script([model, data, str(killed), "kill", optim], tmp_path)
+    kill_when_ready(victim, killed)
+    assert (killed / "checkpoint-4").is_dir() and not (killed / "checkpoint-6").exists()
+    resumed = run_script([model, data, str(killed), "resume", optim], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()[-2000:]
+
+    assert_resumed_run_equals_uninterrupted(full, killed, optim)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(saved, tmp_path_factory):
+    """The output folder of one uninterrupted 8-step AdamW run of tests/scripts/train_until_killed.py."""
+    full = tmp_path_factory.mktemp("uninterrupted") / "full"
+    process = run_script([str(saved / "model"), str(saved / "data"), str(full), "full", "adamw"], full.parent)
+    assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
+    return full
+
+
+@pytest.mark.parametrize("point", ["weights", "half-optimizer", "optimizer", "rng", "trainer-state", "before-rename",
+                                   "after-rename"])
+def test_sigkill_inside_a_save_then_resume_from_the_last_complete_checkpoint_is_exact(point, saved, uninterrupted,
+                                                                                      tmp_path):
+    model, data, killed = str(saved / "model"), str(saved / "data"), tmp_path / "killed"
+    victim = run_script([model, data, str(killed), f"kill-in-save:{point}", "adamw"], tmp_path)
+    kill_when_ready(victim, killed)  # inside the save of checkpoint-6
+    # A checkpoint-N folder appears only complete: checkpoint-6 exists only once its rename has happened.
+    assert (killed / "checkpoint-6").is_dir() == (point == "after-rename")
+    assert checkpoint_problems(str(killed / "checkpoint-4")) == []
+    if point == "after-rename":
+        assert checkpoint_problems(str(killed / "checkpoint-6")) == []
+    resumed = run_script([model, data, str(killed), "resume", "adamw"], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    if point != "after-rename":
+        assert "_tmp-checkpoint-6, left by a save that did not finish" in resumed.stderr.read()
+    assert not list(killed.glob("_tmp-*"))
+    assert_resumed_run_equals_uninterrupted(uninterrupted, killed)
+
+
+def test_resume_skips_incomplete_checkpoints_and_refuses_an_explicit_one(tiny_model, tokenizer, memorised_rows,
+                                                                          tmp_path, caplog):
+    config = make_config(tmp_path, method="gd", max_steps=2, save_strategy="steps", save_steps=1,
+                         per_device_train_batch_size=2)
+    forget, retain = Dataset.from_list(memorised_rows["forget"]), Dataset.from_list(memorised_rows["retain"])
+    trainer = UnlearningTrainer(model=lora(tiny_model, nonzero=False), args=config, forget_dataset=forget,
+                                retain_dataset=retain, processing_class=tokenizer)
+    trainer.train()
+    out = tmp_path / "out"
+    (out / "checkpoint-2" / "optimizer.pt").unlink()  # as a partial save or a hand copy leaves it
+    (out / "checkpoint-3").mkdir()  # a folder from a save killed before trainer_state.json
+    (out / "checkpoint-3" / "adapter_model.safetensors").write_bytes(b"\x00" * 7)
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn.checkpoint"):
+        assert last_complete_checkpoint(str(out)) == str(out / "checkpoint-1")
+    assert "checkpoint-3 (no trainer_state.json" in caplog.text and "checkpoint-2 (no optimizer.pt)" in caplog.text
+    with pytest.raises(ValueError, match=r"Cannot resume exactly from .*checkpoint-2: no optimizer\.pt"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
 
 
 class DivergeAfter(TrainerCallback):
