@@ -1,12 +1,16 @@
 """LUME loading, row checks with precise messages, tokenisation with prompt masking, and forget/retain pairing."""
 
 import json
+import os
+import subprocess
+import sys
+import traceback
 
 import pytest
 from datasets import Dataset
 
 from hf_unlearn import DataValidationError, load_lume
-from hf_unlearn.data import ForgetRetainSampler, UnlearningCollator, tokenize_dataset, tokenize_row
+from hf_unlearn.data import ForgetRetainSampler, lume, UnlearningCollator, tokenize_dataset, tokenize_row
 from hf_unlearn.losses import IGNORE_INDEX
 
 
@@ -41,10 +45,10 @@ def test_bad_files_name_file_and_line(tmp_path):
     with pytest.raises(DataValidationError, match=r"forget_train\.jsonl, line 2: invalid JSON"):
         load_lume(folder)
     folder = write_split(tmp_path / "b", ['{"input": "x", "output": "y"}', '{"input": "x"}'])
-    with pytest.raises(DataValidationError, match=r"forget_train\.jsonl, row 1: no field 'output'"):
+    with pytest.raises(DataValidationError, match=r"forget_train\.jsonl, line 2: no field 'output'"):
         load_lume(folder)
     folder = write_split(tmp_path / "c", ['{"input": "x", "output": 3}'])
-    with pytest.raises(DataValidationError, match=r"row 0: field 'output' must be a string, got int"):
+    with pytest.raises(DataValidationError, match=r"line 1: field 'output' must be a string, got int"):
         load_lume(folder)
     folder = write_split(tmp_path / "d", [""])
     with pytest.raises(DataValidationError, match=r"forget_train\.jsonl is empty"):
@@ -61,6 +65,117 @@ def test_bad_file_messages_do_not_quote_row_text(tmp_path):
     with pytest.raises(DataValidationError) as err:
         load_lume(folder)
     assert "CANARY" not in str(err.value)
+
+
+CANARY = "CANARY-ZQXJ-9917 lives at 1 Secret Road, +44 7700 900917"
+
+
+def full_traceback(err: pytest.ExceptionInfo) -> str:
+    return "".join(traceback.format_exception(err.value))
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        # a number amid string outputs, after and before them: pyarrow would quote the other row's text
+        ([{"input": "q", "output": CANARY}, {"input": "q", "output": 5}],
+         r"forget_train\.jsonl, line 2: field 'output' must be a string, got int"),
+        ([{"input": "q", "output": [CANARY]}, {"input": CANARY, "output": CANARY}],
+         r"forget_train\.jsonl, line 1: field 'output' must be a string, got list"),
+        ([{"input": CANARY, "output": "a"}, {"input": "q", "output": "b", "task": 2}],
+         r"line 2: field 'task' must be a string, got int"),
+        ([{"input": "q", "output": "a", "note": CANARY}, {"input": "q", "output": "b", "note": 3.5}],
+         r"line 2: field 'note' is a number, but a string at line 1"),
+        ([{"input": "q", "output": "a", "tags": [CANARY]}, {"input": "q", "output": "b", "tags": [1]}],
+         r"forget_train\.jsonl: the rows cannot be stored as columns"),
+    ],
+)
+def test_mixed_field_types_name_file_line_and_field_never_the_text(tmp_path, lines, message):
+    folder = write_split(tmp_path / "m", [json.dumps(line) for line in lines])
+    with pytest.raises(DataValidationError, match=message) as err:
+        load_lume(folder)
+    assert "CANARY" not in full_traceback(err)  # nor in a chained pyarrow exception
+
+
+def test_mixed_types_in_the_parquet_layout_name_the_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    table = pa.table({"input": ["q", "q"], "output": [CANARY, None]})
+    pq.write_table(table, tmp_path / "data" / "forget_train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"input": ["q"], "output": ["a"]}), tmp_path / "data" / "retain_train-00000-of-00001.parquet")
+    with pytest.raises(DataValidationError, match=r"forget_train-00000-of-00001\.parquet, row 1: field 'output' is "
+                                                  r"missing") as err:
+        load_lume(tmp_path)
+    assert "CANARY" not in full_traceback(err)
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    folder = write_split(tmp_path / "bom", ['{"input": "x", "output": "y"}'])
+    path = folder / "forget_train.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    forget, _ = load_lume(folder)
+    assert forget[0]["input"] == "x"
+
+
+def test_a_mistyped_local_path_is_never_sent_to_the_hub(tmp_path, monkeypatch):
+    def no_hub(*args):
+        raise AssertionError("a Hub request was made")
+
+    monkeypatch.setattr(lume, "_download_release", no_hub)
+    monkeypatch.chdir(tmp_path)
+    for name in ("does_not_exist_dir", "./owner/name", "data/lume/", "~/lume"):
+        with pytest.raises(DataValidationError, match="LUME data folder not found"):
+            load_lume(name)
+
+
+LOAD_EACH_LAYOUT = """
+import shutil, sys
+from pathlib import Path
+from hf_unlearn.data import lume
+
+src = Path(sys.argv[1])
+for layout in ("jsonl", "parquet"):
+    forget, retain = lume.load_lume(src / layout, split="validation")
+    # What examples/run_npo.py --num_rows does next: filter and select must not write cache files either.
+    forget.filter(lambda r: r["task"] == "Task2").select(range(2)).map(lambda r: {"n": len(r["output"])})
+
+def fake_download(repo_id, split, folder):  # stands in for the network call only
+    shutil.copytree(src / "parquet" / "data", folder / "data")
+
+lume._download_release = fake_download
+forget, retain = lume.load_lume("owner/lume-release", split="validation")
+assert CANARY in forget[0]["output"]
+print("loaded", len(forget), len(retain))
+"""
+
+
+def test_loading_leaves_no_copy_of_the_forget_set_under_home_or_tmp(lume_rows, tmp_path):
+    rows = [dict(r, output=f"{r['output']} {CANARY}") for r in lume_rows["forget_validation"][:6]]
+    rows += lume_rows["forget_validation"][6:20]
+    src = tmp_path / "src"
+    (src / "jsonl").mkdir(parents=True)
+    (src / "parquet" / "data").mkdir(parents=True)
+    for subset, subset_rows in (("forget", rows), ("retain", lume_rows["retain_validation"][:20])):
+        (src / "jsonl" / f"{subset}_validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in subset_rows))
+        Dataset.from_list(subset_rows).to_parquet(
+            str(src / "parquet" / "data" / f"{subset}_validation-00000-of-00001.parquet")
+        )
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    for name in ("HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
+        env.pop(name, None)  # everything defaults to under HOME
+    script = f"CANARY = {CANARY!r}\n" + LOAD_EACH_LAYOUT
+    result = subprocess.run([sys.executable, "-c", script, str(src)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded 20 20" in result.stdout
+    leaked = [p for root in (home, tmp) for p in root.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    assert leaked == []
+    assert not list(tmp.iterdir())  # the download folder was removed
 
 
 def test_tokenize_row_masks_the_prompt(tokenizer):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from datasets import Dataset
 
 LUME_COLUMNS = ("id", "input", "output", "task")
 REQUIRED_COLUMNS = ("input", "output")
+STRING_COLUMNS = ("input", "output", "task")  # an `id` may be a number, if it is one in every row
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class DataValidationError(ValueError):
@@ -22,11 +25,15 @@ class DataValidationError(ValueError):
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file, refusing a missing or empty file and invalid JSON with the file and line number."""
-    path = Path(path)
+    return [row for _, row in _read_jsonl_lines(Path(path))]
+
+
+def _read_jsonl_lines(path: Path) -> list[tuple[int, dict]]:
+    """`(line number, row)` for each non-blank line, so that later checks can name the line."""
     if not path.is_file():
         raise DataValidationError(f"Data file not found: {path}.")
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a UTF-8 byte-order mark some editors write is not an error
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -39,10 +46,54 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 ) from None
             if not isinstance(row, dict):
                 raise DataValidationError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
-            rows.append(row)
+            rows.append((lineno, row))
     if not rows:
         raise DataValidationError(f"{path} is empty: it holds no rows.")
     return rows
+
+
+def _kind(value) -> str:
+    """The Arrow-relevant kind of a JSON value: ints and floats share a column, a string and a number do not."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def check_row_types(rows: list[tuple[str, dict]], source: str) -> None:
+    """Check every row before any Dataset is built from them: `input` and `output` are non-empty strings, `id` and
+    `task` are strings when present, and every other field has one kind (string, number, ...) in all rows.
+
+    `rows` are `(where, row)` pairs, `where` being e.g. `"line 3"`. pyarrow would otherwise fail on a mixed column
+    with a message quoting another row's text; these messages name the source, the place and the field only.
+    """
+    first_kind: dict[str, tuple[str, str]] = {}  # field -> (kind, where it was first seen)
+    for where, row in rows:
+        for column in REQUIRED_COLUMNS:
+            if column not in row:
+                raise DataValidationError(
+                    f"{source}, {where}: no field {column!r} (fields: {sorted(row)}). Each row needs 'input' and "
+                    "'output'."
+                )
+        for column, value in row.items():
+            if value is None:
+                if column in REQUIRED_COLUMNS:
+                    raise DataValidationError(f"{source}, {where}: field {column!r} is missing (null).")
+                continue
+            kind = _kind(value)
+            if column in STRING_COLUMNS and kind != "string":
+                raise DataValidationError(
+                    f"{source}, {where}: field {column!r} must be a string, got {type(value).__name__}."
+                )
+            seen = first_kind.setdefault(column, (kind, where))
+            if seen[0] != kind:
+                raise DataValidationError(
+                    f"{source}, {where}: field {column!r} is a {kind}, but a {seen[0]} at {seen[1]}; a field must have "
+                    "one type in every row."
+                )
+        if not row["output"].strip():
+            raise DataValidationError(f"{source}, {where}: field 'output' is empty; nothing to learn or unlearn.")
 
 
 def validate_rows(dataset: Dataset, name: str, source: str | None = None) -> None:
@@ -75,16 +126,19 @@ def validate_rows(dataset: Dataset, name: str, source: str | None = None) -> Non
         raise DataValidationError(f"{where}, row {empty[0]}: field 'output' is empty; nothing to learn or unlearn.")
 
 
-def _rows_to_dataset(rows: list[dict], path: Path) -> Dataset:
-    for index, row in enumerate(rows):
-        for column in REQUIRED_COLUMNS:
-            if column not in row:
-                raise DataValidationError(
-                    f"{path}, row {index}: no field {column!r} (fields: {sorted(row)}). Each row needs 'input' and "
-                    "'output'."
-                )
-    dataset = Dataset.from_list(rows)
-    validate_rows(dataset, path.name, source=str(path))
+def _rows_to_dataset(rows: list[tuple[str, dict]], source: str) -> Dataset:
+    """An in-memory Dataset (no cache file: no copy of the forget set on disk) from checked rows."""
+    import pyarrow as pa
+
+    check_row_types(rows, source)
+    try:
+        dataset = Dataset.from_list([row for _, row in rows])
+    except (pa.ArrowException, TypeError, ValueError) as err:  # nested values of mixed types; never quote the text
+        raise DataValidationError(
+            f"{source}: the rows cannot be stored as columns ({type(err).__name__}); check that each field, including "
+            "nested lists and objects, has the same type in every row."
+        ) from None
+    validate_rows(dataset, Path(source).name, source=source)
     return dataset
 
 
@@ -92,15 +146,26 @@ def _local_split(root: Path, subset: str, split: str) -> Dataset:
     jsonl = root / f"{subset}_{split}.jsonl"
     parquet = root / "data" / f"{subset}_{split}-00000-of-00001.parquet"
     if jsonl.is_file():
-        return _rows_to_dataset(read_jsonl(jsonl), jsonl)
+        return _rows_to_dataset([(f"line {n}", row) for n, row in _read_jsonl_lines(jsonl)], str(jsonl))
     if parquet.is_file():
-        dataset = Dataset.from_parquet(str(parquet))
-        validate_rows(dataset, parquet.name, source=str(parquet))
-        return dataset
+        import pyarrow.parquet as pq
+
+        # Read into memory: Dataset.from_parquet would write an Arrow copy of the forget set into the datasets cache.
+        rows = pq.read_table(parquet).to_pylist()
+        return _rows_to_dataset([(f"row {i}", row) for i, row in enumerate(rows)], str(parquet))
     raise DataValidationError(
         f"No {subset} {split!r} split in {root}: expected {jsonl.name} or data/{parquet.name} (the Hub release's "
         "layout)."
     )
+
+
+def _download_release(repo_id: str, split: str, folder: Path) -> None:
+    """Download the Hub release's two parquet files of `split` into `folder` (a temporary folder, not the Hub cache)."""
+    from huggingface_hub import hf_hub_download
+
+    for subset in ("forget", "retain"):
+        hf_hub_download(repo_id, f"data/{subset}_{split}-00000-of-00001.parquet", repo_type="dataset",
+                        local_dir=folder)
 
 
 def load_lume(path_or_repo_id: str | os.PathLike, split: str = "train") -> tuple[Dataset, Dataset]:
@@ -109,20 +174,31 @@ def load_lume(path_or_repo_id: str | os.PathLike, split: str = "train") -> tuple
     `path_or_repo_id` is a local folder holding `forget_{split}.jsonl` / `retain_{split}.jsonl` (like
     `../shared/data/lume`) or the Hub release's `data/{forget,retain}_{split}-00000-of-00001.parquet`, or else a Hub
     dataset repo id (e.g. the organisers' gated `llmunlearningsemeval2025organization/semeval25-unlearning-dataset-
-    public`) loaded through `datasets`. Returns `(forget, retain)` as `datasets.Dataset`s with columns
+    public`) in that layout. Returns `(forget, retain)` as in-memory `datasets.Dataset`s with columns
     `id, input, output, task` (and whatever else the files hold).
+
+    Nothing is cached: the files are read into memory (no Arrow copy in the datasets cache), and a Hub release is
+    downloaded into a temporary folder that is deleted before returning (not into the Hub cache). A name that is not
+    an existing folder and does not look like `owner/name` is reported as a missing folder, never sent to the Hub.
+    Every row's field types are checked before a Dataset is built; errors name the file, line (or parquet row) and
+    field, never the row's text.
     """
-    root = Path(path_or_repo_id)
+    root = Path(path_or_repo_id).expanduser()
     if root.is_dir():
         return _local_split(root, "forget", split), _local_split(root, "retain", split)
-    if root.exists() or str(path_or_repo_id).startswith((".", "/", "~")):
-        raise DataValidationError(f"LUME data folder not found: {path_or_repo_id}.")
-    from datasets import load_dataset
+    name = str(path_or_repo_id)
+    if root.exists() or not HUB_ID.match(name):  # looks like a path: never turn a mistyped one into a Hub request
+        raise DataValidationError(f"LUME data folder not found: {name}.")
+    import tempfile
 
-    repo_id = str(path_or_repo_id)
-    out = []
-    for subset in ("forget", "retain"):
-        dataset = load_dataset(repo_id, split=f"{subset}_{split}")
-        validate_rows(dataset, f"{repo_id}:{subset}_{split}")
-        out.append(dataset)
-    return out[0], out[1]
+    # Downloaded into a temporary folder and read into memory, so no copy of the forget set outlives this call (the
+    # Hub cache and `load_dataset` would keep one under HOME).
+    with tempfile.TemporaryDirectory(prefix="hf_unlearn-") as tmp:
+        try:
+            _download_release(name, split, Path(tmp))
+        except Exception as err:  # the Hub's errors name the repo and file, never the data
+            raise DataValidationError(
+                f"{name} is neither a local folder nor a readable Hub dataset with the LUME release's layout "
+                f"(data/forget_{split}-00000-of-00001.parquet): {type(err).__name__}: {err}"
+            ) from None
+        return _local_split(Path(tmp), "forget", split), _local_split(Path(tmp), "retain", split)
