@@ -79,6 +79,14 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def open_private(path: Path):
+    """Open `path` for writing, readable by its owner only (0600, also when it already existed): it holds forget-set
+    text."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
+    return os.fdopen(fd, "w")
+
+
 def evaluate_command(args) -> int:
     from accelerate import Accelerator
 
@@ -113,7 +121,7 @@ def evaluate_command(args) -> int:
         with open(out / "evaluation_results.jsonl", "w") as f:
             f.write(json.dumps(results) + "\n")
         if generations is not None:
-            with open(out / "generations.jsonl", "w") as f:
+            with open_private(out / "generations.jsonl") as f:
                 for split, rows in (("forget", forget), ("retain", retain)):
                     for row, text in zip(rows, generations[split]):
                         record = {
@@ -134,13 +142,24 @@ def evaluate_command(args) -> int:
 
 def merge_command(args) -> int:
     """Load the base model and the adapter, merge, save safetensors + tokenizer + model card, optionally push."""
+    try:
+        out = _merge(args)
+    except (FileExistsError, FileNotFoundError, PermissionError) as err:  # a refused folder or repo: one clear line
+        print(f"hf-unlearn merge: error: {err}", file=sys.stderr)
+        return 2
+    print(f"merged model written to {out}" + (f" and pushed to {args.push_to_hub}" if args.push_to_hub else ""))
+    return 0
+
+
+def _merge(args) -> Path:
     import torch
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .hub import merge_and_save, read_training_record
+    from .hub import check_output_folder, merge_and_save, read_training_record
     from .pretrained import resolve_model_path
 
+    check_output_folder(args.output)  # before loading anything
     base = args.base or PeftConfig.from_pretrained(args.adapter).base_model_name_or_path
     if not base:
         raise SystemExit(f"{args.adapter}/adapter_config.json names no base model: pass --base MODEL.")
@@ -153,10 +172,8 @@ def merge_command(args) -> int:
     model = PeftModel.from_pretrained(model, args.adapter)
     record = read_training_record(args.adapter)
     record["base_model"] = base
-    out = merge_and_save(model, args.output, tokenizer=tokenizer, record=record, push_to_hub=args.push_to_hub,
-                         private=not args.public)
-    print(f"merged model written to {out}" + (f" and pushed to {args.push_to_hub}" if args.push_to_hub else ""))
-    return 0
+    return merge_and_save(model, args.output, tokenizer=tokenizer, record=record, push_to_hub=args.push_to_hub,
+                          private=not args.public)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,10 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     mg = commands.add_parser("merge", help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
     mg.add_argument("--adapter", required=True, help="The adapter folder (trainer.save_model's output).")
-    mg.add_argument("--output", required=True, help="Where the merged model, tokenizer and README.md are written.")
+    mg.add_argument("--output", required=True,
+                    help="Where the merged model, tokenizer and README.md are written: a new or empty folder, or one "
+                    "an earlier merge made.")
     mg.add_argument("--base", help="Base model folder, Hub id or smollm2 (default: the adapter config's base_model_name_or_path).")
     mg.add_argument("--push-to-hub", metavar="REPO", help="Push the output folder to this Hub repo (user/name).")
-    mg.add_argument("--public", action="store_true", help="Create the Hub repo public (default: private).")
+    mg.add_argument("--public", action="store_true",
+                    help="Allow a public Hub repo: create it public, or push to an existing public one (default: "
+                    "private; a public repo is refused).")
     mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")

@@ -3,7 +3,7 @@
 ```python
 trainer.train()
 folder = merge_and_save(trainer, "olmo1b-npo-merged")            # merged weights + tokenizer + README.md
-push_merged_to_hub(folder, "me/olmo1b-npo")                      # one `upload_folder` of exactly that folder
+push_merged_to_hub(folder, "me/olmo1b-npo")                      # one commit of its allow-listed files
 ```
 
 or, from a saved adapter: `hf-unlearn merge --adapter olmo1b-npo --output olmo1b-npo-merged [--push-to-hub me/repo]`.
@@ -16,6 +16,11 @@ The model card records the method, its hyperparameters, the base model, the LoRA
 callbacks logged (`lume/*`, `mia/*`, `mmlu/*` in the trainer's log history: the first and the last value), is tagged
 `unlearning` and cites the method's paper. It is built only from those numbers and settings: no forget-set text or id
 goes into the card or the pushed folder.
+
+A push uploads an allow-list only (`files_to_push`: weights, config, generation config, tokenizer, the card), never
+whatever else sits in the folder (generations, TensorBoard runs, evaluation files). `merge_and_save` refuses a
+non-empty folder it did not make, and a push refuses a repo that is public unless `private=False` (`--public`):
+`create_repo(private=True, exist_ok=True)` alone would leave an existing public repo public.
 """
 
 from __future__ import annotations
@@ -58,6 +63,27 @@ HYPERPARAMETERS = (
 SCORE_PREFIXES = ("lume/", "mia/", "mmlu/", "influence/")
 RECORD_FILE = "unlearning_record.json"
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
+# Written into every folder merge_and_save makes, so that a later merge may overwrite it; never pushed.
+MADE_BY_US = ".hf_unlearn_merged"
+# What a push uploads (file names at the folder's top level, fnmatch patterns): a loadable model and its card.
+PUSH_ALLOW_LIST = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "README.md",
+)
 
 
 def _jsonable(value: Any) -> Any:
@@ -252,8 +278,10 @@ def merge_and_save(
     output = Path(output_dir)
     if not is_main:
         return output
+    check_output_folder(output)
     merged = merge_adapter(model)
     output.mkdir(parents=True, exist_ok=True)
+    (output / MADE_BY_US).touch()
     merged.save_pretrained(output, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(output)
@@ -266,19 +294,53 @@ def merge_and_save(
     return output
 
 
+def check_output_folder(folder: str | Path) -> None:
+    """Refuse a non-empty `folder` that `merge_and_save` did not make: its other files (generations, logs, a
+    checkpoint) would end up beside the merged model, and a user's folder would be overwritten."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MADE_BY_US).is_file():
+        raise FileExistsError(
+            f"{folder} is not empty and was not made by merge_and_save: choose a new or empty output folder."
+        )
+
+
+def files_to_push(folder: str | Path) -> list[str]:
+    """The files of `folder` a push uploads: the top-level files matching `PUSH_ALLOW_LIST`, sorted. Refuses a folder
+    without weights or without the card, which would push a model nobody can load or check."""
+    from fnmatch import fnmatchcase
+
+    names = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and not p.is_symlink())
+    chosen = [n for n in names if any(fnmatchcase(n, pattern) for pattern in PUSH_ALLOW_LIST)]
+    if not any(n.endswith(".safetensors") for n in chosen) or "README.md" not in chosen:
+        raise FileNotFoundError(f"{folder} has no safetensors weights or no README.md: not a merge_and_save folder.")
+    return chosen
+
+
 def push_merged_to_hub(
     folder: str | Path, repo_id: str, private: bool = True, token: str | None = None, commit_message: str | None = None
 ) -> str:
-    """Create `repo_id` if needed and upload `folder` (as `merge_and_save` wrote it) in one `upload_folder` call.
-    Returns the commit URL."""
-    from huggingface_hub import HfApi
+    """Create `repo_id` if needed (private unless `private=False`) and upload the allow-listed files of `folder`
+    (`files_to_push`) in one commit. With `private=True` (the default) an existing public repo is refused: pass
+    `private=False` (`hf-unlearn merge --public`) to push to a public one. Returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
 
+    files = files_to_push(folder)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(
-        folder_path=str(folder),
+    # create_repo(exist_ok=True) leaves an existing repo as it is: check what it really is before uploading.
+    visibility = getattr(api.repo_info(repo_id, repo_type="model"), "private", None)
+    if private and visibility is not True:
+        raise PermissionError(
+            f"The Hub repo {repo_id} is {'public' if visibility is False else 'of unknown visibility'}: refusing to "
+            "push an unlearned model to it. Make it private, or pass --public (private=False) to push anyway."
+        )
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name)) for name in files]
+    commit = api.create_commit(
         repo_id=repo_id,
         repo_type="model",
+        operations=operations,
         commit_message=commit_message or "Upload model merged by hf_unlearn",
     )
     return str(getattr(commit, "commit_url", commit))

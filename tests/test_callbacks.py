@@ -146,5 +146,6 @@ def test_cli_evaluate_writes_the_task_layout(memorised_model, tokenizer, lume_ro
     cli_main(["evaluate", "--model", str(model_dir), "--data", str(data), "--max-new-tokens", "8",
               "--output-dir", str(out), "--save-generations"])
     generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert (out / "generations.jsonl").stat().st_mode & 0o777 == 0o600  # forget-set text: owner only
     assert len(generations) == 12
     assert set(generations[0]) == {"split", "id", "task", "input", "expected_output", "model_output"}

@@ -1,11 +1,13 @@
 """Merging an unlearning adapter into its base model: same logits, plain reload, safetensors only, a card without
-forget-set text. (The push is `huggingface_hub`'s own `upload_folder` of the folder checked here; it runs only where
-the Hub can be reached, so it is not exercised here.)"""
+forget-set text; what a push uploads (an allow-list), and its refusals (a folder not ours, a public repo). The Hub
+itself cannot be reached here: a small fake stands in for the `HfApi` network calls only."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,9 +17,13 @@ from transformers import AutoModelForCausalLM
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.callbacks import LumeEvaluationCallback
 from hf_unlearn.cli import main as cli_main
+from hf_unlearn.cli import open_private
 from hf_unlearn.hub import (
     WEIGHT_SUFFIXES,
+    check_output_folder,
+    files_to_push,
     merge_and_save,
+    push_merged_to_hub,
     model_card,
     read_training_record,
     save_training_record,
@@ -112,7 +118,35 @@ def test_merge_drops_the_frozen_reference_adapter(tiny_model, tokenizer, rows, t
                                rtol=0)
 
 
-def test_cli_merge_from_a_saved_adapter(tiny_model, tokenizer, rows, tmp_path):
+class FakeHub:
+    """Stands in for `huggingface_hub.HfApi`'s network calls: a repo of a given visibility; records what is sent."""
+
+    def __init__(self, private: bool):
+        self.private, self.created, self.pushed = private, [], []
+
+    def __call__(self, token=None):
+        return self
+
+    def create_repo(self, repo_id, private, exist_ok, repo_type):
+        self.created.append((repo_id, private))
+
+    def repo_info(self, repo_id, repo_type):
+        return SimpleNamespace(private=self.private)
+
+    def create_commit(self, repo_id, repo_type, operations, commit_message):
+        self.pushed = sorted(op.path_in_repo for op in operations)
+        return SimpleNamespace(commit_url=f"https://hub/{repo_id}/commit/1")
+
+
+def fake_hub(monkeypatch, private: bool) -> FakeHub:
+    import huggingface_hub
+
+    hub = FakeHub(private)
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub)
+    return hub
+
+
+def test_cli_merge_from_a_saved_adapter(tiny_model, tokenizer, rows, tmp_path, monkeypatch):
     forget, retain = rows
     base_dir = tmp_path / "base"
     tiny_model.save_pretrained(base_dir)
@@ -134,6 +168,25 @@ def test_cli_merge_from_a_saved_adapter(tiny_model, tokenizer, rows, tmp_path):
     assert "| lume/task_score |" in card and "- unlearning" in card
     assert read_training_record(adapter_dir)["method"] == "npo"
 
+    merge = ["merge", "--adapter", str(adapter_dir), "--base", str(base_dir), "--output"]
+    assert cli_main(merge + [str(out)]) == 0  # a folder an earlier merge made may be merged into again
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's file")
+    assert cli_main(merge + [str(foreign)]) == 2  # refused before anything is loaded or written
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+    # The push, with the Hub's network calls faked: stray files in the folder are never uploaded.
+    (out / "generations.jsonl").write_text(json.dumps({"input": forget[0]["input"]}))
+    (out / "runs").mkdir()
+    (out / "runs" / "events.out.tfevents.1").write_text("x")
+    for visibility, flags, code in ((False, [], 2), (False, ["--public"], 0), (True, [], 0)):
+        hub = fake_hub(monkeypatch, visibility)
+        assert cli_main(merge + [str(out), "--push-to-hub", "me/repo", *flags]) == code
+        assert hub.created == [("me/repo", not flags)]
+        assert hub.pushed == ([] if code else files_to_push(out))
+    assert "generations.jsonl" not in files_to_push(out) and "README.md" in files_to_push(out)
+
 
 def test_scores_and_card_from_a_log_history():
     history = [
@@ -148,3 +201,59 @@ def test_scores_and_card_from_a_log_history():
     assert "base_model: allenai/OLMo-1B-0724-hf" in card and "| mmlu/acc | 0.4000 | 0.4000 (4) |" in card
     assert "Continual Learning and Private Unlearning" in card
     json.dumps(scores)  # serialisable for unlearning_record.json
+
+
+def test_a_push_uploads_the_allow_list_only(tmp_path):
+    folder = tmp_path / "merged"
+    (folder / "runs").mkdir(parents=True)
+    model_files = ["README.md", "config.json", "generation_config.json", "merges.txt", "model-00001-of-00002.safetensors",
+                   "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
+                   "tokenizer.json", "tokenizer_config.json", "vocab.json"]
+    others = ["generations.jsonl", "evaluation_results.jsonl", "unlearning_record.json", ".hf_unlearn_merged",
+              "optimizer.pt", "training_args.bin", "adapter_model.safetensors.bak", "notes.md"]
+    for name in model_files + others:
+        (folder / name).write_text("x")
+    (folder / "runs" / "model.safetensors").write_text("x")  # only top-level files
+    assert files_to_push(folder) == model_files
+    (folder / "README.md").unlink()
+    with pytest.raises(FileNotFoundError, match="no safetensors weights or no README.md"):
+        files_to_push(folder)
+
+
+def test_a_public_repo_is_refused_unless_asked_for(tmp_path, monkeypatch):
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    for name in ("model.safetensors", "config.json", "README.md", "generations.jsonl"):
+        (folder / name).write_text("x")
+    hub = fake_hub(monkeypatch, private=False)
+    with pytest.raises(PermissionError, match="me/repo is public: refusing"):
+        push_merged_to_hub(folder, "me/repo")
+    assert hub.pushed == []
+    assert push_merged_to_hub(folder, "me/repo", private=False) == "https://hub/me/repo/commit/1"
+    assert hub.pushed == ["README.md", "config.json", "model.safetensors"]
+    hub = fake_hub(monkeypatch, private=None)  # visibility unknown: treated as public
+    with pytest.raises(PermissionError, match="unknown visibility"):
+        push_merged_to_hub(folder, "me/repo")
+
+
+def test_merge_refuses_a_non_empty_folder_it_did_not_make(tiny_model, tmp_path):
+    check_output_folder(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "data.jsonl").write_text("{}")
+    with pytest.raises(FileExistsError, match="not empty and was not made by merge_and_save"):
+        merge_and_save(lora(tiny_model), tmp_path / "theirs")
+    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["data.jsonl"]
+
+
+def test_generations_are_written_owner_only(tmp_path):
+    path = tmp_path / "generations.jsonl"
+    path.write_text("old")
+    os.chmod(path, 0o644)
+    with open_private(path) as f:
+        f.write("new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o600
+    with open_private(tmp_path / "fresh.jsonl") as f:
+        f.write("x")
+    assert (tmp_path / "fresh.jsonl").stat().st_mode & 0o777 == 0o600
