@@ -1,7 +1,7 @@
 """`hf-unlearn`: command-line entry points.
 
     hf-unlearn evaluate --model PATH_OR_REPO [--adapter PATH] --data DIR --split validation --mia DIR \
-        [--mmlu DIR_OR_TASK] [--mmlu-limit N] --output-dir OUT [--save-generations]
+        [--mmlu DIR_OR_TASK] [--mmlu-limit N] --output-dir OUT [--save-generations] [--chat-template]
 
     hf-unlearn merge --adapter DIR --output DIR [--base MODEL] [--push-to-hub REPO] [--public]
 
@@ -113,6 +113,7 @@ def evaluate_command(args) -> int:
         batch_size=args.batch_size,
         accelerator=accelerator,
         return_generations=args.save_generations,
+        chat_template=args.chat_template,
     )
     generations = results.pop("generations", None)
     if accelerator.is_main_process:
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-generations",
         action="store_true",
         help="Also write generations.jsonl (id, task, input, expected_output, model_output): forget-set text.",
+    )
+    ev.add_argument(
+        "--chat-template",
+        action="store_true",
+        help="Generate the LUME answers from each input wrapped in the tokenizer's chat template (one user turn and "
+        "the assistant header), for instruct models (default: the raw input, as the task's script does).",
     )
     ev.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
     ev.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")

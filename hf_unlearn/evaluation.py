@@ -70,16 +70,24 @@ def map_across_processes(fn, items: Sequence, accelerator=None) -> list:
 
 
 def lume_generations(
-    model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int = 256, batch_size: int = 16, accelerator=None
+    model,
+    tokenizer,
+    rows: Sequence[Mapping],
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    accelerator=None,
+    chat_template: bool = False,
 ) -> list[str]:
-    """Greedy completions of each row's `input`, in row order."""
+    """Greedy completions of each row's `input` (wrapped in the tokenizer's chat template with
+    `chat_template=True`), in row order."""
     prompts = [row["input"] for row in rows]
     # Equal chunks are not enough for generation: its rounds drop finished rows, so processes also agree on the
     # number of `generate` calls in each round.
     lockstep = _max_over_processes(accelerator) if _sharded(accelerator) else None
     return map_across_processes(
         lambda chunk: generate_completions(
-            model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size, lockstep=lockstep
+            model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size, lockstep=lockstep,
+            chat_template=chat_template,
         ),
         prompts,
         accelerator,
@@ -95,10 +103,11 @@ def evaluate_lume(
     batch_size: int = 16,
     accelerator=None,
     return_generations: bool = False,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Regurgitation and knowledge per split and task, and the task score (the script's key names)."""
-    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator)
-    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator)
+    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator, chat_template)
+    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator, chat_template)
     result = lume_scores_from_generations(forget_rows, forget, retain_rows, retain)
     if return_generations:
         result["generations"] = {"forget": forget, "retain": retain}
@@ -147,15 +156,19 @@ def evaluate_model(
     batch_size: int = 16,
     accelerator=None,
     return_generations: bool = False,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Everything that is given: LUME rows, MIA documents, MMLU (`mmlu` = `evaluate_mmlu` keyword arguments).
 
     Returns the task script's layout (`aggregate_results`), with `aggregate-score` -1 unless all three are there.
+    `chat_template=True` generates the LUME answers from each `input` wrapped in the tokenizer's chat template (for
+    instruct models) instead of from the raw `input` (the task script's way); MIA and MMLU are unaffected.
     """
     lume = {}
     if forget_rows is not None and retain_rows is not None:
         lume = evaluate_lume(
-            model, tokenizer, forget_rows, retain_rows, max_new_tokens, batch_size, accelerator, return_generations
+            model, tokenizer, forget_rows, retain_rows, max_new_tokens, batch_size, accelerator, return_generations,
+            chat_template,
         )
     mia = None
     if mia_members is not None and mia_nonmembers is not None:

@@ -6,6 +6,12 @@ the new tokens with `skip_special_tokens=True, clean_up_tokenization_spaces=True
 `generate_one_at_a_time` does exactly that; `generate_completions` gives the same texts much faster by batching
 rows of similar length with left padding and an attention mask (transformers 5's `generate` derives the position ids
 from the mask, so a padded row sees the positions it has unpadded; tests/test_metrics_generation.py checks it).
+
+`chat_template=True` (both functions; off by default, and the task's own scoring never uses it) generates instead
+from each prompt wrapped in the tokenizer's chat template as one user turn followed by the assistant header
+(`prompt_token_ids`): an instruct model often answers a raw question with EOS straight away. The training rows are
+still the raw `input` (see `hf_unlearn.data.tokenize_row`), so scores with the template measure the model on
+prompts it was not unlearned on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,21 @@ def _greedy_kwargs(tokenizer: Any, max_new_tokens: int, generate_kwargs: dict[st
     return kwargs
 
 
+def prompt_token_ids(tokenizer: Any, prompt: str, chat_template: bool = False) -> list[int]:
+    """The token ids generation starts from: the raw prompt tokenised on its own, as the task's script does, or with
+    `chat_template=True` the prompt as one user message of the tokenizer's chat template plus the assistant header
+    (`add_generation_prompt=True`; the template adds its own special tokens, and its default system prompt if it has
+    one)."""
+    if not chat_template:
+        return tokenizer(prompt)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat_template=True, but the tokenizer has no chat template (tokenizer.chat_template).")
+    encoded = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    return list(encoded["input_ids"])
+
+
 def decode_like_task(tokenizer: Any, token_ids: Sequence[int]) -> str:
     """Decode as the task's script did: `skip_special_tokens=True, clean_up_tokenization_spaces=True`.
 
@@ -48,18 +69,19 @@ def generate_one_at_a_time(
     tokenizer: Any,
     prompts: Sequence[str],
     max_new_tokens: int = 256,
+    chat_template: bool = False,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Complete each prompt on its own, exactly as the task's evaluation script does (the reference path).
 
-    Returns the decoded new tokens of each prompt, in input order.
+    Returns the decoded new tokens of each prompt, in input order. `chat_template`: see `prompt_token_ids`.
     """
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens, generate_kwargs)
     device = model_device(model)
     completions = []
     with evaluation_mode(model):
         for prompt in prompts:
-            input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+            input_ids = torch.tensor([prompt_token_ids(tokenizer, prompt, chat_template)], dtype=torch.long).to(device)
             output = model.generate(input_ids, **kwargs)
             completions.append(decode_like_task(tokenizer, output[0, input_ids.shape[1] :].tolist()))
     return completions
@@ -127,6 +149,7 @@ def generate_completions(
     batch_size: int = DEFAULT_BATCH_SIZE,
     round_tokens: int | None = 16,
     lockstep: Callable[[int], int] | None = None,
+    chat_template: bool = False,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
@@ -149,6 +172,8 @@ def generate_completions(
     placeholder row where it has none), with `synced_gpus=True` so each call runs until every process's batch has
     stopped. The texts are those of the default path.
 
+    `chat_template=True` generates from each prompt wrapped in the tokenizer's chat template (`prompt_token_ids`).
+
     Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
     the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
     and unpadded matrix products round differently); on the LUME validation sets this is rare (see the tests).
@@ -166,7 +191,7 @@ def generate_completions(
     if round_tokens is None or not _resumable(model, generate_kwargs):
         round_tokens = max_new_tokens
 
-    tokens = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    tokens = [prompt_token_ids(tokenizer, prompt, chat_template) for prompt in prompts]
     new_tokens: list[list[int]] = [[] for _ in tokens]
     pending = list(range(len(tokens)))
     budget = max_new_tokens  # every pending row has generated the same number of tokens so far

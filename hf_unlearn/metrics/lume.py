@@ -163,21 +163,27 @@ def score_lume(
     batch_size: int = DEFAULT_BATCH_SIZE,
     one_at_a_time: bool = False,
     return_generations: bool = False,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Generate greedy completions of every row's `input` and score them (see `lume_scores_from_generations`).
 
     `one_at_a_time=True` uses the task script's unbatched path instead of the batched one. With
     `return_generations=True` the result also holds `generations: {"forget": [...], "retain": [...]}` (texts in row
     order): forget-set text, so keep it in memory or in a file the user asked for, never in logs.
+    `chat_template=True` generates from each `input` wrapped in the tokenizer's chat template instead of the raw
+    `input` the task's script uses (see `hf_unlearn.metrics.generation.prompt_token_ids`).
     """
     generations = {}
     for split, rows in zip(SPLITS, (forget_rows, retain_rows)):
         prompts = [row["input"] for row in rows]
         if one_at_a_time:
-            generations[split] = generate_one_at_a_time(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+            generations[split] = generate_one_at_a_time(
+                model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat_template=chat_template
+            )
         else:
             generations[split] = generate_completions(
-                model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+                model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                chat_template=chat_template,
             )
     result = lume_scores_from_generations(forget_rows, generations["forget"], retain_rows, generations["retain"])
     if return_generations:
