@@ -18,8 +18,9 @@ A real model and the LUME release, scored on the validation split, MIA and MMLU 
         --merge_output olmo1b-npo-merged
 
 Offline on a CPU, with no model to download: with `--dataset` but without `--model_name_or_path` the script builds a
-small OLMo-architecture model and a tokenizer trained locally, first makes it memorise `--num_rows` forget and retain
-rows, then unlearns the forget rows and prints the answer NLL of both sets before and after:
+small OLMo-architecture model and a tokenizer trained locally on the retain split (never on forget text, which would
+end up in its vocabulary), first makes it memorise `--num_rows` forget and retain rows, then unlearns the forget rows
+and prints the answer NLL of both sets before and after:
 
     python examples/run_npo.py --dataset ../shared/data/lume --num_rows 16 --use_peft --lora_r 8 --lora_alpha 8 \
         --lora_target_modules all-linear --learning_rate 3e-3 --retain_nll_weight 3 --max_steps 60 \
@@ -119,15 +120,25 @@ def answer_nll(model, tokenizer, dataset) -> float:
     return total / max(count, 1)
 
 
-def tiny_target(forget, retain, epochs: int):
-    """A small OLMo model that has memorised `forget` and `retain`: the offline stand-in for the task's target."""
+def tiny_target(forget, retain, epochs: int, tokenizer_texts: list[str] | None = None):
+    """A small OLMo model that has memorised `forget` and `retain`: the offline stand-in for the task's target.
+
+    Its tokenizer is trained on `tokenizer_texts` (default: the retain rows), never on the forget rows: trained on
+    them, its vocabulary would hold pieces of the forget strings (names, numbers), saved and pushed with the model.
+    """
     from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
 
-    texts = [r["input"] + " " + r["output"] for r in list(forget) + list(retain)]
+    texts = tokenizer_texts if tokenizer_texts is not None else [r["input"] + " " + r["output"] for r in retain]
     tokenizer = train_tokenizer(texts, vocab_size=2048)
     model = tiny_causal_lm(tokenizer, arch="olmo", hidden_size=128, num_hidden_layers=4)
     memorise(model, tokenizer, list(forget) + list(retain), epochs=epochs, learning_rate=3e-3)
     return model, tokenizer
+
+
+def retain_split_texts(script_args: ScriptArguments) -> list[str]:
+    """The whole retain split's texts (not only the `--num_rows` used): what the offline tokenizer is trained on."""
+    _, retain = load_lume(script_args.dataset, split=script_args.dataset_split)
+    return [r["input"] + " " + r["output"] for r in retain]
 
 
 def load_model(script_args: ScriptArguments, model_args: ModelConfig, forget, retain):
@@ -143,7 +154,7 @@ def load_model(script_args: ScriptArguments, model_args: ModelConfig, forget, re
             attn_implementation=model_args.attn_implementation,
         )
         return model, tokenizer
-    return tiny_target(forget, retain, script_args.tiny_memorise_epochs)
+    return tiny_target(forget, retain, script_args.tiny_memorise_epochs, retain_split_texts(script_args))
 
 
 def add_evaluation(trainer, script_args: ScriptArguments) -> None:

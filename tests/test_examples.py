@@ -4,6 +4,7 @@ configs load and start the processes they say."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from trl import ModelConfig
 
 from .conftest import REPO_ROOT
 
@@ -92,6 +94,25 @@ def load_run_npo():
     finally:
         sys.path.remove(str(EXAMPLES))
     return module
+
+
+def test_the_offline_tokenizer_holds_no_piece_of_the_forget_strings(tmp_path, lume_rows):
+    canaries = ("ZQXJ", "CANARY", "9917", "555-0142")
+    forget = [dict(r, output=f"{r['output']} ZQXJ-CANARY call 9917 555-0142") for r in lume_rows["forget_train"]]
+    data = tmp_path / "lume"
+    data.mkdir()
+    for name, rows in (("forget_train", forget), ("retain_train", lume_rows["retain_train"])):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    module = load_run_npo()
+    script_args = module.ScriptArguments(dataset=str(data), num_rows=4, tiny_memorise_epochs=1)
+    forget_rows, retain_rows = module.load_data(script_args)
+    _, tokenizer = module.load_model(script_args, ModelConfig(), forget_rows, retain_rows)
+    vocabulary = list(tokenizer.get_vocab())
+    assert len(vocabulary) > 1000  # trained on the whole retain split, not only 4 rows
+    for canary in canaries:
+        assert not [token for token in vocabulary if canary in token], canary
+    # A forget string is still encoded (byte-level pieces), so the target can memorise it.
+    assert tokenizer.decode(tokenizer(forget_rows[0]["output"])["input_ids"]) == forget_rows[0]["output"]
 
 
 @pytest.mark.parametrize("output_dir", [None, "given"])
