@@ -8,10 +8,15 @@ the Hub push's `ignore_patterns=["_*", ...]`), and a stale one left by a kill is
 
 `resume_from_checkpoint=True` takes the newest checkpoint that passes `checkpoint_problems` (folders written by plain
 transformers or copied by hand may be partial) and logs each newer one it skipped and why.
+
+Each checkpoint also holds `unlearning_fingerprint.json`: hashes of the tokenised forget and retain rows (never their
+text) and the settings that define the loss and the sampling order. A resume with other data or settings would not
+continue the same run, so it is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +31,50 @@ logger = logging.getLogger(__name__)
 STAGING_PREFIX = "_tmp-"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+FINGERPRINT = "unlearning_fingerprint.json"
+# What a resumed run must share with the checkpointed one to continue it exactly (max_steps etc. may change).
+RUN_SETTINGS = ("method", "beta", "npo_level", "retain_nll_weight", "retain_kl_weight", "loss_on_prompt", "max_length",
+                "seed", "data_seed", "per_device_train_batch_size", "gradient_accumulation_steps")
+
+
+def _rows_hash(rows) -> str | None:
+    if rows is None:
+        return None
+    digest = hashlib.sha256()
+    for row in rows:  # one digest of the whole set's token ids and loss masks, no per-row hash and no text
+        digest.update(json.dumps([row["input_ids"], row["labels"]]).encode())
+    return digest.hexdigest()
+
+
+def run_fingerprint(trainer) -> dict:
+    """Hashes of the tokenised forget and retain rows and the run's settings (see the module docstring)."""
+    dataset = trainer.train_dataset
+    return {
+        "forget": _rows_hash(dataset.forget),
+        "retain": _rows_hash(dataset.retain),
+        "settings": {name: getattr(trainer.args, name, None) for name in RUN_SETTINGS},
+    }
+
+
+def check_fingerprint(trainer, folder: str) -> None:
+    """Refuse to resume from `folder` if its fingerprint differs from this run's (no file: an older checkpoint)."""
+    path = os.path.join(folder, FINGERPRINT)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    current = json.loads(json.dumps(run_fingerprint(trainer)))  # the same JSON types as the saved one
+    differences = [f"the {name} set" for name in ("forget", "retain") if saved.get(name) != current[name]]
+    saved_settings = saved.get("settings", {})
+    differences += [
+        f"{name} ({saved_settings[name]!r} -> {value!r})"
+        for name, value in current["settings"].items() if name in saved_settings and saved_settings[name] != value
+    ]
+    if differences:
+        raise ValueError(
+            f"Cannot resume from {folder}: this run differs from the checkpointed one in {', '.join(differences)}, so "
+            "it would not continue the same run. Resume with the same data and settings, or start a new output_dir."
+        )
 
 
 def checkpoint_problems(folder: str, needs_optimizer: bool = True) -> list[str]:
@@ -136,6 +185,8 @@ def save_checkpoint_atomically(trainer, trial=None) -> str:
             state.best_model_checkpoint = best
 
     if args.should_save:
+        with open(os.path.join(staging, FINGERPRINT), "w") as f:
+            json.dump(run_fingerprint(trainer), f, indent=2)
         for callback in trainer.callback_handler.callbacks + [trainer.control]:
             if isinstance(callback, ExportableState):
                 callback_name = type(callback).__name__
@@ -174,6 +225,7 @@ def resolve_resume(trainer, resume_from_checkpoint):
         if folder is None:
             raise ValueError(f"No complete checkpoint found in output directory ({args.output_dir}).")
         logger.info("Resuming from %s.", folder)
+        check_fingerprint(trainer, folder)
         return folder
     if isinstance(resume_from_checkpoint, (str, os.PathLike)):
         problems = checkpoint_problems(str(resume_from_checkpoint), needs_optimizer)
@@ -182,4 +234,5 @@ def resolve_resume(trainer, resume_from_checkpoint):
                 f"Cannot resume exactly from {resume_from_checkpoint}: {', '.join(problems)}. Pick a complete "
                 "checkpoint, or resume_from_checkpoint=True for the newest complete one."
             )
+        check_fingerprint(trainer, str(resume_from_checkpoint))
     return resume_from_checkpoint

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -129,6 +130,26 @@ def test_resume_skips_incomplete_checkpoints_and_refuses_an_explicit_one(tiny_mo
     assert "checkpoint-3 (no trainer_state.json" in caplog.text and "checkpoint-2 (no optimizer.pt)" in caplog.text
     with pytest.raises(ValueError, match=r"Cannot resume exactly from .*checkpoint-2: no optimizer\.pt"):
         trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+
+
+def test_resume_with_other_data_or_settings_is_refused(tiny_model, tokenizer, memorised_rows, tmp_path):
+    forget, retain = memorised_rows["forget"], memorised_rows["retain"]
+
+    def trainer_for(forget_rows, retain_rows, **settings):
+        config = make_config(tmp_path, **{"method": "gd", "max_steps": 2, "save_strategy": "steps", "save_steps": 2,
+                                          "per_device_train_batch_size": 2, **settings})
+        return UnlearningTrainer(model=lora(copy.deepcopy(tiny_model), nonzero=False), args=config,
+                                 forget_dataset=Dataset.from_list(forget_rows),
+                                 retain_dataset=Dataset.from_list(retain_rows), processing_class=tokenizer)
+
+    trainer_for(forget, retain).train()
+    fingerprint = (tmp_path / "out" / "checkpoint-2" / "unlearning_fingerprint.json").read_text()
+    assert not any(row["output"][:20] in fingerprint for row in forget)
+    with pytest.raises(ValueError, match=r"differs from the checkpointed one in the forget set, so it would not"):
+        trainer_for(forget[1:], retain).train(resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match=r"in the retain set, retain_nll_weight \(1\.0 -> 2\.0\), so"):
+        trainer_for(forget, retain[::-1], retain_nll_weight=2.0).train(resume_from_checkpoint=True)
+    trainer_for(forget, retain, max_steps=3).train(resume_from_checkpoint=True)  # a longer run of the same one
 
 
 class DivergeAfter(TrainerCallback):
