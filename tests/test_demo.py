@@ -68,4 +68,14 @@ def test_main_parses_options(monkeypatch):
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs) or {})
     assert demo.main(["--quick", "--seed", "3", "--output-dir", "x"]) == 0
-    assert calls == [{"output_dir": "x", "seed": 3, "quick": True}]
+    assert calls == [{"output_dir": "x", "seed": 3, "quick": True, "model": "tiny"}]
+    assert demo.main(["--model", "smollm2"]) == 0
+    assert calls[-1] == {"output_dir": None, "seed": 0, "quick": False, "model": "smollm2"}
+
+
+def test_smollm2_settings_are_their_own_target():
+    tiny, real = demo.demo_settings(), demo.demo_settings(model="smollm2")
+    assert real.model["pretrained"] == "smollm2" and demo.target_cache_dir(real) != demo.target_cache_dir(tiny)
+    assert real.unlearn["method"] == "npo" and real.eval_every == real.unlearn["num_train_epochs"]
+    with pytest.raises(ValueError, match="unknown demo model 'gpt2'"):
+        demo.demo_settings(model="gpt2")

