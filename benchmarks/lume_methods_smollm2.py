@@ -112,7 +112,12 @@ class Settings:
     num_members: int = field(default=4, metadata={"help": "forget_train Task3 documents (all MIA members)."})
     num_nonmembers: int = field(default=20, metadata={"help": "MIA nonmember documents (never trained on)."})
     num_utility_documents: int = field(default=12, metadata={"help": "Held-out documents of the perplexity."})
-    num_mix_documents: int = field(default=8, metadata={"help": "General documents mixed into memorisation."})
+    num_mix_documents: int = field(default=0, metadata={"help": "General documents memorised with the rows."})
+    num_anchor_documents: int = field(
+        default=32, metadata={"help": "Wikipedia documents of the memorisation's KL anchor to the base model."})
+    num_anchor_chats: int = field(
+        default=64, metadata={"help": "TOFU full.jsonl QA pairs in the chat template, also in the KL anchor."})
+    anchor_weight: float = field(default=1.0, metadata={"help": "Weight of the anchor KL (0: no anchor)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row."})
     memorise_lora_r: int = field(default=32, metadata={"help": "LoRA rank of the memorisation (merged after)."})
     memorise_learning_rate: float = field(default=3e-3, metadata={"help": "AdamW lr of the memorisation."})
@@ -143,6 +148,7 @@ class Settings:
     def target_key(self, stage: int = 2) -> dict[str, Any]:
         """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
         names = ["docs_per_task", "num_members", "num_nonmembers", "num_utility_documents", "num_mix_documents",
+                 "num_anchor_documents", "num_anchor_chats", "anchor_weight",
                  "max_length", "memorise_lora_r", "memorise_learning_rate", "memorise_epochs",
                  "memorise_batch_size", "memorise_stop_loss"]
         if stage == 2:
@@ -160,6 +166,8 @@ class Data:
     utility: list[str]
     mix: list[str]
     general_questions: list[dict]  # {question, answer, source}
+    anchor_documents: list[str]
+    anchor_chats: list[dict]  # TOFU full.jsonl {question, answer}: fictitious authors, not the general questions
 
 
 def load_data(settings: Settings, data_dir: Path = SHARED) -> Data:
@@ -168,12 +176,24 @@ def load_data(settings: Settings, data_dir: Path = SHARED) -> Data:
     docs = [row["document"] for row in lume_methods.read_jsonl(lume / "mia" / "nonmember.jsonl")]
     a, b = settings.num_nonmembers, settings.num_nonmembers + settings.num_utility_documents
     c = b + settings.num_mix_documents
-    if c > len(docs):
-        raise ValueError(f"{c} nonmember documents asked for, {len(docs)} exist")
+    d = c + settings.num_anchor_documents
+    if d > len(docs):
+        raise ValueError(f"{d} nonmember documents asked for, {len(docs)} exist")
+    chats = lume_methods.read_jsonl(data_dir / "tofu" / "full.jsonl")[: settings.num_anchor_chats]
     questions = [{"question": row["question"], "answer": row["answer"], "source": name}
                  for name in ("world_facts", "real_authors")
                  for row in lume_methods.read_jsonl(data_dir / "tofu" / f"{name}.jsonl")]
-    return Data(subset, docs[:a], docs[a:b], docs[b:c], questions)
+    return Data(subset, docs[:a], docs[a:b], docs[b:c], questions, docs[c:d],
+                [{"question": row["question"], "answer": row["answer"]} for row in chats])
+
+
+def anchor_rows(data: Data, tokenizer) -> list[str]:
+    """The memorisation's anchor text: Wikipedia documents, and TOFU QA pairs through the chat template (so the
+    anchor also covers the chat turns the general-knowledge probe asks through)."""
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": c["question"]},
+                                            {"role": "assistant", "content": c["answer"]}], tokenize=False)
+             for c in data.anchor_chats]
+    return list(data.anchor_documents) + chats
 
 
 # ---- general ability -----------------------------------------------------------------------------------------------
@@ -283,7 +303,9 @@ def load_or_build_target(settings: Settings, data: Data, log=print):
         losses = memorise(peft, tokenizer, rows, epochs=epochs, learning_rate=learning_rate,
                           batch_size=settings.memorise_batch_size, max_length=settings.max_length, seed=seed,
                           lr_scheduler="cosine", warmup_ratio=0.05, progress=True, group_by_length=True,
-                          stop_loss=settings.memorise_stop_loss)
+                          stop_loss=settings.memorise_stop_loss,
+                          anchor=anchor_rows(data, tokenizer) if settings.anchor_weight else None,
+                          anchor_weight=settings.anchor_weight)
         seconds = time.perf_counter() - t0
         log(f"[smollm2] memorised {len(rows)} rows in {seconds:.0f} s, {len(losses)} epochs, loss "
             f"{losses[0]:.3f} -> {losses[-1]:.4f}")
@@ -316,7 +338,7 @@ def load_or_build_target(settings: Settings, data: Data, log=print):
         record = {**{k: v for k, v in record.items() if k not in ("cache_dir", "from_cache")},
                   "settings": settings.target_key(2), "memorise_seconds": record["memorise_seconds"] + seconds,
                   "memorise_losses": record["memorise_losses"] + losses,
-                  "stage_epochs": record["stage_epochs"] + [len(losses)]}
+                  "stage_epochs": record.get("stage_epochs", [len(record["memorise_losses"])]) + [len(losses)]}
         return model, tokenizer, record
 
     return load_or_build(folder(2), "target.json", build2)
