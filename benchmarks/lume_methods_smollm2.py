@@ -112,12 +112,13 @@ class Settings:
     num_members: int = field(default=4, metadata={"help": "forget_train Task3 documents (all MIA members)."})
     num_nonmembers: int = field(default=20, metadata={"help": "MIA nonmember documents (never trained on)."})
     num_utility_documents: int = field(default=12, metadata={"help": "Held-out documents of the perplexity."})
-    num_mix_documents: int = field(default=0, metadata={"help": "General documents memorised with the rows."})
+    num_mix_documents: int = field(default=8, metadata={"help": "General documents memorised with the rows."})
     num_anchor_documents: int = field(
         default=32, metadata={"help": "Wikipedia documents of the memorisation's KL anchor to the base model."})
     num_anchor_chats: int = field(
         default=64, metadata={"help": "TOFU full.jsonl QA pairs in the chat template, also in the KL anchor."})
-    anchor_weight: float = field(default=1.0, metadata={"help": "Weight of the anchor KL (0: no anchor)."})
+    anchor_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the memorisation's KL anchor (0: none, as in the results so far)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row."})
     memorise_lora_r: int = field(default=32, metadata={"help": "LoRA rank of the memorisation (merged after)."})
     memorise_learning_rate: float = field(default=3e-3, metadata={"help": "AdamW lr of the memorisation."})
@@ -148,7 +149,7 @@ class Settings:
     def target_key(self, stage: int = 2) -> dict[str, Any]:
         """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
         names = ["docs_per_task", "num_members", "num_nonmembers", "num_utility_documents", "num_mix_documents",
-                 "num_anchor_documents", "num_anchor_chats", "anchor_weight",
+                 *(("num_anchor_documents", "num_anchor_chats", "anchor_weight") if self.anchor_weight else ()),
                  "max_length", "memorise_lora_r", "memorise_learning_rate", "memorise_epochs",
                  "memorise_batch_size", "memorise_stop_loss"]
         if stage == 2:

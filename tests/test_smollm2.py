@@ -404,3 +404,17 @@ def test_resolve_model_path_passes_other_names_through(monkeypatch, tmp_path):
     assert record["source"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert folder.endswith(record["gguf_sha256"][:16])
     assert (Path(folder) / "model.safetensors").is_file()
+
+
+def test_demo_target_on_smollm2_memorises_through_a_merged_adapter(lume_rows):
+    """`hf-unlearn demo --model smollm2`'s target: LoRA memorisation of the rows, merged into a plain model."""
+    from hf_unlearn import demo
+
+    settings = demo.demo_settings(model="smollm2", quick=True)
+    settings.memorise.update(epochs=2, stop_loss=None)
+    rows = qa_rows(lume_rows["forget_train"], n=2)
+    model, tokenizer, seconds, losses = demo.build_target_model({"forget_train": rows}, settings, log=lambda *_: None)
+    assert len(losses) == 2 and losses[1] < losses[0]  # the rows' loss fell
+    assert not any("lora_" in name for name, _ in model.named_parameters())  # merged: a plain model again
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert tokenizer.eos_token == "<|im_end|>"
