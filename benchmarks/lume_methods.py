@@ -760,17 +760,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Only write the table and plot again from a results JSON this script wrote (no run).")
     parser.add_argument("--resume", action="store_true",
                         help="Reuse the runs that an earlier invocation with the same settings finished (cached).")
-    for f in dataclasses.fields(Settings):
-        kind = f.type if isinstance(f.type, type) else str(f.type)
-        if "tuple" in str(kind):
-            elem = int if "int" in str(kind) else str
-            parser.add_argument(f"--{f.name}", type=elem, nargs="+", default=None,
-                                help=f"{f.metadata['help']} (full: {' '.join(map(str, f.default))})")
-        else:
-            typ = {"int": int, "float": float}[str(kind)]
-            parser.add_argument(f"--{f.name}", type=typ, default=None,
-                                help=f"{f.metadata['help']} (full: {f.default})")
+    add_dataclass_arguments(parser, Settings)
     return parser
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, default_word: str = "full") -> None:
+    """One `--name` option per field of the settings dataclass `cls` (default None: not given), with its help."""
+    for f in dataclasses.fields(cls):
+        kind = str(f.type)
+        if "tuple" in kind:
+            elem = int if "int" in kind else str
+            parser.add_argument(f"--{f.name}", type=elem, nargs="+", default=None,
+                                help=f"{f.metadata['help']} ({default_word}: {' '.join(map(str, f.default))})")
+        else:
+            parser.add_argument(f"--{f.name}", type={"int": int, "float": float, "str": str}[kind], default=None,
+                                help=f"{f.metadata['help']} ({default_word}: {f.default})")
+
+
+def dataclass_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
+    """The fields of `cls` given on the command line (lists as tuples)."""
+    return {f.name: tuple(v) if isinstance(v, list) else v
+            for f in dataclasses.fields(cls) if (v := getattr(args, f.name)) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -780,10 +790,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return rewrite_report(Path(args.from_json), Path(args.output_dir))
     t0 = time.perf_counter()
     settings = quick_settings() if args.quick else Settings()
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
-                 if getattr(args, f.name) is not None}
-    settings = dataclasses.replace(settings, **{k: tuple(v) if isinstance(v, list) else v
-                                                for k, v in overrides.items()})
+    settings = dataclasses.replace(settings, **dataclass_overrides(args, Settings))
     unknown = [m for m in settings.methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")

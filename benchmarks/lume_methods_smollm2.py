@@ -137,6 +137,10 @@ class Settings:
     retain_nll_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
     retain_kl_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
+    retain_general: int = field(
+        default=0, metadata={"help": "Of the general documents the target memorised, this many join the retain set "
+                             "(each split in half into a sentence-completion row), so the retain terms cover general "
+                             "text too."})
     gk_new_tokens: int = field(default=24, metadata={"help": "Tokens generated per general-knowledge answer."})
     mmlu_limit: int = field(default=2, metadata={"help": "MMLU questions per subject (57 subjects), 0-shot."})
     run_mmlu: int = field(default=1, metadata={"help": "1: MMLU after every run too; 0: for the target only."})
@@ -375,6 +379,17 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
 
+def general_retain_rows(documents: Sequence[str]) -> list[dict]:
+    """General documents as sentence-completion rows: the first half of the words as input, the rest as output."""
+    rows = []
+    for i, document in enumerate(documents):
+        words = document.split(" ")
+        half = len(words) // 2
+        rows.append({"id": f"general{i}sc1", "input": " ".join(words[:half]), "output": " ".join(words[half:]),
+                     "task": "general"})
+    return rows
+
+
 def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
                work_dir: Path) -> dict[str, Any]:
     from datasets import Dataset
@@ -399,9 +414,10 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
     )
     set_seed(seed)
     given = settings.given
+    retain = data.subset.rows[f"retain_{given}"] + general_retain_rows(data.mix[: settings.retain_general])
     trainer = trainer_cls(
         model=model, args=config, forget_dataset=Dataset.from_list(data.subset.rows[f"forget_{given}"]),
-        retain_dataset=Dataset.from_list(data.subset.rows[f"retain_{given}"]), processing_class=tokenizer,
+        retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
                                target_modules="all-linear"),
     )
@@ -440,6 +456,37 @@ def cell(values: list[float], key: str) -> str:
     return lume_methods.fmt(values, 3, style)
 
 
+def group_key(run: dict) -> str:
+    """Runs of one method with the same settings (all but the seed) form one row of a table."""
+    settings = {k: v for k, v in run["settings"].items() if k not in ("seeds", "methods")}
+    return json.dumps([run["method"], run["chosen"], settings], sort_keys=True)
+
+
+def groups(runs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for run in runs:
+        out.setdefault(group_key(run), []).append(run)
+    return out
+
+
+def group_label(run: dict) -> str:
+    chosen, s = run["chosen"], run["settings"]
+    c = chosen["config"]
+    parts = [f"lr {chosen['learning_rate']:g}", f"{s['epochs']} ep"]
+    if c.get("method") == "npo":
+        parts.append(f"beta {c['beta']:g}")
+    for name, key in (("NLL", "retain_nll_weight"), ("KL", "retain_kl_weight")):
+        if c.get(key):
+            parts.append(f"{name} {c[key]:g}")
+    if chosen["lora_r"] != 8:
+        parts.append(f"r=alpha={chosen['lora_r']}")
+    if s.get("retain_general"):
+        parts.append(f"+{s['retain_general']} general docs in retain")
+    if c.get("loss_on_prompt"):
+        parts.append("loss on prompt")
+    return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"
+
+
 def results_table(before: dict, runs: list[dict], given: str) -> str:
     other = "validation" if given == "train" else "train"
     columns = ([(f"given: {n}", k) for n, k in lume_columns(given)]
@@ -448,25 +495,24 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
              "|---|---|---|" + "---:|" * len(columns),
              "| target (before) | | | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in columns)
              + " |"]
-    for key in dict.fromkeys(run["method"] for run in runs):
-        mine = [run for run in runs if run["method"] == key]
+    for mine in groups(runs).values():
         selective = sum(selectivity(before, run["scores"], given)["selective"] for run in mine)
         cells = [cell([run["scores"][k] for run in mine], k) if k in mine[0]["scores"] else "" for _, k in columns]
-        lines.append(f"| {METHODS[key]['label']} | {len(mine)} | {selective}/{len(mine)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {group_label(mine[0])} | {len(mine)} | {selective}/{len(mine)} | " + " | ".join(cells)
+                     + " |")
     return "\n".join(lines)
 
 
 def settings_lines(runs: list[dict]) -> list[str]:
     out = []
-    for key in dict.fromkeys(run["method"] for run in runs):
-        run = next(r for r in runs if r["method"] == key)
-        chosen = run["chosen"]
-        s = run["settings"]
-        out.append(f"- {METHODS[key]['label']}: `{json.dumps(chosen['config'])}`, lr {chosen['learning_rate']}, LoRA "
-                   f"r={chosen['lora_r']} alpha={chosen['lora_alpha']}, {s['epochs']} epochs of batch "
-                   f"{s['batch_size']} + {s['batch_size']}, given the {run['given']} subsets; "
-                   f"{statistics.mean(r['seconds'] for r in runs if r['method'] == key):.0f} s per run "
-                   "(training and scoring)")
+    for mine in groups(runs).values():
+        run = mine[0]
+        out.append(f"- {group_label(run)}: `{json.dumps(run['chosen']['config'])}`, LoRA r={run['chosen']['lora_r']} "
+                   f"alpha={run['chosen']['lora_alpha']} on all linear layers, batch {run['settings']['batch_size']} "
+                   f"forget + {run['settings']['batch_size']} retain rows, given the {run['given']} subsets, seeds "
+                   f"{', '.join(str(r['seed']) for r in mine)}; {statistics.mean(r['train_seconds'] for r in mine):.0f} s "
+                   f"of training and {statistics.mean(r['seconds'] - r['train_seconds'] for r in mine):.0f} s of "
+                   "scoring per run")
     return out
 
 
@@ -488,20 +534,20 @@ def plot(before: dict, runs: list[dict], path: Path, title: str) -> None:
               ("general/knowledge", "general knowledge (TOFU) - higher is better"),
               ("general/ppl", "held-out perplexity - lower is better"),
               ("general/mmlu", "MMLU (0-shot slice) - higher is better")]
-    keys = list(dict.fromkeys(run["method"] for run in runs))
+    grouped = list(groups(runs).values())
     fig, axes = plt.subplots(3, 3, figsize=(15, 11))
     for ax, (k, name) in zip(axes.flat, panels):
         means, stds = [], []
-        for key in keys:
-            values = [run["scores"].get(k, float("nan")) for run in runs if run["method"] == key]
+        for mine in grouped:
+            values = [run["scores"].get(k, float("nan")) for run in mine]
             means.append(np.mean(values))
             stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
-        x = np.arange(len(keys))
+        x = np.arange(len(grouped))
         ax.bar(x, means, yerr=stds, color="tab:blue", alpha=0.8, capsize=3)
         if k in before:
             ax.axhline(before[k], color="black", linestyle="--", linewidth=1, label="target (before)")
-        ax.set_xticks(x, [METHODS[key]["label"].split(" (")[0] for key in keys], rotation=30, ha="right",
-                      fontsize=8)
+        ax.set_xticks(x, [group_label(mine[0]).replace(" (", "\n(").replace(", ", ",\n", 2) for mine in grouped],
+                      rotation=0, fontsize=6)
         ax.set_title(name, fontsize=9)
         if k == "general/ppl":
             ax.set_yscale("log")
@@ -542,11 +588,14 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
         f"memorisation as general text; general knowledge: {len(data.general_questions)} TOFU questions "
         "(world_facts + real_authors) through the chat template; MMLU: lm-eval, 0-shot, the first "
         f"{settings.mmlu_limit} questions of each of the 57 subjects.",
-        f"- Memorisation: LoRA r = alpha = {settings.memorise_lora_r} on all linear layers, AdamW lr "
-        f"{settings.memorise_learning_rate} (cosine, 5%% warm-up), batch {settings.memorise_batch_size} grouped by "
-        f"length, loss on every token, {len(info['memorise_losses'])} epochs (stop below a mean loss of "
+        f"- Memorisation: LoRA r = alpha = {settings.memorise_lora_r} on all linear layers, merged, then a second "
+        f"such adapter, merged: AdamW lr {settings.memorise_learning_rate} then "
+        f"{settings.memorise_stage2_learning_rate} (cosine, 5%% warm-up each), batch {settings.memorise_batch_size} "
+        f"grouped by length, loss on every token, "
+        f"{' + '.join(map(str, info.get('stage_epochs', [len(info['memorise_losses'])])))} epochs "
+        f"(KL anchor weight {settings.anchor_weight}; stop below a mean loss of "
         f"{settings.memorise_stop_loss}; loss {info['memorise_losses'][0]:.3f} -> {info['memorise_losses'][-1]:.4f}) "
-        f"in {info['memorise_seconds']:.0f} s, then merged.",
+        f"in {info['memorise_seconds']:.0f} s.",
         "",
         "| model | " + " | ".join(n for n, _ in GENERAL) + " |",
         "|---|" + "---:|" * len(GENERAL),
@@ -581,25 +630,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine 2 threads ran 4-5x slower per step).")
     parser.add_argument("--resume", action="store_true", help="Reuse cached runs of the same settings.")
+    parser.add_argument("--report", action="store_true",
+                        help="Only write the report, from every run cached for this target (a row per setting).")
     parser.add_argument("--hold", metavar="METHOD", default=None,
                         help="Also run METHOD given the validation subsets (the settings chosen on train).")
     parser.add_argument("--output-dir", default=str(HERE / "results"))
-    for f in dataclasses.fields(Settings):
-        if "tuple" in str(f.type):
-            elem = int if "int" in str(f.type) else str
-            parser.add_argument(f"--{f.name}", type=elem, nargs="+", default=None, help=f.metadata["help"])
-        else:
-            typ = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(f"--{f.name}", type=typ, default=None,
-                                help=f"{f.metadata['help']} (default: {f.default})")
+    lume_methods.add_dataclass_arguments(parser, Settings, default_word="default")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name) is not None}
-    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    settings = Settings(**lume_methods.dataclass_overrides(args, Settings))
     t0 = time.perf_counter()
     data = load_data(settings)
     print(f"[smollm2] subset: {json.dumps(data.subset.counts())}", flush=True)
@@ -611,6 +654,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     del model
     if args.stage == "target":
         return {"before": before, "info": info}
+    if args.report:  # every run cached for this target, whatever its settings: one table row per setting
+        cached = [json.loads(path.read_text())
+                  for path in sorted((Path(info["cache_dir"]).parent / "runs").glob("*/*.json"))]
+        runs = [run for run in cached if run["given"] == "train"]
+        hold_runs = [run for run in cached if run["given"] == "validation"]
+        command = "python benchmarks/lume_methods_smollm2.py --report"
+        paths = write_report(Path(args.output_dir), settings, data, info, before, runs, hold_runs, command)
+        print(Path(paths["table"]).read_text())
+        return {"before": before, "runs": runs, "hold_runs": hold_runs, "paths": paths}
     runs = run_all(settings, data, info, caps, before, settings.methods, args.resume)
     hold_runs = []
     if args.hold:  # the chosen settings, given the validation subsets: do they hold on other documents?

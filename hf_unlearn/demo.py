@@ -1,6 +1,7 @@
 """The embedded demo: a complete, honest miniature of the LUME task that runs on a CPU in minutes.
 
     hf-unlearn demo                      # or: python -m hf_unlearn.demo [--output-dir DIR] [--seed N] [--quick]
+    hf-unlearn demo --model smollm2      # the same on the real SmolLM2-135M-Instruct (hf_unlearn.pretrained)
 
 1. **Target model.** A small OLMo-architecture model (`hf_unlearn.tiny`: built from `OlmoConfig`, with a byte-level
    BPE tokenizer trained here) is fine-tuned until it has memorised a synthetic LUME-like data set, as the task's
@@ -52,6 +53,12 @@ With seed 0, forget regurgitation falls by 64% while retain regurgitation stays 
 (forget at most half, retain within 0.1) is met. The MIA attack is not defeated: the forget documents' loss rose, but
 stays far below that of documents the model never saw, so the loss attack still tells them apart (AUC 1), as it did
 for the task's own NPO baseline (MIA score 0.08).
+
+`model="smollm2"` runs the same steps on the real SmolLM2-135M-Instruct: 4 synthetic documents per task memorised
+through a merged LoRA adapter (r = 32, at most 10 cosine epochs at lr 3e-3, stopped below a mean loss of 0.05), then
+NPO + retain NLL + KL with the settings that were selective on real LUME rows in benchmarks/lume_methods_smollm2.py
+(`SMOLLM2_UNLEARN`), scored before the first step and after the last epoch only. Its full run has not been timed yet
+on these machines: it takes far longer than the tiny demo (the memorisation alone is tens of minutes on 2 cores).
 
 `quick=True` is a much smaller configuration (a ~0.2M-parameter model, 3 documents per task, two short epochs) for
 tests: it checks the mechanics, not selectivity.

@@ -140,13 +140,13 @@ def memorise(
             batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         total = 0.0
         for batch in batches:
-            ids, mask, labels = _pad([encoded[i] for i in batch], tokenizer.pad_token_id)
+            ids, mask, labels = pad_rows([encoded[i] for i in batch], tokenizer.pad_token_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             if anchor_encoded:
                 if len(anchor_order) < anchor_batch_size:
                     anchor_order += torch.randperm(len(anchor_encoded), generator=generator).tolist()
                 picked, anchor_order = anchor_order[:anchor_batch_size], anchor_order[anchor_batch_size:]
-                a_ids, a_mask, a_labels = _pad([anchor_encoded[i] for i in picked], tokenizer.pad_token_id)
+                a_ids, a_mask, a_labels = pad_rows([anchor_encoded[i] for i in picked], tokenizer.pad_token_id)
                 with torch.no_grad(), model.disable_adapter():
                     ref_logits = model(input_ids=a_ids, attention_mask=a_mask).logits
                 kl = kl_per_token(model(input_ids=a_ids, attention_mask=a_mask).logits, ref_logits, a_labels)
@@ -176,7 +176,7 @@ def _encode(tokenizer, row: str | dict, max_length: int) -> list[int]:
     return tokenizer(row, truncation=True, max_length=max_length - 1)["input_ids"] + [tokenizer.eos_token_id]
 
 
-def _pad(rows: list[list[int]], pad_id: int):
+def pad_rows(rows: list[list[int]], pad_id: int):
     """Right-padded `(input_ids, attention_mask, labels)`, labels -100 on the padding."""
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), pad_id)

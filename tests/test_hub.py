@@ -29,6 +29,7 @@ from hf_unlearn.hub import (
     save_training_record,
     scores_from_history,
 )
+from hf_unlearn.tiny import pad_rows
 
 from .conftest import short_rows
 from .test_trainer import lora, make_config
@@ -41,11 +42,7 @@ def rows(lume_rows):
 
 def batch(tokenizer, forget):
     encoded = [tokenizer(r["input"] + " " + r["output"])["input_ids"] for r in forget]
-    width = max(map(len, encoded))
-    ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    ids, mask, _ = pad_rows(encoded, tokenizer.pad_token_id)
     return ids, mask
 
 

@@ -34,6 +34,7 @@ from hf_unlearn.losses import answer_positions
 from hf_unlearn.metrics.generation import decode_like_task, prompt_token_ids
 from hf_unlearn.metrics.lume import lume_scores_from_generations, row_kind
 from hf_unlearn.reference import Reference
+from hf_unlearn.tiny import pad_rows
 
 from .test_trainer import make_config
 
@@ -71,11 +72,7 @@ def qa_rows(rows: list[dict], n: int = 3) -> list[dict]:
 
 def right_padded(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     encoded = [tokenizer(t)["input_ids"] for t in texts]
-    width = max(map(len, encoded))
-    ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    ids, mask, _ = pad_rows(encoded, tokenizer.pad_token_id)
     return ids, mask
 
 

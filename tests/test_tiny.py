@@ -9,14 +9,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from hf_unlearn.losses import kl_per_token
-from hf_unlearn.tiny import _encode, _pad, memorise, tiny_causal_lm
+from hf_unlearn.tiny import _encode, memorise, pad_rows, tiny_causal_lm
 
 from .conftest import short_rows
 
 
 def anchor_kl(model, tokenizer, texts) -> float:
     """Token-mean KL(model || model with its adapter disabled) on `texts`."""
-    ids, mask, labels = _pad([_encode(tokenizer, t, 128) for t in texts], tokenizer.pad_token_id)
+    ids, mask, labels = pad_rows([_encode(tokenizer, t, 128) for t in texts], tokenizer.pad_token_id)
     with torch.no_grad():
         with model.disable_adapter():
             ref = model(input_ids=ids, attention_mask=mask).logits
