@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ METHODS = {
 }
 NPO_LEVELS = ("sequence", "token")
 REFERENCES = ("auto", "base", "adapter_copy")
+# TrainingArguments' float settings that scale the updates (ours are found from the annotations).
+_FINITE_TRAINING_ARGUMENTS = (
+    "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "warmup_ratio",
+)
 
 
 @dataclass
@@ -185,6 +190,9 @@ class UnlearningConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        # Before TrainingArguments' own checks: a NaN compares False everywhere, so it would pass them (and ours) and
+        # silently drop its term, or fail only at the first step.
+        self._check_finite()
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
             # Pinning needs an accelerator; on a CPU it does nothing and torch warns at every epoch's loader.
@@ -218,6 +226,18 @@ class UnlearningConfig(TrainingArguments):
             )
         self._check_unlearn_optim()
 
+    def _check_finite(self) -> None:
+        """Refuse NaN or infinity in any float setting of this config."""
+        names = list(_FINITE_TRAINING_ARGUMENTS)
+        for cls in type(self).__mro__:
+            if isinstance(cls, type) and issubclass(cls, UnlearningConfig):
+                names += [name for name in inspect.get_annotations(cls) if name not in names]
+        for name in names:
+            value = getattr(self, name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                hint = " (None means no budget)" if name == "max_unlearning_time" else ""
+                raise ValueError(f"{name} must be a finite number, got {value}{hint}.")
+
     def _check_unlearn_optim(self) -> None:
         """Parse `unlearn_optim_args` and check the optimizer name and its arguments before any training step."""
         if isinstance(self.unlearn_optim, str) and self.unlearn_optim.lower() in ("", "none"):
@@ -230,6 +250,9 @@ class UnlearningConfig(TrainingArguments):
         if self.unlearn_optim_args is not None and not isinstance(self.unlearn_optim_args, dict):
             kind = type(self.unlearn_optim_args).__name__
             raise ValueError(f"unlearn_optim_args must be a dict (or a JSON object string), got {kind}.")
+        for key, value in (self.unlearn_optim_args or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):  # JSON accepts NaN and Infinity
+                raise ValueError(f"unlearn_optim_args[{key!r}] must be a finite number, got {value}.")
         for key, instead in (("lr", "learning_rate"), ("weight_decay", "weight_decay")):
             if key in (self.unlearn_optim_args or {}):
                 raise ValueError(f"Set {instead} instead of unlearn_optim_args[{key!r}]: the Trainer passes it.")

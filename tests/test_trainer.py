@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 
-from hf_unlearn import DataValidationError, UnlearningConfig, UnlearningTrainer
+from hf_unlearn import DataValidationError, InfluenceUnlearningConfig, UnlearningConfig, UnlearningTrainer
 from hf_unlearn.tiny import tiny_causal_lm
 
 from .conftest import short_rows
@@ -381,6 +381,24 @@ def test_full_finetuning_with_an_explicit_ref_model(tiny_model, tokenizer, rows,
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown unlearning method 'npo2'\. Choose one of: npo, ga, gd, kl"):
         make_config(tmp_path, method="npo2")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "config_cls, name",
+    [(UnlearningConfig, name) for name in ("beta", "retain_nll_weight", "retain_kl_weight", "learning_rate",
+                                           "max_unlearning_time", "weight_decay")]
+    + [(InfluenceUnlearningConfig, name) for name in ("damping", "influence_lr", "sophia_rho")],
+)
+def test_non_finite_hyperparameters_are_refused(config_cls, name, value, tmp_path):
+    # A NaN weight compared False everywhere and silently dropped its term.
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number, got {value}"):
+        make_config(tmp_path, config_cls, **{"method": "kl", "retain_kl_weight": 1.0, name: value})
+
+
+def test_non_finite_optimizer_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"unlearn_optim_args\['eps'\] must be a finite number, got nan"):
+        make_config(tmp_path, unlearn_optim="sophia", unlearn_optim_args='{"eps": NaN}')
 
 
 def test_contradictory_options_are_refused(tmp_path):
