@@ -348,6 +348,10 @@ class InfluenceUnlearningConfig(UnlearningConfig):
         unlearn_optim (`str` or `None`, *optional*, defaults to `"sophia"`):
             Optimizer of phase 2. Changed from [`UnlearningConfig`]'s `None`; `None` (`"none"` on the command line)
             uses `optim` (e.g. AdamW).
+        full_finetune (`bool`, *optional*, defaults to `False`):
+            Allow a plain (non-peft) model without `peft_config`. The influence step and phase 2 then move every
+            trainable weight of the model (by default, all of them) instead of a LoRA adapter; without this flag such
+            a model is refused.
     """
 
     method: str = field(
@@ -385,6 +389,13 @@ class InfluenceUnlearningConfig(UnlearningConfig):
         metadata={
             "help": "Scale of the Hessian in Sophia's denominator (the gamma of the Sophia and LIBU papers; larger "
             "means smaller steps)."
+        },
+    )
+    full_finetune: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow a plain (non-peft) model without peft_config: every trainable base weight is then moved. "
+            "Without it such a model is refused."
         },
     )
 

@@ -23,6 +23,7 @@ import torch
 
 from .config import InfluenceUnlearningConfig
 from .losses import IGNORE_INDEX, nll_sum, token_log_probs
+from .reference import is_peft_model
 from .trainer import UnlearningTrainer
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,13 @@ class InfluenceUnlearningTrainer(UnlearningTrainer):
         if retain_dataset is None:
             raise ValueError(
                 "InfluenceUnlearningTrainer computes the diagonal Fisher on the retain set: retain_dataset is required."
+            )
+        if kwargs.get("peft_config") is None and not is_peft_model(model) and not args.full_finetune:
+            # Checked before a model name is loaded: the mistake costs nothing to find here.
+            raise ValueError(
+                "InfluenceUnlearningTrainer got a plain (non-peft) model and no peft_config: the influence step and "
+                "phase 2 would change all of its base weights. Pass peft_config=LoraConfig(...) or a peft model, or "
+                "set full_finetune=True in the InfluenceUnlearningConfig to train every weight on purpose."
             )
         super().__init__(model, args, forget_dataset, retain_dataset, processing_class, **kwargs)
         self._check_extra_passes_supported("The influence step")

@@ -229,3 +229,15 @@ def test_influence_trainer_needs_a_retain_set_and_its_config(tiny_model, tokeniz
     with pytest.raises(TypeError, match="args must be an InfluenceUnlearningConfig"):
         make_trainer(lora(tiny_model), tokenizer, forget, forget,
                      UnlearningConfig(output_dir=str(tmp_path), report_to="none"))
+
+
+def test_plain_model_without_peft_config_is_refused_unless_full_finetune(tiny_model, tokenizer, rows, tmp_path):
+    forget, retain = rows
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    with pytest.raises(ValueError, match="plain \\(non-peft\\) model and no peft_config.*set full_finetune=True"):
+        make_trainer(tiny_model, tokenizer, forget, retain, make_config(tmp_path))
+    trainer = make_trainer(tiny_model, tokenizer, forget, retain, make_config(tmp_path, full_finetune=True))
+    trainer.train()
+    # The flag does what it says: base weights move.
+    assert any(not torch.equal(p, before[n]) for n, p in tiny_model.named_parameters())
+    assert trainer.influence_step_done
