@@ -96,7 +96,8 @@ class UnlearningTrainer(Trainer):
         args: an [`UnlearningConfig`].
         forget_dataset / retain_dataset: `datasets.Dataset`s with string `input` and `output` columns (e.g. from
             [`load_lume`]). The retain set is required by the methods that use it.
-        processing_class: the tokenizer. A tokenizer without a pad token gets EOS as pad token, with a warning.
+        processing_class: the tokenizer. It needs an EOS token (it ends every answer); a tokenizer without a pad
+            token gets EOS as pad token, with a warning.
         ref_model: a frozen reference model, for a plain (non-peft) `model`. Never needed with a peft model.
         peft_config: a `peft.PeftConfig` to wrap a plain `model` with (as in trl).
         callbacks, optimizers, optimizer_cls_and_kwargs: as in `Trainer`; an optimizer given here takes priority over
@@ -196,9 +197,13 @@ class UnlearningTrainer(Trainer):
 
     @staticmethod
     def tokenizer_pad_token_check(tokenizer) -> None:
+        if tokenizer.eos_token_id is None:
+            # Every answer ends with EOS and carries loss on it: without one the first batch fails in the collator.
+            raise ValueError(
+                "The tokenizer has no EOS token (tokenizer.eos_token is None): every answer ends with EOS. Set "
+                "tokenizer.eos_token to the token that ends an answer (e.g. the chat template's end-of-turn token)."
+            )
         if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ValueError("The tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token.")
             logger.warning("The tokenizer has no pad token: using its EOS token %r as pad token.", tokenizer.eos_token)
             tokenizer.pad_token = tokenizer.eos_token
 

@@ -470,6 +470,21 @@ def test_precompute_with_an_iterable_forget_set_is_refused(tiny_model, tokenizer
         )
 
 
+@pytest.mark.parametrize("has_pad", [False, True])
+def test_tokenizer_without_eos_token_is_refused(has_pad, tiny_model, tokenizer, rows, tmp_path):
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = tok.eos_token if has_pad else None  # the pad token stays when EOS goes
+    tok.eos_token = None
+    assert tok.eos_token_id is None
+    with pytest.raises(ValueError, match=r"The tokenizer has no EOS token \(tokenizer.eos_token is None\)"):
+        UnlearningTrainer(
+            model=lora(tiny_model),
+            args=make_config(tmp_path, method="ga"),
+            forget_dataset=Dataset.from_list(rows[0]),
+            processing_class=tok,
+        )
+
+
 def test_tokenizer_without_pad_token_gets_eos(tiny_model, tokenizer, rows, tmp_path, caplog):
     tok = copy.deepcopy(tokenizer)
     tok.pad_token = None
