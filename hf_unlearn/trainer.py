@@ -68,6 +68,20 @@ def concat_rows(parts: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tup
     )
 
 
+def warn_overlap(forget, retain) -> int:
+    """Warn about forget rows also in the retain set (same input and output), by count only: their ascent and
+    descent terms cancel (with `gd` the pair's loss is 0), so they are not unlearned. Returns the count."""
+    retain_pairs = set(zip(retain["input"], retain["output"]))
+    count = sum(pair in retain_pairs for pair in zip(forget["input"], forget["output"]))
+    if count:
+        logger.warning(
+            "%d of %d forget rows are also in the retain set (same input and output): the forget and retain terms "
+            "pull them in opposite directions and they will not be unlearned. Remove them from one of the sets.",
+            count, len(forget),
+        )
+    return count
+
+
 def hessian_optimizer(optimizer) -> torch.optim.Optimizer | None:
     """The optimizer under accelerate's wrapper if it wants a Gauss-Newton-Bartlett Hessian refresh from the training
     loop (SophiaG's protocol: `should_update_hessian`, `update_hessian`, `hessian_estimator == "gnb"`), else None."""
@@ -236,6 +250,7 @@ class UnlearningTrainer(Trainer):
             if isinstance(retain, datasets.IterableDataset):
                 retain = datasets.Dataset.from_list(list(retain))
             validate_rows(retain, "retain_dataset")
+            warn_overlap(forget, retain)
             retain_features = tokenize_dataset(
                 retain, tokenizer, "retain_dataset", args.max_length, args.loss_on_prompt
             )

@@ -485,6 +485,23 @@ def test_tokenizer_without_eos_token_is_refused(has_pad, tiny_model, tokenizer, 
         )
 
 
+def test_rows_in_both_sets_are_warned_about_by_count(tiny_model, tokenizer, rows, tmp_path, caplog):
+    forget, retain = rows
+    # Two forget rows copied into retain; a third shares only its input, which is no overlap.
+    shared_input = dict(forget[2], output=forget[2]["output"] + " (changed)")
+    retain = retain + [forget[0], forget[1], shared_input]
+    with caplog.at_level("WARNING", logger="hf_unlearn"):
+        UnlearningTrainer(
+            model=lora(tiny_model),
+            args=make_config(tmp_path, method="gd"),
+            forget_dataset=Dataset.from_list(forget),
+            retain_dataset=Dataset.from_list(retain),
+            processing_class=tokenizer,
+        )
+    assert f"2 of {len(forget)} forget rows are also in the retain set" in caplog.text
+    assert all(row["output"] not in caplog.text and row["input"] not in caplog.text for row in forget)
+
+
 def test_tokenizer_without_pad_token_gets_eos(tiny_model, tokenizer, rows, tmp_path, caplog):
     tok = copy.deepcopy(tokenizer)
     tok.pad_token = None
