@@ -785,7 +785,15 @@ def dataclass_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(args, argv)
+    finally:  # called in-process (the tests), the caller's thread count is theirs again
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
     if args.from_json:
         return rewrite_report(Path(args.from_json), Path(args.output_dir))
     t0 = time.perf_counter()

@@ -40,9 +40,27 @@ What is run
      `mmlu_limit` questions of each subject.
    - the selectivity criteria of issue #13 (`selectivity`): forget regurgitation and knowledge at most half the
      target's; retain regurgitation and knowledge within 0.1 of the target's; general knowledge within 0.05 and
-     perplexity within 20%% of the target's.
+     perplexity within 20% of the target's.
 
 Nothing here writes forget-set text: the logs and result files hold numbers, settings and method names only.
+
+Measured (2026-12-01, 1 thread per run, two runs at a time on the shared 2-core machine)
+----------------------------------------------------------------------------------------
+
+- Target: 10 + 8 epochs (loss 3.31 -> 0.22), 22 min; train regurgitation 0.92 (forget) / 0.81 (retain), validation
+  0.98 / 1.00, knowledge 1.0 everywhere, MIA AUC 1. Memorising cost general ability: held-out ppl 18.4 -> 68.2,
+  general knowledge 0.341 -> 0.074, MMLU slice 0.289 -> 0.184 (a first stage of 10 epochs alone: 28.4, 0.161 and
+  0.237, at regurgitation 0.53). `--anchor_weight` (a KL anchor to the base on general text while memorising) is
+  the next thing to try; it has not been run on this target.
+- Every run was scored without MMLU (`--run_mmlu 0`: the target's MMLU is already below chance) and takes 10-15 min
+  (training 6-10 min at 15-30 s a step, scoring 4 min).
+- NPO + NLL + KL at the paper's settings (beta 0.5, lr 1e-4, gamma 1, delta 0.5, r = alpha = 5, 5 epochs) forgets
+  nothing: forget regurgitation 0.917 -> 0.851, knowledge 1.0 -> 1.0.
+- NPO + NLL 4 + KL 1, beta 0.5, lr 2e-3, 5 epochs, r = 8 meets the LUME criteria on the train documents (forget
+  regurgitation and knowledge at most half, retain within 0.1; seeds in the results file) and, given the validation
+  documents instead, on those; but held-out perplexity rises by 24-71% in every setting tried (lr 1e-3 or 2e-3, 3
+  or 5 epochs, general documents in the retain set), so the 20% perplexity bar is not met, and the settings are
+  not selective by issue #13's full definition.
 """
 
 from __future__ import annotations
@@ -458,7 +476,9 @@ def cell(values: list[float], key: str) -> str:
 
 def group_key(run: dict) -> str:
     """Runs of one method with the same settings (all but the seed) form one row of a table."""
-    settings = {k: v for k, v in run["settings"].items() if k not in ("seeds", "methods")}
+    # Runs recorded before a field existed had its default.
+    settings = {k: v for k, v in {**dataclasses.asdict(Settings()), **run["settings"]}.items()
+                if k not in ("seeds", "methods")}
     return json.dumps([run["method"], run["chosen"], settings], sort_keys=True)
 
 
@@ -491,15 +511,20 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
     other = "validation" if given == "train" else "train"
     columns = ([(f"given: {n}", k) for n, k in lume_columns(given)]
                + [(f"not given: {n}", k) for n, k in lume_columns(other)] + COMMON)
-    lines = ["| method | seeds | selective | " + " | ".join(n for n, _ in columns) + " |",
-             "|---|---|---|" + "---:|" * len(columns),
-             "| target (before) | | | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in columns)
+    lines = ["| method | seeds | selective | failed checks (runs) | " + " | ".join(n for n, _ in columns) + " |",
+             "|---|---|---|---|" + "---:|" * len(columns),
+             "| target (before) | | | | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in columns)
              + " |"]
     for mine in groups(runs).values():
-        selective = sum(selectivity(before, run["scores"], given)["selective"] for run in mine)
+        verdicts = [selectivity(before, run["scores"], given) for run in mine]
+        failed: dict[str, int] = {}
+        for verdict in verdicts:
+            for check, ok in verdict["checks"].items():
+                failed[check] = failed.get(check, 0) + (not ok)
+        failures = "; ".join(f"{check} ({n})" for check, n in failed.items() if n) or "none"
         cells = [cell([run["scores"][k] for run in mine], k) if k in mine[0]["scores"] else "" for _, k in columns]
-        lines.append(f"| {group_label(mine[0])} | {len(mine)} | {selective}/{len(mine)} | " + " | ".join(cells)
-                     + " |")
+        lines.append(f"| {group_label(mine[0])} | {len(mine)} | {sum(v['selective'] for v in verdicts)}/{len(mine)} "
+                     f"| {failures} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -533,7 +558,7 @@ def plot(before: dict, runs: list[dict], path: Path, title: str) -> None:
               ("mia/score", "MIA score (1 - 2|AUC - 0.5|) - higher is better"),
               ("general/knowledge", "general knowledge (TOFU) - higher is better"),
               ("general/ppl", "held-out perplexity - lower is better"),
-              ("general/mmlu", "MMLU (0-shot slice) - higher is better")]
+              ("mia/auc", "MIA loss AUC (0.5: members look unseen)")]
     grouped = list(groups(runs).values())
     fig, axes = plt.subplots(3, 3, figsize=(15, 11))
     for ax, (k, name) in zip(axes.flat, panels):
@@ -546,15 +571,17 @@ def plot(before: dict, runs: list[dict], path: Path, title: str) -> None:
         ax.bar(x, means, yerr=stds, color="tab:blue", alpha=0.8, capsize=3)
         if k in before:
             ax.axhline(before[k], color="black", linestyle="--", linewidth=1, label="target (before)")
-        ax.set_xticks(x, [group_label(mine[0]).replace(" (", "\n(").replace(", ", ",\n", 2) for mine in grouped],
-                      rotation=0, fontsize=6)
+        ax.set_xticks(x, [chr(65 + i) for i in range(len(grouped))], fontsize=9)  # the key is below the panels
         ax.set_title(name, fontsize=9)
         if k == "general/ppl":
             ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    key = [f"{chr(65 + i)}: {group_label(mine[0])} ({len(mine)} seed{'s' * (len(mine) > 1)})"
+           for i, mine in enumerate(grouped)]
+    fig.text(0.01, 0.005, "\n".join(key), fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0.025 * len(key), 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
