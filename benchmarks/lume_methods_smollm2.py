@@ -249,9 +249,8 @@ def general_ability(model, tokenizer, data: Data, settings: Settings, mmlu: bool
 # ---- LUME scores -----------------------------------------------------------------------------------------------------
 
 
-def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, general: bool = True,
-                mmlu: bool = True) -> dict:
-    """`train/...` and `validation/...` LUME scores, `mia/...`, and (with `general`) `general/...`."""
+def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, mmlu: bool = True) -> dict:
+    """`train/...` and `validation/...` LUME scores, `mia/...` and `general/...` (MMLU only with `mmlu`)."""
     scores: dict[str, float] = {}
     rows = data.subset.rows
     for name in ("train", "validation"):
@@ -260,8 +259,7 @@ def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, ge
     mia = evaluate_model(model, tokenizer, mia_members=data.subset.members, mia_nonmembers=data.nonmembers,
                          batch_size=8)
     scores.update({k: v for k, v in flatten_scores(mia).items() if k.startswith("mia/")})
-    if general:
-        scores.update(general_ability(model, tokenizer, data, settings, mmlu))
+    scores.update(general_ability(model, tokenizer, data, settings, mmlu))
     return scores
 
 
@@ -587,7 +585,7 @@ def plot(before: dict, runs: list[dict], path: Path, title: str) -> None:
 
 
 def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, before: dict, runs: list[dict],
-                 hold_runs: list[dict], command: str, extra: str = "") -> dict[str, str]:
+                 hold_runs: list[dict], command: str) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "lume_methods_smollm2"
     paths = {"table": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json", "plot": out_dir / f"{stem}.png"}
@@ -637,8 +635,6 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
     if hold_runs:
         lines += ["## The chosen settings on the validation subsets (other documents)", "",
                   *settings_lines(hold_runs), "", results_table(before, hold_runs, "validation"), ""]
-    if extra:
-        lines += [extra, ""]
     paths["table"].write_text("\n".join(lines).replace("%%", "%"))
     paths["json"].write_text(json.dumps({"settings": dataclasses.asdict(settings), "subset": counts,
                                          "target": {k: v for k, v in info.items() if k != "cache_dir"},
