@@ -159,6 +159,13 @@ class Settings:
         default=0, metadata={"help": "Of the general documents the target memorised, this many join the retain set "
                              "(each split in half into a sentence-completion row), so the retain terms cover general "
                              "text too."})
+    retain_general_source: str = field(
+        default="mix", metadata={"help": "Where the retain_general documents come from: mix (the general documents "
+                                 "the target memorised) or anchor (the documents of the memorisation's KL anchor, "
+                                 "which the target was held to the base model on)."})
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": "Modules of the unlearning LoRA: all-linear, or comma-separated "
+                                        "names such as down_proj,up_proj,gate_proj."})
     gk_new_tokens: int = field(default=24, metadata={"help": "Tokens generated per general-knowledge answer."})
     mmlu_limit: int = field(default=2, metadata={"help": "MMLU questions per subject (57 subjects), 0-shot."})
     run_mmlu: int = field(default=1, metadata={"help": "1: MMLU after every run too; 0: for the target only."})
@@ -167,6 +174,12 @@ class Settings:
         default=("ga", "gd", "kl", "npo", "npo_nll_kl_paper", "npo_nll_kl", "libu"),
         metadata={"help": "Methods to run (keys of METHODS)."},
     )
+
+    def __post_init__(self):
+        if self.given not in ("train", "validation"):
+            raise ValueError(f"given must be train or validation, not {self.given!r}")
+        if self.retain_general_source not in ("mix", "anchor"):
+            raise ValueError(f"retain_general_source must be mix or anchor, not {self.retain_general_source!r}")
 
     def target_key(self, stage: int = 2) -> dict[str, Any]:
         """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
@@ -406,6 +419,10 @@ def general_retain_rows(documents: Sequence[str]) -> list[dict]:
     return rows
 
 
+def lora_modules(spec: str) -> str | list[str]:
+    return spec if spec == "all-linear" else [name.strip() for name in spec.split(",") if name.strip()]
+
+
 def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
                work_dir: Path) -> dict[str, Any]:
     from datasets import Dataset
@@ -430,12 +447,13 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
     )
     set_seed(seed)
     given = settings.given
-    retain = data.subset.rows[f"retain_{given}"] + general_retain_rows(data.mix[: settings.retain_general])
+    general = data.mix if settings.retain_general_source == "mix" else data.anchor_documents
+    retain = data.subset.rows[f"retain_{given}"] + general_retain_rows(general[: settings.retain_general])
     trainer = trainer_cls(
         model=model, args=config, forget_dataset=Dataset.from_list(data.subset.rows[f"forget_{given}"]),
         retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
-                               target_modules="all-linear"),
+                               target_modules=lora_modules(settings.lora_target_modules)),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
@@ -499,7 +517,10 @@ def group_label(run: dict) -> str:
     if chosen["lora_r"] != 8:
         parts.append(f"r=alpha={chosen['lora_r']}")
     if s.get("retain_general"):
-        parts.append(f"+{s['retain_general']} general docs in retain")
+        source = "anchor" if s.get("retain_general_source") == "anchor" else "memorised"
+        parts.append(f"+{s['retain_general']} {source} general docs in retain")
+    if s.get("lora_target_modules", "all-linear") != "all-linear":
+        parts.append(f"LoRA on {s['lora_target_modules']}")
     if c.get("loss_on_prompt"):
         parts.append("loss on prompt")
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"
@@ -526,12 +547,25 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
     return "\n".join(lines)
 
 
+def modules_text(settings: dict) -> str:
+    spec = settings.get("lora_target_modules", "all-linear")
+    return "all linear layers" if spec == "all-linear" else spec
+
+
+def same_target(run: dict, settings: Settings) -> bool:
+    """Whether a cached run was made on the target `settings` describes (runs recorded before a field existed had
+    its default)."""
+    recorded = Settings(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in {**dataclasses.asdict(Settings()), **run["settings"]}.items()})
+    return recorded.target_key() == settings.target_key()
+
+
 def settings_lines(runs: list[dict]) -> list[str]:
     out = []
     for mine in groups(runs).values():
         run = mine[0]
         out.append(f"- {group_label(run)}: `{json.dumps(run['chosen']['config'])}`, LoRA r={run['chosen']['lora_r']} "
-                   f"alpha={run['chosen']['lora_alpha']} on all linear layers, batch {run['settings']['batch_size']} "
+                   f"alpha={run['chosen']['lora_alpha']} on {modules_text(run['settings'])}, batch {run['settings']['batch_size']} "
                    f"forget + {run['settings']['batch_size']} retain rows, given the {run['given']} subsets, seeds "
                    f"{', '.join(str(r['seed']) for r in mine)}; {statistics.mean(r['train_seconds'] for r in mine):.0f} s "
                    f"of training and {statistics.mean(r['seconds'] - r['train_seconds'] for r in mine):.0f} s of "
@@ -678,8 +712,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.stage == "target":
         return {"before": before, "info": info}
     if args.report:  # every run cached for this target, whatever its settings: one table row per setting
-        cached = [json.loads(path.read_text())
-                  for path in sorted((Path(info["cache_dir"]).parent / "runs").glob("*/*.json"))]
+        cached = [run for run in (json.loads(path.read_text())
+                                  for path in sorted((Path(info["cache_dir"]).parent / "runs").glob("*/*.json")))
+                  if same_target(run, settings)]
         runs = [run for run in cached if run["given"] == "train"]
         hold_runs = [run for run in cached if run["given"] == "validation"]
         command = "python benchmarks/lume_methods_smollm2.py --report"

@@ -51,3 +51,25 @@ def test_method_settings_and_overrides():
     paper = bench.method_config("npo_nll_kl_paper", settings)
     assert paper["learning_rate"] == 1e-4 and paper["lora_r"] == paper["lora_alpha"] == 5
     assert paper["config"] == {"method": "npo", "beta": 0.5, "retain_nll_weight": 1.0, "retain_kl_weight": 0.5}
+
+
+def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
+    settings = bench.Settings(anchor_weight=1.0)
+    old_run = {"settings": {k: v for k, v in bench.dataclasses.asdict(bench.Settings()).items()
+                            if k not in ("retain_general_source", "lora_target_modules")}}
+    assert not bench.same_target(old_run, settings)  # a run on the unanchored target
+    assert bench.same_target(old_run, bench.Settings(learning_rate=2e-3))  # unlearning settings do not matter
+    mine = {"settings": bench.dataclasses.asdict(bench.Settings(anchor_weight=1.0, retain_general=4,
+                                                                retain_general_source="anchor"))}
+    assert bench.same_target(mine, settings)
+    assert bench.lora_modules("all-linear") == "all-linear"
+    assert bench.lora_modules("down_proj, up_proj") == ["down_proj", "up_proj"]
+    args = bench.build_parser().parse_args(["--retain_general_source", "anchor", "--lora_target_modules", "down_proj"])
+    parsed = bench.Settings(**bench.lume_methods.dataclass_overrides(args, bench.Settings))
+    assert parsed.retain_general_source == "anchor" and parsed.lora_target_modules == "down_proj"
+    try:
+        bench.Settings(retain_general_source="memorised")
+    except ValueError as error:
+        assert "retain_general_source" in str(error)
+    else:
+        raise AssertionError("an unknown source was accepted")
