@@ -5,7 +5,10 @@
 
     hf-unlearn merge --adapter DIR --output DIR [--base MODEL] [--push-to-hub REPO] [--public]
 
-`evaluate` also runs under `accelerate launch` with several processes: rows are split, results gathered once, and
+    hf-unlearn audit --model PATH [--adapter PATH] --original PATH --data DIR --split NAME [--mia DIR] \
+        --output-dir OUT [--probes int8,int4,relearn,prefix50,prefix25,paraphrase]
+
+`evaluate` and `audit` also run under `accelerate launch` with several processes: rows are split, results gathered once, and
 only the main process writes files.
 """
 
@@ -18,24 +21,26 @@ import sys
 from pathlib import Path
 
 
-def _load_model(args):
+def _load_model(args, name: str | None = None, adapter: str | None = None):
+    """The model `name` (default `--model`) with `adapter` (default `--adapter`) loaded on it, and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .pretrained import resolve_model_path
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    path = resolve_model_path(args.model, log=print)
+    path = resolve_model_path(name or args.model, log=print)
+    adapter = args.adapter if name is None else adapter
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, trust_remote_code=args.trust_remote_code, use_safetensors=True
     )
     tokenizer = AutoTokenizer.from_pretrained(
         resolve_model_path(args.tokenizer) if args.tokenizer else path, trust_remote_code=args.trust_remote_code
     )
-    if args.adapter:
+    if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, args.adapter)
+        model = PeftModel.from_pretrained(model, adapter)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -141,6 +146,49 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def audit_command(args) -> int:
+    """Score the original and the unlearned model, and the unlearned model under each attack; write audit.*."""
+    from accelerate import Accelerator
+
+    from .audit import PROBES, RelearnConfig, audit_model, write_audit
+    from .data import load_lume, read_jsonl
+
+    probes = [p.strip() for p in args.probes.split(",") if p.strip()]
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        print(f"hf-unlearn audit: error: unknown probe(s) {', '.join(unknown)}; known: {', '.join(PROBES)}",
+              file=sys.stderr)
+        return 2
+    relearn = RelearnConfig(fraction=args.relearn_fraction, steps=args.relearn_steps,
+                            learning_rate=args.relearn_lr, batch_size=args.relearn_batch_size)
+    forget, retain = load_lume(args.data, split=args.split)  # checked before any model is loaded
+    forget, retain = [dict(r) for r in forget], [dict(r) for r in retain]
+    if args.max_rows:
+        forget, retain = forget[: args.max_rows], retain[: args.max_rows]
+    members = nonmembers = None
+    if args.mia:
+        members = [row["document"] for row in read_jsonl(Path(args.mia) / "member.jsonl")]
+        nonmembers = [row["document"] for row in read_jsonl(Path(args.mia) / "nonmember.jsonl")]
+    accelerator = Accelerator()
+    unlearned, tokenizer = _load_model(args)
+    if args.adapter:  # the attacks act on the weights a user would ship: the merged model
+        unlearned = unlearned.merge_and_unload()
+    original, _ = _load_model(args, name=args.original)
+    for model in (unlearned, original):
+        model.to(accelerator.device).eval()
+    say = print if accelerator.is_main_process else None
+    results = audit_model(unlearned, original, tokenizer, forget, retain, members, nonmembers, probes=probes,
+                          relearn_config=relearn, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          accelerator=accelerator, progress=say)
+    if accelerator.is_main_process:
+        paths = write_audit(results, args.output_dir)
+        print("\n".join(f"- {p['verdict']}" for p in results["probes"].values()))
+        print(f"audit written to {paths['json']}, {paths['markdown']} and {paths['plot']}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
+
 def merge_command(args) -> int:
     """Load the base model and the adapter, merge, save safetensors + tokenizer + model card, optionally push."""
     try:
@@ -228,6 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
     mg.set_defaults(func=merge_command)
+
+    au = commands.add_parser("audit", help="Does the forgetting hold under quantization, relearning and probing?")
+    au.add_argument("--model", required=True, help="The unlearned model: folder, Hub id (or the base of --adapter).")
+    au.add_argument("--adapter", help="An unlearning adapter on --model; merged before the attacks.")
+    au.add_argument("--original", required=True, help="The model before unlearning: folder, Hub id or smollm2.")
+    au.add_argument("--tokenizer", help="Tokenizer folder or repo id (default: --model).")
+    au.add_argument("--data", required=True, help="LUME folder (forget_train.jsonl, ...) or Hub dataset id.")
+    au.add_argument("--split", default="train", help="LUME split whose forget rows were unlearned (default: train).")
+    au.add_argument("--mia", help="Folder with member.jsonl and nonmember.jsonl: the MIA loss attack on every model.")
+    au.add_argument("--output-dir", required=True, help="Where audit.json, audit.md and audit.png are written.")
+    au.add_argument("--probes", default="int8,int4,relearn,prefix50,prefix25,paraphrase",
+                    help="Comma-separated probes (default: all): int8, int4 (round-to-nearest weight quantization), "
+                    "relearn, prefix50, prefix25 (shorter prompts), paraphrase (where the rows carry paraphrases).")
+    au.add_argument("--relearn-fraction", type=float, default=0.5, help="Share of forget documents relearned on.")
+    au.add_argument("--relearn-steps", type=int, default=20, help="AdamW steps of the relearning fine-tune.")
+    au.add_argument("--relearn-lr", type=float, default=5e-5, help="Learning rate of the relearning fine-tune.")
+    au.add_argument("--relearn-batch-size", type=int, default=4, help="Rows per relearning step.")
+    au.add_argument("--max-rows", type=int, default=0, help="Audit only the first N forget and N retain rows (0: all).")
+    au.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
+    au.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")
+    au.add_argument("--dtype", default="float32", choices=["auto", "bfloat16", "float16", "float32"],
+                    help="Load dtype of both models (default float32: rounding is measured against full precision).")
+    au.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    au.set_defaults(func=audit_command)
 
     demo = commands.add_parser(
         "demo", help="The offline miniature of the task: memorise synthetic data, unlearn it, score it.",

@@ -1,0 +1,261 @@
+"""`audit_model`: score the original and the unlearned model, and the unlearned model under each attack.
+
+Probes (`PROBES`):
+
+- `int8`, `int4`: the unlearned model's weights rounded (`quantization.quantize_model`), scored on all rows;
+- `relearn`: a copy fine-tuned on part of the forget documents (`relearn.relearn`), scored on the others (the
+  original and the unlearned model are scored on those same rows);
+- `prefix50`, `prefix25`: sentence-completion prompts cut to 50% and 25% of their words (`probes.prefix_rows`);
+- `paraphrase`: questions asked through their paraphrase, where the rows carry one (`probes.paraphrase_rows`);
+- the MIA loss attack on every model variant, when member and nonmember documents are given.
+
+Every probe gets one verdict in plain words, from forget regurgitation (ROUGE-L recall). For an attack on the
+model, what it brings back is `recovered = (attacked - unlearned) / (original - unlearned)`, the share of what was
+forgotten that returns: under 0.2 the forgetting survives, from 0.5 it does not. For a probe of the data, the
+forgotten share `1 - unlearned / original` on the probe rows is compared with the same share on the full rows.
+
+Nothing here returns or writes row text: scores, counts and verdicts only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..evaluation import evaluate_mia, lume_generations, map_across_processes
+from ..metrics.lume import lume_scores_from_generations
+from .memorization import mean_memorization, row_memorization
+from .probes import paraphrase_rows, prefix_rows, regurgitation
+from .quantization import SCHEMES, quantize_model
+from .relearn import RelearnConfig, relearn, split_documents
+
+FORMAT = "hf_unlearn.audit"
+VERSION = 1
+PROBES = ("int8", "int4", "relearn", "prefix50", "prefix25", "paraphrase")
+METRIC = "forget/regurgitation"  # what every verdict is read from
+SURVIVES, FAILS = 0.2, 0.5  # recovered share: below SURVIVES the forgetting survives; from FAILS it does not
+HOLDS_MARGIN = 0.15  # a data probe holds when its forgotten share is within this of the full rows' share
+
+ATTACK_WORDS = {"int8": "8-bit quantization", "int4": "4-bit quantization",
+                "relearn": "a relearning fine-tune on the other forget documents"}
+PROBE_WORDS = {"prefix50": "prompts cut to half their length", "prefix25": "prompts cut to a quarter of their length",
+               "paraphrase": "paraphrased questions"}
+
+
+def score_rows(model, tokenizer, forget_rows: Sequence[Mapping], retain_rows: Sequence[Mapping],
+               max_new_tokens: int, batch_size: int, accelerator=None) -> dict[str, float]:
+    """Flat scores of one model on LUME rows: regurgitation, knowledge, EM and ES per side, and the task score."""
+    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator)
+    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator)
+    lume = lume_scores_from_generations(forget_rows, forget, retain_rows, retain)
+    out = {"task_score": lume["harmonic-mean-task-aggregate"]}
+    for side, rows in (("forget", forget_rows), ("retain", retain_rows)):
+        block = lume[f"{side}-set"]
+        for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
+            if block.get(key) is not None:
+                out[f"{side}/{name}"] = block[key]
+        # per row, gathered in order, then averaged: the same mean as one process computes
+        per_row = map_across_processes(lambda chunk: row_memorization(model, tokenizer, chunk, batch_size), rows,
+                                       accelerator)
+        out.update({f"{side}/{k}": v for k, v in mean_memorization(per_row).items()})
+    return out
+
+
+def probe_score(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, batch_size: int,
+                accelerator=None) -> float:
+    return regurgitation(rows, lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator))
+
+
+def attack_verdict(name: str, original: float, unlearned: float, attacked: float) -> tuple[float | None, str]:
+    """(recovered share, one plain sentence) for an attack on the model."""
+    what = ATTACK_WORDS[name]
+    head = f"{name}: forget regurgitation {unlearned:.2f} -> {attacked:.2f} (original {original:.2f})"
+    forgotten = original - unlearned
+    if forgotten < 0.05:
+        return None, f"{head}: nothing measurable was forgotten, so {what} has nothing to bring back"
+    recovered = (attacked - unlearned) / forgotten
+    if recovered >= FAILS:
+        return recovered, f"{head}: the forgetting does not survive {what} ({recovered:.0%} of it comes back)"
+    if recovered >= SURVIVES:
+        return recovered, f"{head}: {what} brings back part of the forgotten text ({recovered:.0%})"
+    return recovered, f"{head}: the forgetting survives {what} ({max(recovered, 0):.0%} comes back)"
+
+
+def probe_verdict(name: str, original: float, unlearned: float, full_original: float, full_unlearned: float
+                  ) -> tuple[float | None, str]:
+    """(forgotten share on the probe rows, one plain sentence) for a probe of the data."""
+    what = PROBE_WORDS[name]
+    head = f"{name}: forget regurgitation {original:.2f} -> {unlearned:.2f}"
+    if original <= 0 or full_original <= 0:
+        return None, f"{head}: the original model does not complete these rows, so the probe shows nothing"
+    share, full = 1 - unlearned / original, 1 - full_unlearned / full_original
+    if share >= full - HOLDS_MARGIN:
+        return share, f"{head}: the forgetting holds with {what} ({share:.0%} forgotten, {full:.0%} on full prompts)"
+    return share, (f"{head}: the forgetting is weaker with {what} ({share:.0%} forgotten against {full:.0%} on full "
+                   "prompts)")
+
+
+def audit_model(
+    unlearned,
+    original,
+    tokenizer,
+    forget_rows: Sequence[Mapping],
+    retain_rows: Sequence[Mapping],
+    mia_members: Sequence[str] | None = None,
+    mia_nonmembers: Sequence[str] | None = None,
+    probes: Sequence[str] = PROBES,
+    relearn_config: RelearnConfig | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    accelerator=None,
+    progress: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """The audit's results (the layout of `audit.json`): scores of each model and, per probe, its scores and
+    verdict. `unlearned` and `original` are merged models (no adapter); neither is modified."""
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe(s) {unknown}; known: {', '.join(PROBES)}")
+    if not forget_rows or not retain_rows:
+        raise ValueError("the audit needs forget and retain rows")
+    relearn_config = relearn_config or RelearnConfig()
+    say = progress or (lambda _: None)
+    mia = mia_members is not None and mia_nonmembers is not None
+
+    def scored(model, label: str, forget=forget_rows, retain=retain_rows) -> dict[str, float]:
+        say(f"[audit] scoring {label}")
+        out = score_rows(model, tokenizer, forget, retain, max_new_tokens, batch_size, accelerator)
+        if mia:
+            out["mia/auc"] = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers,
+                                          batch_size=max(1, batch_size // 2), accelerator=accelerator)["mia_loss_auc"]
+        return out
+
+    results: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION,
+        "rows": {"forget": len(forget_rows), "retain": len(retain_rows)},
+        "mia": {"members": len(mia_members), "nonmembers": len(mia_nonmembers)} if mia else None,
+        "settings": {"probes": list(probes), "max_new_tokens": max_new_tokens,
+                     "relearn": asdict(relearn_config), "quantization": {k: {"bits": b, "group_size": g}
+                                                                        for k, (b, g) in SCHEMES.items()}},
+        "models": {"original": scored(original, "the original model"), "unlearned": scored(unlearned, "the unlearned model")},
+        "probes": {},
+    }
+    base, after = results["models"]["original"], results["models"]["unlearned"]
+    for name in probes:
+        if name in SCHEMES:
+            attacked = copy.deepcopy(unlearned)
+            quantize_model(attacked, name)
+            scores = scored(attacked, f"the unlearned model under {name}")
+            del attacked
+            recovered, verdict = attack_verdict(name, base[METRIC], after[METRIC], scores[METRIC])
+            results["probes"][name] = {"kind": "attack", "rows": len(forget_rows), "original": base,
+                                       "unlearned": after, "attacked": scores, "recovered": recovered,
+                                       "verdict": verdict}
+        elif name == "relearn":
+            seen, unseen = split_documents(forget_rows, relearn_config.fraction, relearn_config.seed)
+            say(f"[audit] relearning on {len(seen)} forget rows, {relearn_config.steps} steps")
+            attacked = relearn(unlearned, tokenizer, seen, relearn_config)
+            scores = {"original": scored(original, "the original model on the unseen documents", unseen),
+                      "unlearned": scored(unlearned, "the unlearned model on the unseen documents", unseen),
+                      "attacked": scored(attacked, "the relearned model on the unseen documents", unseen)}
+            del attacked
+            recovered, verdict = attack_verdict(name, scores["original"][METRIC], scores["unlearned"][METRIC],
+                                                scores["attacked"][METRIC])
+            results["probes"][name] = {"kind": "attack", "rows": len(unseen), "rows_relearned": len(seen), **scores,
+                                       "recovered": recovered, "verdict": verdict}
+        else:
+            rows = paraphrase_rows(forget_rows) if name == "paraphrase" else prefix_rows(
+                forget_rows, {"prefix50": 0.5, "prefix25": 0.25}[name])
+            if not rows:
+                results["probes"][name] = {"kind": "probe", "rows": 0, "verdict": f"{name}: not run: "
+                                           + ("the forget rows carry no paraphrases" if name == "paraphrase"
+                                              else "the forget set has no sentence-completion rows")}
+                continue
+            say(f"[audit] probe {name} on {len(rows)} forget rows")
+            cap = max_new_tokens * 2  # the cut-off words are part of the expected continuation
+            o = probe_score(original, tokenizer, rows, cap, batch_size, accelerator)
+            u = probe_score(unlearned, tokenizer, rows, cap, batch_size, accelerator)
+            share, verdict = probe_verdict(name, o, u, base[METRIC], after[METRIC])
+            results["probes"][name] = {"kind": "probe", "rows": len(rows), "original": {METRIC: o},
+                                       "unlearned": {METRIC: u}, "forgotten_share": share, "verdict": verdict}
+    return results
+
+
+def _fmt(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def audit_markdown(results: Mapping[str, Any]) -> str:
+    """`audit.md`: the models' scores, one table row per probe, and the verdicts."""
+    keys = [k for k in ("forget/regurgitation", "forget/knowledge", "forget/exact_memorization",
+                        "forget/extraction_strength", "retain/regurgitation", "retain/knowledge", "task_score",
+                        "mia/auc") if k in results["models"]["original"]]
+    lines = ["# Unlearning audit", "",
+             f"{results['rows']['forget']} forget rows, {results['rows']['retain']} retain rows"
+             + (f", MIA on {results['mia']['members']} members against {results['mia']['nonmembers']} nonmembers"
+                if results.get("mia") else "") + ".", "",
+             "## Verdicts", ""]
+    lines += [f"- {p['verdict']}" for p in results["probes"].values()]
+    lines += ["", "## Scores", "", "| model | rows | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for name in ("original", "unlearned"):
+        lines.append(f"| {name} | {results['rows']['forget']} | "
+                     + " | ".join(_fmt(results["models"][name].get(k)) for k in keys) + " |")
+    for name, probe in results["probes"].items():
+        if probe.get("kind") == "attack":
+            if name == "relearn":
+                for which in ("original", "unlearned"):
+                    lines.append(f"| {which}, unseen documents | {probe['rows']} | "
+                                 + " | ".join(_fmt(probe[which].get(k)) for k in keys) + " |")
+            lines.append(f"| unlearned + {name} | {probe['rows']} | "
+                         + " | ".join(_fmt(probe["attacked"].get(k)) for k in keys) + " |")
+        elif probe.get("rows"):
+            for which in ("original", "unlearned"):
+                lines.append(f"| {which}, {name} prompts | {probe['rows']} | "
+                             + " | ".join(_fmt(probe[which].get(k)) for k in keys) + " |")
+    lines += ["", "Forget scores: lower is better after unlearning; retain scores: higher is better. `recovered` is "
+              "the share of the forgotten forget regurgitation that an attack brings back.", ""]
+    return "\n".join(lines)
+
+
+def audit_plot(results: Mapping[str, Any], path: str | Path) -> None:
+    """One panel per probe: forget regurgitation of the original, the unlearned and the attacked/probed model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(n, p) for n, p in results["probes"].items() if p.get("rows") and "original" in p]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, (name, probe) in zip(axes[0], panels):
+        labels = ["original", "unlearned"] + (["attacked"] if "attacked" in probe else [])
+        values = [probe[k].get(METRIC, float("nan")) for k in labels]
+        ax.bar(labels, values, color=["tab:gray", "tab:blue", "tab:red"][: len(labels)])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{name}\nforget regurgitation (lower is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_audit(results: Mapping[str, Any], output_dir: str | Path) -> dict[str, Path]:
+    """`audit.json`, `audit.md` and `audit.png` in `output_dir`."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "audit.json", "markdown": out / "audit.md", "plot": out / "audit.png"}
+    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
+    paths["markdown"].write_text(audit_markdown(results))
+    audit_plot(results, paths["plot"])
+    return paths
+
+
+def verdicts(results: Mapping[str, Any]) -> list[str]:
+    """The plain-language verdicts of an audit, in probe order (for the model card)."""
+    return [p["verdict"] for p in results.get("probes", {}).values()]

@@ -1,0 +1,211 @@
+"""The audit's attacks and probes, each on its own: quantization properties, teacher-forced memorization metrics,
+probe rows, the document split, and a relearning attack on a tiny model that memorised real LUME rows."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from hf_unlearn.audit import (
+    RelearnConfig,
+    exact_memorization,
+    extraction_strength,
+    memorization_scores,
+    paraphrase_rows,
+    prefix_rows,
+    quantization_scales,
+    quantize_model,
+    quantize_weight,
+    relearn,
+    split_documents,
+)
+from hf_unlearn.audit.run import attack_verdict, probe_verdict
+from hf_unlearn.tiny import tiny_causal_lm
+
+# ---- quantization ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits,group", [(4, 128), (8, None), (4, 48)])
+def test_quantization_is_idempotent_and_moves_each_weight_by_at_most_half_a_step(bits, group):
+    torch.manual_seed(0)
+    w = torch.randn(16, 300) * torch.linspace(0.01, 2, 300)  # columns of very different sizes
+    q = quantize_weight(w, bits, group)
+    size = 300 if group is None else group
+    step = quantization_scales(w, bits, group).repeat_interleave(size, dim=1)[:, :300]
+    assert torch.all((q - w).abs() <= step / 2 + 1e-7)
+    assert torch.allclose(quantize_weight(q, bits, group), q, rtol=0, atol=1e-6)
+    # at most 2^bits levels per (row, group), and the grid's ends are reached by the largest weight
+    levels = (q / step).round()
+    assert levels.abs().max() == 2 ** (bits - 1) - 1
+    assert len(torch.unique(levels[0, :size])) <= 2**bits
+    assert not torch.equal(q, w)
+
+
+def test_a_small_delta_that_crosses_no_rounding_boundary_is_erased():
+    torch.manual_seed(1)
+    w = quantize_weight(torch.randn(8, 256), 4, 128)  # on the grid: every weight sits at a level
+    step = quantization_scales(w, 4, 128).repeat_interleave(128, dim=1)
+    delta = (torch.rand_like(w) - 0.5) * 0.8 * step  # |delta| < 0.4 s: no element reaches a boundary at s/2
+    delta[w.abs() >= step * 7 - 1e-6] = 0  # the weights that set each group's scale (level +-7) unchanged
+    assert torch.allclose(quantize_weight(w + delta, 4, 128), quantize_weight(w, 4, 128), atol=1e-6)
+    # ... and a delta of a full step is not erased
+    assert not torch.allclose(quantize_weight(w + step * 0.9 * torch.sign(delta), 4, 128), w, atol=1e-6)
+
+
+def test_zero_groups_stay_zero_and_bad_arguments_are_refused():
+    w = torch.zeros(2, 8)
+    w[1, 4:] = torch.tensor([1.0, -0.5, 0.25, 0.0])
+    q = quantize_weight(w, 4, 4)
+    assert torch.equal(q[0], torch.zeros(8)) and torch.equal(q[1, :4], torch.zeros(4))
+    for kwargs, text in ((dict(bits=1), "bits"), (dict(group_size=0), "group_size")):
+        with pytest.raises(ValueError, match=text):
+            quantize_weight(w, **{"bits": 4, **kwargs})
+    with pytest.raises(ValueError, match="2-D"):
+        quantize_weight(torch.zeros(3), 4)
+
+
+def test_int8_per_channel_matches_optimum_quanto_and_int4_is_as_close_as_its_affine_groups():
+    import optimum.quanto as quanto  # a dev dependency: installs and runs on CPU
+    from optimum.quanto.tensor.optimizers import AbsmaxOptimizer, MaxOptimizer
+    from optimum.quanto.tensor.weights.quantization import quantize_weight as quanto_weight
+
+    torch.manual_seed(2)
+    w = torch.randn(32, 256)
+    scale = AbsmaxOptimizer()(w, qtype=quanto.qint8, axis=0)
+    theirs = quanto_weight(w, quanto.qint8, axis=0, scale=scale, optimized=False).dequantize()
+    assert torch.allclose(quantize_weight(w, 8, None), theirs, atol=1e-6)
+    scale, shift = MaxOptimizer()(w, qtype=quanto.qint4, axis=0, group_size=128)
+    theirs4 = quanto_weight(w, quanto.qint4, axis=0, scale=scale, shift=shift, group_size=128,
+                            optimized=False).dequantize()
+    ours, their_error = (quantize_weight(w, 4, 128) - w).abs().mean(), (theirs4 - w).abs().mean()
+    # symmetric int4 has 15 usable levels where affine has 16 over a tighter range: the same order of error
+    assert 0.8 * their_error < ours < 1.6 * their_error
+
+
+def test_quantize_model_rounds_every_linear_but_the_output_layer(tokenizer):
+    model = tiny_causal_lm(tokenizer, arch="llama", seed=0)
+    before = copy.deepcopy(model.state_dict())
+    names = quantize_model(model, "int4")
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert names == [n for n in linears if n != "lm_head"] and names
+    after = model.state_dict()
+    for name in names:
+        assert not torch.equal(after[f"{name}.weight"], before[f"{name}.weight"]), name
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    with pytest.raises(ValueError, match="unknown quantization scheme 'int3'; known: int8, int4"):
+        quantize_model(model, "int3")
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(tiny_causal_lm(tokenizer, arch="llama", seed=0), LoraConfig(target_modules="all-linear"))
+    with pytest.raises(ValueError, match="merge the LoRA adapter"):
+        quantize_model(peft, "int8")
+
+
+# ---- memorization metrics ----------------------------------------------------------------------------------------
+
+
+def test_exact_memorization_and_extraction_strength_by_hand():
+    answer = [5, 6, 7, 8]
+    assert exact_memorization([5, 6, 7, 8], answer) == 1.0 and extraction_strength([5, 6, 7, 8], answer) == 1.0
+    assert exact_memorization([0, 6, 7, 8], answer) == 0.75
+    assert extraction_strength([0, 6, 7, 8], answer) == 0.75  # knowing the first token gives the rest
+    assert extraction_strength([5, 6, 7, 0], answer) == 0.0  # the last token is wrong: nothing is extracted
+    assert extraction_strength([5, 0, 7, 8], answer) == 0.5
+    with pytest.raises(ValueError):
+        exact_memorization([], [])
+
+
+def test_teacher_forced_scores_tell_a_memorised_model_from_a_fresh_one(memorised_model, tiny_model, tokenizer,
+                                                                        memorised_rows):
+    rows = memorised_rows["forget"]
+    seen = memorization_scores(memorised_model, tokenizer, rows, batch_size=3)
+    fresh = memorization_scores(tiny_model, tokenizer, rows, batch_size=3)
+    assert seen["exact_memorization"] > 0.9 and seen["extraction_strength"] > 0.5
+    assert fresh["exact_memorization"] < 0.2 and fresh["extraction_strength"] < 0.2
+    # batching does not change the result (right padding, masked)
+    one = memorization_scores(memorised_model, tokenizer, rows, batch_size=1)
+    assert one == pytest.approx(seen)
+
+
+# ---- probes and the document split -------------------------------------------------------------------------------
+
+
+def test_prefix_rows_cut_sentence_completion_prompts_and_move_the_rest_to_the_answer():
+    rows = [{"id": "doc1sc1", "input": "one two three four", "output": "five six"},
+            {"id": "doc1qa1", "input": "What is it?", "output": "a test"}]
+    half = prefix_rows(rows, 0.5)
+    assert half == [{"id": "doc1sc1", "input": "one two", "output": "three four five six"}]
+    assert prefix_rows(rows, 0.1)[0]["input"] == "one"
+    with pytest.raises(ValueError):
+        prefix_rows(rows, 0)
+
+
+def test_paraphrase_rows_use_tofu_paraphrased_questions_or_a_paraphrased_input():
+    rows = [{"input": "Q?", "output": "A", "paraphrased_question": "Asked otherwise?"},
+            {"input": "Q2?", "output": "B", "paraphrased_input": "Q2 again?"}, {"input": "Q3?", "output": "C"}]
+    assert [(r["input"], r["output"]) for r in paraphrase_rows(rows)] == [("Asked otherwise?", "A"),
+                                                                        ("Q2 again?", "B")]
+
+
+def test_split_documents_keeps_each_document_whole(lume_rows):
+    rows = lume_rows["forget_train"][:40]
+    seen, unseen = split_documents(rows, 0.5, seed=0)
+    stem = lambda r: r["id"][:-3]  # noqa: E731
+    assert seen and unseen and len(seen) + len(unseen) == len(rows)
+    assert not {stem(r) for r in seen} & {stem(r) for r in unseen}
+    assert split_documents(rows, 0.5, seed=0) == (seen, unseen)
+    with pytest.raises(ValueError, match="at least 2 forget documents"):
+        split_documents(rows[:1], 0.5)
+
+
+def test_verdicts_read_the_share_that_comes_back():
+    assert "does not survive 4-bit" in attack_verdict("int4", 0.9, 0.3, 0.8)[1]
+    assert attack_verdict("int4", 0.9, 0.3, 0.8)[0] == pytest.approx(5 / 6)
+    assert "survives 8-bit" in attack_verdict("int8", 0.9, 0.3, 0.31)[1]
+    assert "brings back part" in attack_verdict("relearn", 0.9, 0.3, 0.5)[1]
+    assert "nothing measurable was forgotten" in attack_verdict("int4", 0.9, 0.88, 0.9)[1]
+    assert "holds" in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]
+    assert "weaker" in probe_verdict("prefix25", 0.8, 0.6, 0.9, 0.3)[1]
+
+
+# ---- relearning --------------------------------------------------------------------------------------------------
+
+
+def _forget_nll(model, tokenizer, rows):
+    from hf_unlearn.data.collator import tokenize_row
+
+    total = 0.0
+    with torch.no_grad():
+        for row in rows:
+            feature, _ = tokenize_row(tokenizer, row["input"], row["output"])
+            ids = torch.tensor([feature["input_ids"]])
+            total += model(input_ids=ids, labels=torch.tensor([feature["labels"]])).loss.item()
+    return total / len(rows)
+
+
+def test_relearning_on_some_forget_documents_brings_back_the_others(memorised_model, tokenizer, memorised_rows):
+    rows = memorised_rows["forget"]
+    seen, unseen = split_documents(rows, 0.5, seed=0)
+    # "unlearn" by gradient ascent on every forget row: a shared direction that relearning half of them undoes
+    unlearned = copy.deepcopy(memorised_model)
+    from hf_unlearn.data.collator import pad, tokenize_row
+
+    optimizer = torch.optim.Adam(unlearned.parameters(), lr=1e-3)
+    feats = [tokenize_row(tokenizer, r["input"], r["output"])[0] for r in rows]
+    for _ in range(3):
+        ids = pad([f["input_ids"] for f in feats], tokenizer.pad_token_id)
+        labels = pad([f["labels"] for f in feats], -100)
+        (-unlearned(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=labels).loss).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    before, after = _forget_nll(memorised_model, tokenizer, unseen), _forget_nll(unlearned, tokenizer, unseen)
+    assert after > before + 1.0, (before, after)
+    params = copy.deepcopy(unlearned.state_dict())
+    attacked = relearn(unlearned, tokenizer, seen, RelearnConfig(steps=20, learning_rate=1e-3, batch_size=2))
+    recovered = _forget_nll(attacked, tokenizer, unseen)
+    assert recovered < after - 0.3 * (after - before), (before, after, recovered)  # a good part comes back
+    assert all(torch.equal(v, unlearned.state_dict()[k]) for k, v in params.items())  # the copy was trained
+    with pytest.raises(ValueError, match="fraction"):
+        RelearnConfig(fraction=1.0)
