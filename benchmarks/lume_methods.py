@@ -417,9 +417,9 @@ class ComparisonCallback(LumeEvaluationCallback):
 # ---- one unlearning run ----------------------------------------------------------------------------------------------
 
 
-def run_method(key: str, seed: int, settings: Settings, subset: Subset, target_dir: str, max_new_tokens: dict,
-               ppl_target: float, before: dict[str, float], work_dir: Path) -> dict[str, Any]:
-    """Unlearn the forget_train subset from a fresh copy of the target with one method and seed; the scored points."""
+def build_trainer(key: str, seed: int, settings: Settings, subset: Subset, target_dir: str, work_dir: Path):
+    """The trainer of one method and seed on a fresh copy of the target: forget_train and retain_train subsets,
+    LoRA on all linear layers, no printing callbacks."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -429,7 +429,6 @@ def run_method(key: str, seed: int, settings: Settings, subset: Subset, target_d
                             UnlearningTrainer)
 
     spec = METHODS[key]
-    started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(target_dir, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     config_cls, trainer_cls = ((InfluenceUnlearningConfig, InfluenceUnlearningTrainer) if spec["trainer"] == "influence"
@@ -449,6 +448,14 @@ def run_method(key: str, seed: int, settings: Settings, subset: Subset, target_d
     )
     for printer in (PrinterCallback, ProgressCallback):  # the scores go to the run's record, not to stdout
         trainer.remove_callback(printer)
+    return trainer
+
+
+def run_method(key: str, seed: int, settings: Settings, subset: Subset, target_dir: str, max_new_tokens: dict,
+               ppl_target: float, before: dict[str, float], work_dir: Path) -> dict[str, Any]:
+    """Unlearn the forget_train subset from a fresh copy of the target with one method and seed; the scored points."""
+    started = time.perf_counter()
+    trainer = build_trainer(key, seed, settings, subset, target_dir, work_dir)
     trainer.add_callback(ComparisonCallback(trainer, subset, max_new_tokens, settings.eval_batch_size, ppl_target,
                                             before))
     trainer.train()

@@ -423,8 +423,8 @@ def lora_modules(spec: str) -> str | list[str]:
     return spec if spec == "all-linear" else [name.strip() for name in spec.split(",") if name.strip()]
 
 
-def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
-               work_dir: Path) -> dict[str, Any]:
+def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_dir: str, work_dir: Path):
+    """The trainer of one method and seed on a fresh copy of the target, given the `settings.given` subsets."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -434,7 +434,6 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
                             UnlearningTrainer)
 
     spec, chosen = METHODS[key], method_config(key, settings)
-    started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(target_dir, use_safetensors=True, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     config_cls, trainer_cls = ((InfluenceUnlearningConfig, InfluenceUnlearningTrainer) if spec["trainer"] == "influence"
@@ -456,6 +455,14 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
                                target_modules=lora_modules(settings.lora_target_modules)),
     )
     trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
+               work_dir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    trainer = build_trainer(key, seed, settings, data, target_dir, work_dir)
+    tokenizer, chosen, given = trainer.processing_class, method_config(key, settings), settings.given
     trainer.train()
     train_seconds = time.perf_counter() - started
     scores = score_model(trainer.model, tokenizer, data, settings, caps, mmlu=bool(settings.run_mmlu))

@@ -92,6 +92,15 @@ def open_private(path: Path):
     return os.fdopen(fd, "w")
 
 
+def _warn_scoring(forget, retain, main_process: bool = True) -> None:
+    """Print, before any generation, what would make the scores mean less than they seem (counts only)."""
+    from .metrics.lume import scoring_warnings
+
+    if main_process:
+        for line in scoring_warnings(forget, "forget") + scoring_warnings(retain, "retain"):
+            print(f"warning: {line}", file=sys.stderr)
+
+
 def evaluate_command(args) -> int:
     from accelerate import Accelerator
 
@@ -102,6 +111,7 @@ def evaluate_command(args) -> int:
     model, tokenizer = _load_model(args)
     model.to(accelerator.device)
     forget, retain = load_lume(args.data, split=args.split)
+    _warn_scoring(forget, retain, accelerator.is_main_process)
     members = nonmembers = None
     if args.mia:
         members = [row["document"] for row in read_jsonl(Path(args.mia) / "member.jsonl")]
@@ -165,6 +175,7 @@ def audit_command(args) -> int:
     forget, retain = [dict(r) for r in forget], [dict(r) for r in retain]
     if args.max_rows:
         forget, retain = forget[: args.max_rows], retain[: args.max_rows]
+    _warn_scoring(forget, retain)
     members = nonmembers = None
     if args.mia:
         members = [row["document"] for row in read_jsonl(Path(args.mia) / "member.jsonl")]
@@ -225,11 +236,22 @@ def _merge(args) -> Path:
                           private=not args.public)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .data.lume import DataValidationError
+    from .pretrained import OfflineModelMissing
+
+    # Our own checks raise these with messages that name files, lines and fields, never row text.
+    return (DataValidationError, OfflineModelMissing, FileNotFoundError, FileExistsError, PermissionError,
+            NotADirectoryError, ValueError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="hf-unlearn", description="Unlearning for the Hugging Face stack.")
     parser.add_argument("--version", action="version", version=f"hf_unlearn {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="Show the full traceback of an error (default: one line that names what is wrong).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ev = commands.add_parser("evaluate", help="Score a model on the LUME benchmark (the task's own scoring).")
@@ -260,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load dtype (default: the checkpoint's own; the task's script used bfloat16).")
     ev.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                    help="Show the full traceback of an error (default: one line that names what is wrong).")
     ev.set_defaults(func=evaluate_command)
 
     mg = commands.add_parser("merge", help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
@@ -275,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    mg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                    help="Show the full traceback of an error (default: one line that names what is wrong).")
     mg.set_defaults(func=merge_command)
 
     au = commands.add_parser("audit", help="Does the forgetting hold under quantization, relearning and probing?")
@@ -299,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--dtype", default="float32", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load dtype of both models (default float32: rounding is measured against full precision).")
     au.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    au.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                    help="Show the full traceback of an error (default: one line that names what is wrong).")
     au.set_defaults(func=audit_command)
 
     demo = commands.add_parser(
@@ -326,7 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if getattr(args, "mmlu_limit", None) is not None and args.mmlu_limit >= 1:
         args.mmlu_limit = int(args.mmlu_limit)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _user_errors() as err:  # bad input: one line that names what is wrong; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"hf-unlearn {args.command}: error: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

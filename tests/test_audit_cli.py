@@ -69,3 +69,37 @@ def test_audit_command_end_to_end(memorised_model, tokenizer, memorised_rows, lu
     for row in forget:  # what a user is erasing appears in none of it
         for field in ("input", "output", "id"):
             assert row[field].strip() not in written and row[field].strip() not in printed, field
+
+
+def test_cli_errors_are_one_line_unless_debug(tmp_path, capsys):
+    import pytest
+
+    from hf_unlearn.data.lume import DataValidationError
+
+    (tmp_path / "forget_train.jsonl").write_text(json.dumps({"id": "a1sc1", "input": "x", "output": 3}) + "\n")
+    (tmp_path / "retain_train.jsonl").write_text(json.dumps({"id": "b1sc1", "input": "y", "output": "z"}) + "\n")
+    argv = ["audit", "--model", "nowhere", "--original", "nowhere", "--data", str(tmp_path), "--output-dir",
+            str(tmp_path / "out")]
+    assert cli_main(argv) == 2  # refused while reading the data, before any model is looked for
+    err = capsys.readouterr().err
+    assert err.startswith("hf-unlearn audit: error: ") and "forget_train.jsonl" in err and "output" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(DataValidationError):
+        cli_main(argv + ["--debug"])
+    assert cli_main(["audit", "--model", "m", "--original", "m", "--data", str(tmp_path), "--output-dir", "o",
+                     "--probes", "int4,int2"]) == 2
+    assert "unknown probe(s) int2; known: int8, int4, relearn" in capsys.readouterr().err
+
+
+def test_evaluate_warns_before_generating_about_rows_that_are_not_scored(tmp_path, capsys):
+    from hf_unlearn.metrics.lume import scoring_warnings
+
+    rows = [{"id": "d1sc1", "task": "Task2", "input": "a", "output": "b"},
+            {"id": "d1sc1", "task": "Task2", "input": "a", "output": "b"},
+            {"id": "custom-7", "task": "Task9", "input": "c", "output": "d"}]
+    lines = scoring_warnings(rows, "forget")
+    assert lines == ["forget: 1 of 3 rows are not scored (their id does not end in sc<N> or qa<N>): rows 2",
+                     "forget: 1 rows repeat an earlier row's id; each copy is scored",
+                     "forget: 1 rows have a task other than Task1, Task2, Task3 (1 other task name(s)); they are "
+                     "scored as tasks of their own"]
+    assert scoring_warnings(rows[:1], "retain") == []

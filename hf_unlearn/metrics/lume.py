@@ -75,6 +75,32 @@ def score_row(row: Mapping[str, Any], generated: str) -> tuple[str | None, float
     return None, None
 
 
+KNOWN_TASKS = ("Task1", "Task2", "Task3")
+
+
+def scoring_warnings(rows: Sequence[Mapping[str, Any]], name: str) -> list[str]:
+    """What would make a split's scores mean less than they seem, by count and row index only (never text): rows
+    the task's script does not score (an id not ending in `sc<N>`/`qa<N>`), repeated ids (their rows count twice)
+    and tasks other than Task1-3 (scored, but the task score then has other terms than the task's twelve)."""
+    out = []
+    unscored = [i for i, r in enumerate(rows) if row_kind(str(r.get("id", ""))) is None]
+    if unscored:
+        out.append(f"{name}: {len(unscored)} of {len(rows)} rows are not scored (their id does not end in sc<N> or "
+                   f"qa<N>): rows {', '.join(map(str, unscored[:10]))}{' ...' if len(unscored) > 10 else ''}")
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[str(r.get("id"))] = seen.get(str(r.get("id")), 0) + 1
+    repeated = sum(n - 1 for n in seen.values() if n > 1)
+    if repeated:
+        out.append(f"{name}: {repeated} rows repeat an earlier row's id; each copy is scored")
+    unknown = sorted({str(r.get("task")) for r in rows} - set(KNOWN_TASKS))
+    if unknown:
+        count = sum(str(r.get("task")) not in KNOWN_TASKS for r in rows)
+        out.append(f"{name}: {count} rows have a task other than {', '.join(KNOWN_TASKS)} ({len(unknown)} other "
+                   "task name(s)); they are scored as tasks of their own")
+    return out
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 

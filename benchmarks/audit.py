@@ -1,0 +1,145 @@
+"""Does our LoRA unlearning survive int8 and int4 quantization, relearning and shorter prompts?
+
+    python benchmarks/audit.py --model tiny                       # the tiny comparison target (lume_methods.py)
+    python benchmarks/audit.py --model smollm2 -- --anchor_weight 1 --learning_rate 2e-3 \\
+        --retain_nll_weight 4 --retain_kl_weight 1              # the SmolLM2 target (lume_methods_smollm2.py)
+
+For each method (`--methods`, default NPO+NLL+KL and GD) and seed it unlearns the forget_train subset from the
+benchmark's cached target with that benchmark's settings (everything after `--` goes to its Settings), merges the
+adapter, and runs `hf_unlearn.audit.audit_model` on the given subsets (forget_train and retain_train rows, the MIA
+members against the nonmembers): int8 and int4 round-to-nearest quantization, a relearning fine-tune on half the
+forget documents measured on the other half, prompts cut to 50% and 25%. LUME rows carry no paraphrases, so that
+probe is reported as not run.
+
+It writes `benchmarks/results/audit.{md,json}` (one section per model and method, kept from earlier invocations for
+the other model) and `audit_<model>_<method>.png`. Numbers, verdicts and settings only: no row text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+lume_methods = _load("lume_methods")
+
+from hf_unlearn.audit import PROBES, RelearnConfig, audit_model, verdicts  # noqa: E402
+from hf_unlearn.audit.run import audit_markdown, audit_plot  # noqa: E402
+
+DEFAULT_METHODS = ("npo_nll_kl", "gd")
+
+
+def prepare(model: str, rest: list[str]):
+    """(benchmark module, its settings, a function (key, seed, work_dir) -> trainer, rows, MIA docs, cap)."""
+    if model == "tiny":
+        bench = lume_methods
+        parser = argparse.ArgumentParser()
+        bench.add_dataclass_arguments(parser, bench.Settings)
+        settings = bench.Settings(**bench.dataclass_overrides(parser.parse_args(rest), bench.Settings))
+        subset = bench.select_subset(bench.DEFAULT_DATA, settings.docs_per_task, settings.num_members,
+                                     settings.num_utility_documents)
+        _, tokenizer, info = bench.load_or_build_target(settings, subset, bench.DEFAULT_DATA)
+        target_dir = info["cache_dir"]
+
+        def trainer(key, seed, work):
+            return bench.build_trainer(key, seed, settings, subset, target_dir, work)
+    else:
+        bench = _load("lume_methods_smollm2")
+        parser = argparse.ArgumentParser()
+        bench.lume_methods.add_dataclass_arguments(parser, bench.Settings)
+        settings = bench.Settings(**bench.lume_methods.dataclass_overrides(parser.parse_args(rest), bench.Settings))
+        data = bench.load_data(settings)
+        _, tokenizer, info = bench.load_or_build_target(settings, data)
+        subset, target_dir = data.subset, info["cache_dir"]
+
+        def trainer(key, seed, work):
+            return bench.build_trainer(key, seed, settings, data, target_dir, work)
+    caps = lume_methods.generation_caps(tokenizer, subset)
+    rows = (subset.rows["forget_train"], subset.rows["retain_train"])
+    return bench, settings, target_dir, trainer, rows, (subset.members, subset.nonmembers), max(caps.values())
+
+
+def main(argv=None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rest = argv[argv.index("--") + 1:] if "--" in argv else []
+    mine = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="Method keys of the benchmark.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probes", default=",".join(PROBES))
+    for f in dataclasses.fields(RelearnConfig):
+        parser.add_argument(f"--relearn_{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output-dir", default=str(HERE / "results"))
+    args = parser.parse_args(mine)
+    torch.set_num_threads(args.threads)
+    from transformers import AutoModelForCausalLM
+
+    bench, settings, target_dir, make_trainer, (forget, retain), (members, nonmembers), cap = prepare(args.model, rest)
+    relearn = RelearnConfig(**{f.name: getattr(args, f"relearn_{f.name}") for f in dataclasses.fields(RelearnConfig)})
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "audit.json"
+    record = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
+    for key in args.methods:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="audit-") as work:
+            trainer = make_trainer(key, args.seed, Path(work))
+            trainer.train()
+        train_seconds = time.perf_counter() - started
+        unlearned = trainer.model.merge_and_unload().eval()
+        original = AutoModelForCausalLM.from_pretrained(target_dir, use_safetensors=True).eval()
+        results = audit_model(unlearned, original, trainer.processing_class, forget, retain, members, nonmembers,
+                              probes=[p for p in args.probes.split(",") if p], relearn_config=relearn,
+                              max_new_tokens=cap, batch_size=16)
+        name = f"{args.model}/{key}"
+        results["benchmark"] = {"model": args.model, "method": key, "seed": args.seed,
+                                "settings": dataclasses.asdict(settings), "train_seconds": train_seconds,
+                                "audit_seconds": time.perf_counter() - started - train_seconds,
+                                "threads": torch.get_num_threads()}
+        record["runs"][name] = results
+        audit_plot(results, out_dir / f"audit_{args.model}_{key}.png")
+        print("\n".join(verdicts(results)), flush=True)
+        del unlearned, original, trainer
+    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["# Does the forgetting hold? Audits of LoRA unlearning", "",
+             "`python benchmarks/audit.py` (see its docstring): each method unlearns the forget_train subset of the "
+             "benchmark's memorised target, the adapter is merged, and `hf_unlearn.audit.audit_model` scores the "
+             "target, the unlearned model and each attack on the given forget and retain rows.", ""]
+    for name, results in record["runs"].items():
+        b = results["benchmark"]
+        lines += [f"## {name} (seed {b['seed']}; training {b['train_seconds']:.0f} s, audit {b['audit_seconds']:.0f} s, "
+                  f"{b['threads']} thread(s))", "", audit_markdown(results).split("\n", 2)[2], "",
+                  f"![{name}](audit_{b['model']}_{b['method']}.png)", ""]
+    (out_dir / "audit.md").write_text("\n".join(lines))
+    return record
+
+
+if __name__ == "__main__":
+    main()
