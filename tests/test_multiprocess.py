@@ -74,3 +74,30 @@ def test_cli_evaluate_under_two_processes_writes_single_process_results(saved, t
     assert results_two["retain-set"] == results_one["retain-set"]
     for key in ("mia_loss_auc", "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc"):
         assert results_two[key] == pytest.approx(results_one[key], abs=1e-9), key
+
+
+def test_cli_audit_under_two_processes_gives_the_single_process_audit(saved, tmp_path):
+    # the memorised model audited against itself: the scores, not the verdicts, are what must agree
+    args = ["-m", "hf_unlearn.cli", "audit", "--model", str(saved / "model"), "--original", str(saved / "model"),
+            "--data", str(saved / "data"), "--split", "validation", "--mia", str(saved / "data" / "mia"),
+            "--probes", "int4,relearn,prefix50", "--relearn-steps", "2", "--relearn-lr", "1e-3",
+            "--max-new-tokens", "16"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+        + args + ["--output-dir", str(tmp_path / "two")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("audit written to") == 1
+    one = subprocess.run([sys.executable] + args + ["--output-dir", str(tmp_path / "one")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    audit_two = json.loads((tmp_path / "two" / "audit.json").read_text())
+    audit_one = json.loads((tmp_path / "one" / "audit.json").read_text())
+    for name in ("original", "unlearned"):
+        assert audit_two["models"][name] == pytest.approx(audit_one["models"][name], abs=1e-6), name
+    for name in ("int4", "relearn", "prefix50"):
+        assert audit_two["probes"][name]["verdict"] == audit_one["probes"][name]["verdict"]
+    assert audit_two["probes"]["relearn"]["attacked"] == pytest.approx(audit_one["probes"]["relearn"]["attacked"],
+                                                                       abs=1e-6)
