@@ -27,7 +27,7 @@ from hf_unlearn.methods import (
 from .conftest import short_rows
 from .test_trainer import answer_distributions, lora, make_config
 
-BUILTIN = ["npo", "ga", "gd", "kl"]
+BUILTIN = ["npo", "ga", "gd", "kl", "simnpo", "undial", "wga", "satimp", "rmu"]
 
 
 @pytest.fixture
@@ -52,7 +52,8 @@ def test_builtin_methods_are_registered_in_order_with_a_paper_each():
 
 
 def test_lookup_of_an_unknown_name_lists_the_registered_ones():
-    with pytest.raises(ValueError, match=r"Unknown unlearning method 'nope'\. Choose one of: npo, ga, gd, kl"):
+    with pytest.raises(ValueError, match=r"Unknown unlearning method 'nope'\. Choose one of: npo, ga, gd, kl, simnpo, "
+                                         r"undial, wga, satimp, rmu"):
         get_method("nope")
 
 
@@ -80,6 +81,23 @@ def test_builtin_hyperparameters_are_documented_config_fields_and_flags():
             assert f"{f.name} (`" in doc, f"{f.name} is not in the Parameters: of {arguments.__name__}"
             assert f.metadata.get("help"), f.name
             assert f"--{f.name}" in help_text, f.name
+
+
+def test_config_validates_method_hyperparameters(tmp_path):
+    for kwargs, message in [
+        (dict(method="simnpo", simnpo_beta=0.0), "simnpo_beta must be > 0"),
+        (dict(method="undial", undial_beta=-1.0), "undial_beta must be >= 0"),
+        (dict(method="wga", wga_beta=-1.0), "wga_beta must be >= 0"),
+        (dict(method="satimp", satimp_beta2=-1.0), "satimp_beta2 must be >= 0"),
+        (dict(method="rmu", rmu_layer=-1), "rmu_layer must be an integer >= 0"),
+        (dict(method="rmu", rmu_steering_coeff=0.0), "rmu_steering_coeff must be > 0"),
+        (dict(method="npo", npo_level="word"), "npo_level must be one of"),
+        (dict(method="simnpo", precompute_ref_log_probs=True), "precompute_ref_log_probs=True only applies to "
+                                                               "method='npo' \\(method='simnpo'"),
+        (dict(method="rmu", simnpo_beta=float("nan")), "simnpo_beta must be a finite number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make_config(tmp_path, **kwargs)
 
 
 def test_step_context_normalises_by_the_whole_step():
@@ -176,4 +194,8 @@ def test_record_hyperparameters_come_from_the_method(tmp_path):
     gd = training_record(args=make_config(tmp_path, method="gd", retain_kl_weight=0.5))["hyperparameters"]
     assert gd["method"] == "gd" and gd["retain_nll_weight"] == 1.0
     assert "retain_kl_weight" not in gd and "beta" not in gd and "reference" not in gd  # gd reads none of them
-    json.dumps(gd)
+    rmu = training_record(args=make_config(tmp_path, method="rmu", rmu_layer=2))["hyperparameters"]
+    assert {k: rmu[k] for k in ("rmu_layer", "rmu_alpha", "rmu_steering_coeff")} == {
+        "rmu_layer": 2, "rmu_alpha": 1200.0, "rmu_steering_coeff": None}
+    assert "retain_nll_weight" not in rmu and rmu["reference"] == "auto"
+    json.dumps(rmu)
