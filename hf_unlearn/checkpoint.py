@@ -35,7 +35,8 @@ FINGERPRINT = "unlearning_fingerprint.json"
 # What a resumed run must share with the checkpointed one to continue it exactly (max_steps etc. may change), beyond
 # the method and its hyperparameters (`UnlearningConfig.method_hyperparameters`).
 RUN_SETTINGS = ("loss_on_prompt", "max_length", "seed", "data_seed", "per_device_train_batch_size",
-                "gradient_accumulation_steps")
+                "gradient_accumulation_steps", "retain_per_forget", "forget_chunk_size", "epochs_per_chunk",
+                "chunk_restart_optimizer", "train_last_layers")
 
 
 def _rows_hash(rows) -> str | None:

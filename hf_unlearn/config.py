@@ -65,6 +65,27 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
             Time budget in seconds for the whole run, from the start of `train()` (the task allowed one hour, 3600).
             Training stops gracefully early enough to save a checkpoint and to run the final evaluation of the LUME
             callbacks within the budget (their last duration is the estimate). `None`: no budget.
+        retain_per_forget (`int`, *optional*, defaults to `1`):
+            Retain rows paired with each forget row: a step of `per_device_train_batch_size` forget rows has this many
+            times as many retain rows (the chunked schedule's ratio r).
+        forget_chunk_size (`int` or `None`, *optional*, defaults to `None`):
+            The chunked sequential schedule (AILS-NTUA's data chunking, for any method): the forget set, in its order,
+            is split into chunks of this many rows; chunk k gets `retain_per_forget` times as many retain rows, drawn
+            cyclically in the retain set's order with the position carried over from chunk to chunk; the chunks are
+            unlearned one after another, each for `epochs_per_chunk` passes. One epoch (`num_train_epochs`) is then
+            the whole schedule. A chunk's passes must fill whole optimisation steps (`epochs_per_chunk x
+            forget_chunk_size` a multiple of the rows per step), except the last chunk's. `None`: every epoch is one
+            pass over the whole forget set.
+        epochs_per_chunk (`int`, *optional*, defaults to `1`):
+            Passes over each chunk before the next one (with `forget_chunk_size`).
+        chunk_restart_optimizer (`bool`, *optional*, defaults to `True`):
+            With `forget_chunk_size`: each chunk starts with a fresh optimizer state and its own learning-rate
+            schedule (`lr_scheduler_type` and warm-up over the chunk's steps), as the original does. `False`: one
+            optimizer and one schedule over the whole run.
+        train_last_layers (`int` or `None`, *optional*, defaults to `None`):
+            Layer focus: train only the last k decoder layers. With `peft_config`, the LoRA goes on those layers only
+            (peft's `layers_to_transform`); with a plain model and no `peft_config`, every other parameter (the other
+            layers, embeddings, final norm, output layer) is frozen. `None`: no restriction.
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Changed from the `TrainingArguments` default: the trainer builds its own paired forget/retain batches,
             whose columns the model's `forward` does not name.
@@ -140,6 +161,29 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
             "to save a checkpoint and run the final evaluation of the LUME callbacks within it."
         },
     )
+    retain_per_forget: int = field(
+        default=1, metadata={"help": "Retain rows paired with each forget row (the chunked schedule's ratio r)."}
+    )
+    forget_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Chunked sequential unlearning: forget rows per chunk, unlearned one chunk after another with "
+            "retain_per_forget retain rows each (drawn cyclically, carried over), epochs_per_chunk passes each. One "
+            "epoch is then the whole schedule. Default: no chunks."
+        },
+    )
+    epochs_per_chunk: int = field(default=1, metadata={"help": "Passes over each forget chunk before the next."})
+    chunk_restart_optimizer: bool = field(
+        default=True,
+        metadata={"help": "With forget_chunk_size: a fresh optimizer state and lr schedule for every chunk."},
+    )
+    train_last_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train only the last k decoder layers: LoRA on them only (with peft_config), or the other "
+            "parameters frozen (plain model)."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the trainer builds its own paired forget/retain batches."},
@@ -190,6 +234,7 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}.")
         method.check()
+        self._check_schedule()
         if self.precompute_ref_log_probs and not method.needs().forget_ref_log_probs:
             readers = " or ".join(f"method={name!r}" for name in _methods_reading_forget_reference()) or "no method"
             raise ValueError(
@@ -197,6 +242,25 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
                 "log-probs of the forget rows to precompute)."
             )
         self._check_unlearn_optim()
+
+    def _check_schedule(self) -> None:
+        for name in ("retain_per_forget", "epochs_per_chunk"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        for name in ("forget_chunk_size", "train_last_layers"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or None), got {value!r}.")
+        if self.forget_chunk_size is None and self.epochs_per_chunk != 1:
+            raise ValueError("epochs_per_chunk only applies with forget_chunk_size (the chunked schedule).")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> UnlearningConfig:
+        """A config with one of the `PRESETS` (`"sugd"`, `"sugd-lora"`), then `overrides` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
 
     def _check_finite(self) -> None:
         """Refuse NaN or infinity in any float setting of this config."""
@@ -288,6 +352,32 @@ def _methods_reading_forget_reference() -> list[str]:
         except Exception:  # a method whose defaults cannot be built is just not listed
             continue
     return names
+
+
+# SUGD, AILS-NTUA's SemEval-2025 Task 4 winner (arXiv:2503.02443; ../shared/docs/METHODS.md): gradient difference on a
+# chunked schedule. Theirs: chunks of C forget rows, r * C retain rows each (cyclic, carried over), E epochs per chunk
+# with a fresh optimizer and schedule, lr, batch size, and the last k decoder layers trained in full ("sugd", their
+# 7B setting: C 32, r 7, lambda 0.5, lr 1e-5, E 7, batch 1, k 8) or LoRA on q, v, up, down ("sugd-lora": C 32, r 3,
+# lambda 1, batch 16, lr 5e-5, E 4; pass `peft_config=sugd_lora_config()`, LoRA r 16, alpha 32). Ours: their loss is
+# the mean over all rows of f_i * (row mean NLL), f = -1 (forget) or lambda (retain); our "gd" takes token means of
+# the forget and retain NLL apart, so retain_nll_weight = lambda * r keeps their total weight of the retain rows
+# against the forget rows (r retain rows per forget row); num_train_epochs 1 (one pass of the whole schedule).
+PRESETS: dict[str, dict[str, Any]] = {
+    "sugd": dict(method="gd", retain_nll_weight=0.5 * 7, forget_chunk_size=32, retain_per_forget=7,
+                 epochs_per_chunk=7, chunk_restart_optimizer=True, learning_rate=1e-5, per_device_train_batch_size=1,
+                 train_last_layers=8, num_train_epochs=1),
+    "sugd-lora": dict(method="gd", retain_nll_weight=1.0 * 3, forget_chunk_size=32, retain_per_forget=3,
+                      epochs_per_chunk=4, chunk_restart_optimizer=True, learning_rate=5e-5,
+                      per_device_train_batch_size=16, num_train_epochs=1),
+}
+
+
+def sugd_lora_config(**kwargs):
+    """The LoRA of the `"sugd-lora"` preset: r 16, alpha 32 on the q, v, up and down projections."""
+    from peft import LoraConfig
+
+    return LoraConfig(**{"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"],
+                         **kwargs})
 
 
 # The three LIBU setups (Kudelya & Shirnin 2025, arXiv:2506.04044, Table 1), as we read them. We could not read the

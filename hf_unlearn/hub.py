@@ -48,6 +48,11 @@ TRAINING_SETTINGS = (
     "seed",
     "unlearn_optim",
     "unlearn_optim_args",
+    "retain_per_forget",
+    "forget_chunk_size",
+    "epochs_per_chunk",
+    "chunk_restart_optimizer",
+    "train_last_layers",
 )
 SCORE_PREFIXES = ("lume/", "mia/", "mmlu/", "influence/")
 RECORD_FILE = "unlearning_record.json"

@@ -15,6 +15,7 @@ Sophia). Work beyond the step's own forward and backward (Sophia's Hessian refre
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections import defaultdict
@@ -26,6 +27,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, Trainer
 from .checkpoint import resolve_resume, save_checkpoint_atomically
 from .config import UnlearningConfig
 from .data import (
+    ChunkedForgetRetainSampler,
     ForgetRetainDataset,
     ForgetRetainSampler,
     UnlearningCollator,
@@ -54,6 +56,14 @@ from .methods import (
 )
 from .optim import causal_lm_gnb_loss, get_optimizer_cls, unwrap_optimizer
 from .reference import Reference, is_peft_model
+from .schedule import (
+    chunk_of_step,
+    chunk_step_bounds,
+    chunked_lr_scheduler,
+    freeze_all_but_last_layers,
+    last_layer_indices,
+    reset_optimizer_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +170,17 @@ class UnlearningTrainer(Trainer):
             # The LoRA weights are drawn here, before Trainer seeds anything: seed as Trainer will, so `args.seed`
             # also fixes the adapter's initialisation.
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+            if args.train_last_layers is not None:  # layer focus: the LoRA goes on the last k decoder layers only
+                peft_config = copy.copy(peft_config)
+                peft_config.layers_to_transform = last_layer_indices(model, args.train_last_layers)
             model = get_peft_model(model, peft_config)
+        elif args.train_last_layers is not None:
+            if is_peft_model(model):
+                raise ValueError(
+                    "train_last_layers with a model that already has its adapter: pass the plain model and "
+                    "peft_config= (the LoRA is then put on the last layers only), or leave train_last_layers=None."
+                )
+            freeze_all_but_last_layers(model, args.train_last_layers)
         if args.gradient_checkpointing and is_peft_model(model):
             # With a frozen base, the checkpointed blocks would otherwise see inputs that need no grad.
             model.enable_input_require_grads()
@@ -200,6 +220,16 @@ class UnlearningTrainer(Trainer):
         self._metric_steps = 0  # optimiser steps since the last training log
         self._step_begins = False  # set by get_batch_samples: the next training_step is a step's first micro-batch
         self.hessian_refreshes = 0
+        self.chunk_restarts = 0
+        self.chunk_bounds = self._chunk_bounds()  # None without forget_chunk_size; checked here, before training
+        if self.chunk_bounds is not None and args.chunk_restart_optimizer and self.is_deepspeed_enabled:
+            raise ValueError(
+                "chunk_restart_optimizer=True resets the optimizer's state, which DeepSpeed owns: set it to False or "
+                "use DDP (or a single process)."
+            )
+        if args.forget_chunk_size is not None and args.num_train_epochs != 1 and args.max_steps <= 0:
+            logger.warning("With forget_chunk_size one epoch is the whole chunked schedule: num_train_epochs=%s runs "
+                           "it %s times.", args.num_train_epochs, args.num_train_epochs)
         if args.uses_sophia and args.unlearn_optim_kwargs.get("hessian_estimator", "gnb") == "gnb":
             self._check_extra_passes_supported("Sophia's Gauss-Newton-Bartlett Hessian refresh")
 
@@ -269,11 +299,51 @@ class UnlearningTrainer(Trainer):
             return prepare_deepspeed(ref_model, self.accelerator)
         return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
-    def _get_train_sampler(self, train_dataset=None) -> ForgetRetainSampler:
+    def _get_train_sampler(self, train_dataset=None) -> ForgetRetainSampler | ChunkedForgetRetainSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        retain = dataset.retain
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return ForgetRetainSampler(len(dataset.forget), len(retain) if retain else 0, seed=seed)
+        return self._make_sampler(dataset)
+
+    def _make_sampler(self, dataset: ForgetRetainDataset) -> ForgetRetainSampler | ChunkedForgetRetainSampler:
+        args = self.args
+        num_retain = len(dataset.retain) if dataset.retain else 0
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        if args.forget_chunk_size is not None:
+            return ChunkedForgetRetainSampler(
+                len(dataset.forget), num_retain, args.forget_chunk_size, args.retain_per_forget, args.epochs_per_chunk,
+                seed=seed,
+            )
+        return ForgetRetainSampler(len(dataset.forget), num_retain, seed=seed, retain_per_forget=args.retain_per_forget)
+
+    # ---- the chunked schedule ---------------------------------------------------------------------------------
+
+    def _chunk_bounds(self) -> list[int] | None:
+        """Steps at which the chunks start within one pass of the schedule (see `schedule.chunk_step_bounds`)."""
+        if self.args.forget_chunk_size is None:
+            return None
+        rows_per_step = (
+            self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        )
+        return chunk_step_bounds(self._make_sampler(self.train_dataset).chunk_lengths(), rows_per_step)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`Trainer.create_scheduler`; with `chunk_restart_optimizer`, the schedule restarts with each chunk."""
+        if self.lr_scheduler is None and self.args.forget_chunk_size is not None and self.args.chunk_restart_optimizer:
+            self.lr_scheduler = chunked_lr_scheduler(optimizer or self.optimizer, self.args, self.chunk_bounds)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def restart_chunk_if_due(self) -> bool:
+        """At the first step of every chunk but the first, reset the optimizer's state (its schedule restarts by
+        itself, `create_scheduler`). A function of the global step only, so a resumed run restarts where the
+        uninterrupted one does."""
+        if self.chunk_bounds is None or not self.args.chunk_restart_optimizer:
+            return False
+        step = self.state.global_step
+        if step == 0 or chunk_of_step(step, self.chunk_bounds)[0] != step:
+            return False
+        reset_optimizer_state(unwrap_optimizer(self.optimizer))
+        self.chunk_restarts += 1
+        return True
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
 
@@ -303,7 +373,8 @@ class UnlearningTrainer(Trainer):
         kwargs = {"lr": args.learning_rate}
         if args.uses_sophia:
             rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-            kwargs.update(bs=rows_per_step * (2 if args.uses_retain else 1) * args.max_length, seed=args.seed)
+            rows_per_forget = 1 + (args.retain_per_forget if args.uses_retain else 0)
+            kwargs.update(bs=rows_per_step * rows_per_forget * args.max_length, seed=args.seed)
         kwargs.update(args.unlearn_optim_kwargs)
         return optimizer_cls, kwargs
 
@@ -312,6 +383,7 @@ class UnlearningTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._step_begins:  # the first micro-batch of an optimisation step: its gradients are still zero
             self._step_begins = False
+            self.restart_chunk_if_due()
             self.run_extra_passes(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
