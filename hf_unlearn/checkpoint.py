@@ -32,9 +32,11 @@ STAGING_PREFIX = "_tmp-"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 FINGERPRINT = "unlearning_fingerprint.json"
-# What a resumed run must share with the checkpointed one to continue it exactly (max_steps etc. may change).
-RUN_SETTINGS = ("method", "beta", "npo_level", "retain_nll_weight", "retain_kl_weight", "loss_on_prompt", "max_length",
-                "seed", "data_seed", "per_device_train_batch_size", "gradient_accumulation_steps")
+# What a resumed run must share with the checkpointed one to continue it exactly (max_steps etc. may change), beyond
+# the method and its hyperparameters (`UnlearningConfig.method_hyperparameters`).
+RUN_SETTINGS = ("loss_on_prompt", "max_length", "seed", "data_seed", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "retain_per_forget", "forget_chunk_size", "epochs_per_chunk",
+                "chunk_restart_optimizer", "train_last_layers")
 
 
 def _rows_hash(rows) -> str | None:
@@ -52,7 +54,8 @@ def run_fingerprint(trainer) -> dict:
     return {
         "forget": _rows_hash(dataset.forget),
         "retain": _rows_hash(dataset.retain),
-        "settings": {name: getattr(trainer.args, name, None) for name in RUN_SETTINGS},
+        "settings": {**trainer.args.method_hyperparameters(),
+                     **{name: getattr(trainer.args, name, None) for name in RUN_SETTINGS}},
     }
 
 

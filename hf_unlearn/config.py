@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -11,16 +12,9 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from .methods import BUILTIN_ARGUMENTS, METHOD_REGISTRY, NPO_LEVELS, UnlearningMethod, get_method  # noqa: F401
 from .optim import SophiaG, get_optimizer_cls
 
-# What each method optimises (see ../shared/docs/LUME.md and `UnlearningTrainer.compute_loss`).
-METHODS = {
-    "npo": "NPO on the forget set + retain_nll_weight * retain NLL + retain_kl_weight * retain KL",
-    "ga": "gradient ascent: minus the forget NLL",
-    "gd": "gradient difference: minus the forget NLL + retain_nll_weight * retain NLL",
-    "kl": "KL minimisation: minus the forget NLL + retain_kl_weight * retain KL",
-}
-NPO_LEVELS = ("sequence", "token")
 REFERENCES = ("auto", "base", "adapter_copy")
 # TrainingArguments' float settings that scale the updates (ours are found from the annotations).
 _FINITE_TRAINING_ARGUMENTS = (
@@ -29,27 +23,26 @@ _FINITE_TRAINING_ARGUMENTS = (
 
 
 @dataclass
-class UnlearningConfig(TrainingArguments):
+class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
     r"""
     Configuration of [`UnlearningTrainer`]: everything of [`~transformers.TrainingArguments`] plus the unlearning
     method and its hyperparameters.
 
+    Each built-in method's own hyperparameters are documented in its dataclass in `hf_unlearn/methods/` (for
+    `"npo"`: `beta`, `npo_level` in [`~methods.NPOArguments`]); they are fields (and `--help` flags) of this config.
+
     Parameters:
         method (`str`, *optional*, defaults to `"npo"`):
-            Unlearning objective: `"npo"` (NPO on the forget set plus the weighted retain NLL and retain KL; with both
-            weights 0 it is plain NPO), `"ga"` (gradient ascent), `"gd"` (gradient difference) or `"kl"` (KL
-            minimisation), exactly as in the SemEval-2025 Task 4 (LUME) definitions.
-        beta (`float`, *optional*, defaults to `0.5`):
-            Inverse temperature of the NPO loss. As beta tends to 0 the NPO gradient tends to gradient ascent's.
-        npo_level (`str`, *optional*, defaults to `"sequence"`):
-            `"sequence"`: log pi(y|x) is the sum of the answer tokens' log-probs and the NPO loss is averaged over
-            forget rows. `"token"`: the NPO loss is applied to each answer token and averaged over answer tokens
-            (as in the NPO+LoRA submission's code).
+            Unlearning objective, the name of a registered method (`hf_unlearn.methods`): `"npo"` (NPO on the forget
+            set plus the weighted retain NLL and retain KL; with both weights 0 it is plain NPO), `"ga"` (gradient
+            ascent), `"gd"` (gradient difference) or `"kl"` (KL minimisation), exactly as in the SemEval-2025 Task 4
+            (LUME) definitions, or a method registered with `register_method`.
         retain_nll_weight (`float`, *optional*, defaults to `1.0`):
-            Weight (gamma) of the mean token NLL on the retain answers, used by `"npo"` and `"gd"`.
+            Weight (gamma) of the mean token NLL on the retain answers, used by the methods whose `retain_terms`
+            include `"nll"` (`"npo"`, `"gd"`).
         retain_kl_weight (`float`, *optional*, defaults to `0.0`):
             Weight (delta) of KL(pi_theta || pi_ref) on the retain answers, over the full vocabulary and averaged
-            over retain answer tokens; used by `"npo"` and `"kl"`.
+            over retain answer tokens; used by the methods whose `retain_terms` include `"kl"` (`"npo"`, `"kl"`).
         loss_on_prompt (`bool`, *optional*, defaults to `False`):
             Whether the labels cover the `input` tokens too. By default only the `output` tokens and the final EOS
             carry loss.
@@ -57,9 +50,9 @@ class UnlearningConfig(TrainingArguments):
             Maximum tokens of a sequence (`input` + `output` + EOS). Longer rows are truncated with a warning,
             keeping the answer tokens first; no row is dropped.
         precompute_ref_log_probs (`bool`, *optional*, defaults to `False`):
-            Compute the NPO reference log-probs of every forget row once before training (one pass over the forget
-            set) instead of at every step. Gives the same loss; saves a forward pass per step when the retain KL is
-            off.
+            Compute the reference token log-probs of every forget row once before training (one pass over the forget
+            set) instead of at every step, for the methods that read them (`"npo"`). Gives the same loss; saves a
+            forward pass per step when the retain KL is off.
         reference (`str`, *optional*, defaults to `"auto"`):
             Where the reference distribution pi_ref comes from for a peft model. `"base"`: the model with its adapter
             disabled (no copy of the model). `"adapter_copy"`: the adapter as it was before training, copied into a
@@ -72,6 +65,27 @@ class UnlearningConfig(TrainingArguments):
             Time budget in seconds for the whole run, from the start of `train()` (the task allowed one hour, 3600).
             Training stops gracefully early enough to save a checkpoint and to run the final evaluation of the LUME
             callbacks within the budget (their last duration is the estimate). `None`: no budget.
+        retain_per_forget (`int`, *optional*, defaults to `1`):
+            Retain rows paired with each forget row: a step of `per_device_train_batch_size` forget rows has this many
+            times as many retain rows (the chunked schedule's ratio r).
+        forget_chunk_size (`int` or `None`, *optional*, defaults to `None`):
+            The chunked sequential schedule (AILS-NTUA's data chunking, for any method): the forget set, in its order,
+            is split into chunks of this many rows; chunk k gets `retain_per_forget` times as many retain rows, drawn
+            cyclically in the retain set's order with the position carried over from chunk to chunk; the chunks are
+            unlearned one after another, each for `epochs_per_chunk` passes. One epoch (`num_train_epochs`) is then
+            the whole schedule. A chunk's passes must fill whole optimisation steps (`epochs_per_chunk x
+            forget_chunk_size` a multiple of the rows per step), except the last chunk's. `None`: every epoch is one
+            pass over the whole forget set.
+        epochs_per_chunk (`int`, *optional*, defaults to `1`):
+            Passes over each chunk before the next one (with `forget_chunk_size`).
+        chunk_restart_optimizer (`bool`, *optional*, defaults to `True`):
+            With `forget_chunk_size`: each chunk starts with a fresh optimizer state and its own learning-rate
+            schedule (`lr_scheduler_type` and warm-up over the chunk's steps), as the original does. `False`: one
+            optimizer and one schedule over the whole run.
+        train_last_layers (`int` or `None`, *optional*, defaults to `None`):
+            Layer focus: train only the last k decoder layers. With `peft_config`, the LoRA goes on those layers only
+            (peft's `layers_to_transform`); with a plain model and no `peft_config`, every other parameter (the other
+            layers, embeddings, final norm, output layer) is frozen. `None`: no restriction.
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Changed from the `TrainingArguments` default: the trainer builds its own paired forget/retain batches,
             whose columns the model's `forward` does not name.
@@ -102,19 +116,8 @@ class UnlearningConfig(TrainingArguments):
 
     method: str = field(
         default="npo",
-        metadata={"help": "Unlearning objective.", "choices": list(METHODS)},
-    )
-    beta: float = field(
-        default=0.5,
-        metadata={"help": "Inverse temperature of the NPO loss. As beta tends to 0 NPO tends to gradient ascent."},
-    )
-    npo_level: str = field(
-        default="sequence",
-        metadata={
-            "help": "'sequence': log pi(y|x) sums the answer tokens' log-probs, NPO averaged over forget rows. "
-            "'token': NPO per answer token, averaged over answer tokens.",
-            "choices": list(NPO_LEVELS),
-        },
+        # No argparse `choices`: methods registered after this class exists are valid too (checked below).
+        metadata={"help": f"Unlearning objective: a registered method ({', '.join(METHOD_REGISTRY)}, ...)."},
     )
     retain_nll_weight: float = field(
         default=1.0,
@@ -137,7 +140,7 @@ class UnlearningConfig(TrainingArguments):
     )
     precompute_ref_log_probs: bool = field(
         default=False,
-        metadata={"help": "Compute the NPO reference log-probs of the forget set once before training."},
+        metadata={"help": "Compute the reference log-probs of the forget set once before training (method npo)."},
     )
     reference: str = field(
         default="auto",
@@ -156,6 +159,29 @@ class UnlearningConfig(TrainingArguments):
         metadata={
             "help": "Time budget in seconds for the whole run (the task allowed 3600). Training stops early enough "
             "to save a checkpoint and run the final evaluation of the LUME callbacks within it."
+        },
+    )
+    retain_per_forget: int = field(
+        default=1, metadata={"help": "Retain rows paired with each forget row (the chunked schedule's ratio r)."}
+    )
+    forget_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Chunked sequential unlearning: forget rows per chunk, unlearned one chunk after another with "
+            "retain_per_forget retain rows each (drawn cyclically, carried over), epochs_per_chunk passes each. One "
+            "epoch is then the whole schedule. Default: no chunks."
+        },
+    )
+    epochs_per_chunk: int = field(default=1, metadata={"help": "Passes over each forget chunk before the next."})
+    chunk_restart_optimizer: bool = field(
+        default=True,
+        metadata={"help": "With forget_chunk_size: a fresh optimizer state and lr schedule for every chunk."},
+    )
+    train_last_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train only the last k decoder layers: LoRA on them only (with peft_config), or the other "
+            "parameters frozen (plain model)."
         },
     )
     remove_unused_columns: bool = field(
@@ -197,16 +223,9 @@ class UnlearningConfig(TrainingArguments):
         if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
             # Pinning needs an accelerator; on a CPU it does nothing and torch warns at every epoch's loader.
             self.dataloader_pin_memory = False
-        if self.method not in METHODS:
-            raise ValueError(
-                f"Unknown unlearning method {self.method!r}. Choose one of: {', '.join(METHODS)}."
-            )
-        if self.npo_level not in NPO_LEVELS:
-            raise ValueError(f"npo_level must be one of {NPO_LEVELS}, got {self.npo_level!r}.")
+        method = self.unlearning_method  # an unknown name fails here, listing the registered ones
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}.")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0 (the NPO temperature), got {self.beta}.")
         for name in ("retain_nll_weight", "retain_kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -214,25 +233,40 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"max_unlearning_time must be a positive number of seconds, got {self.max_unlearning_time}.")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}.")
-        if self.method == "kl" and self.retain_kl_weight == 0:
+        method.check()
+        self._check_schedule()
+        if self.precompute_ref_log_probs and not method.needs().forget_ref_log_probs:
+            readers = " or ".join(f"method={name!r}" for name in _methods_reading_forget_reference()) or "no method"
             raise ValueError(
-                "method='kl' with retain_kl_weight=0 is plain gradient ascent: set retain_kl_weight > 0 "
-                "(e.g. 1.0) or use method='ga'."
-            )
-        if self.precompute_ref_log_probs and self.method != "npo":
-            raise ValueError(
-                f"precompute_ref_log_probs=True only applies to method='npo' (method={self.method!r} has no NPO "
-                "reference log-probs to precompute)."
+                f"precompute_ref_log_probs=True only applies to {readers} (method={self.method!r} has no reference "
+                "log-probs of the forget rows to precompute)."
             )
         self._check_unlearn_optim()
 
+    def _check_schedule(self) -> None:
+        for name in ("retain_per_forget", "epochs_per_chunk"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        for name in ("forget_chunk_size", "train_last_layers"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or None), got {value!r}.")
+        if self.forget_chunk_size is None and self.epochs_per_chunk != 1:
+            raise ValueError("epochs_per_chunk only applies with forget_chunk_size (the chunked schedule).")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> UnlearningConfig:
+        """A config with one of the `PRESETS` (`"sugd"`, `"sugd-lora"`), then `overrides` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
+
     def _check_finite(self) -> None:
         """Refuse NaN or infinity in any float setting of this config."""
-        names = list(_FINITE_TRAINING_ARGUMENTS)
-        for cls in type(self).__mro__:
-            if isinstance(cls, type) and issubclass(cls, UnlearningConfig):
-                names += [name for name in inspect.get_annotations(cls) if name not in names]
-        for name in names:
+        # Ours: every field beyond TrainingArguments' own, the mixed-in methods' hyperparameters included.
+        ours = [f.name for f in dataclasses.fields(self) if f.name not in _TRAINING_ARGUMENT_FIELDS]
+        for name in list(_FINITE_TRAINING_ARGUMENTS) + ours:
             value = getattr(self, name, None)
             if isinstance(value, float) and not math.isfinite(value):
                 hint = " (None means no budget)" if name == "max_unlearning_time" else ""
@@ -279,20 +313,71 @@ class UnlearningConfig(TrainingArguments):
         return self.unlearn_optim is not None and issubclass(get_optimizer_cls(self.unlearn_optim), SophiaG)
 
     @property
+    def unlearning_method(self) -> UnlearningMethod:
+        """The registered `method` with this config's hyperparameters (a new instance at each access)."""
+        return get_method(self.method).from_config(self)
+
+    def method_hyperparameters(self) -> dict[str, Any]:
+        """`method` and the settings of its loss (its dataclass's fields and the retain weights it uses)."""
+        return {"method": self.method, **self.unlearning_method.hyperparameters()}
+
+    # What the method reads, as its `needs()` says (kept as properties of the config for existing callers).
+    @property
     def uses_retain_nll(self) -> bool:
-        return self.method in ("npo", "gd") and self.retain_nll_weight > 0
+        return self.unlearning_method.needs().retain_nll
 
     @property
     def uses_retain_kl(self) -> bool:
-        return self.method in ("npo", "kl") and self.retain_kl_weight > 0
+        return self.unlearning_method.needs().retain_kl
 
     @property
     def uses_retain(self) -> bool:
-        return self.uses_retain_nll or self.uses_retain_kl
+        return self.unlearning_method.needs().uses_retain
 
     @property
     def needs_reference(self) -> bool:
-        return self.method == "npo" or self.uses_retain_kl
+        return self.unlearning_method.needs().reference
+
+
+_TRAINING_ARGUMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainingArguments))
+
+
+def _methods_reading_forget_reference() -> list[str]:
+    """Registered methods whose loss (with default hyperparameters) reads the forget rows' reference log-probs."""
+    names = []
+    for name, cls in METHOD_REGISTRY.items():
+        try:
+            if cls().needs().forget_ref_log_probs:
+                names.append(name)
+        except Exception:  # a method whose defaults cannot be built is just not listed
+            continue
+    return names
+
+
+# SUGD, AILS-NTUA's SemEval-2025 Task 4 winner (arXiv:2503.02443; ../shared/docs/METHODS.md): gradient difference on a
+# chunked schedule. Theirs: chunks of C forget rows, r * C retain rows each (cyclic, carried over), E epochs per chunk
+# with a fresh optimizer and schedule, lr, batch size, and the last k decoder layers trained in full ("sugd", their
+# 7B setting: C 32, r 7, lambda 0.5, lr 1e-5, E 7, batch 1, k 8) or LoRA on q, v, up, down ("sugd-lora": C 32, r 3,
+# lambda 1, batch 16, lr 5e-5, E 4; pass `peft_config=sugd_lora_config()`, LoRA r 16, alpha 32). Ours: their loss is
+# the mean over all rows of f_i * (row mean NLL), f = -1 (forget) or lambda (retain); our "gd" takes token means of
+# the forget and retain NLL apart, so retain_nll_weight = lambda * r keeps their total weight of the retain rows
+# against the forget rows (r retain rows per forget row); num_train_epochs 1 (one pass of the whole schedule).
+PRESETS: dict[str, dict[str, Any]] = {
+    "sugd": dict(method="gd", retain_nll_weight=0.5 * 7, forget_chunk_size=32, retain_per_forget=7,
+                 epochs_per_chunk=7, chunk_restart_optimizer=True, learning_rate=1e-5, per_device_train_batch_size=1,
+                 train_last_layers=8, num_train_epochs=1),
+    "sugd-lora": dict(method="gd", retain_nll_weight=1.0 * 3, forget_chunk_size=32, retain_per_forget=3,
+                      epochs_per_chunk=4, chunk_restart_optimizer=True, learning_rate=5e-5,
+                      per_device_train_batch_size=16, num_train_epochs=1),
+}
+
+
+def sugd_lora_config(**kwargs):
+    """The LoRA of the `"sugd-lora"` preset: r 16, alpha 32 on the q, v, up and down projections."""
+    from peft import LoraConfig
+
+    return LoraConfig(**{"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"],
+                         **kwargs})
 
 
 # The three LIBU setups (Kudelya & Shirnin 2025, arXiv:2506.04044, Table 1), as we read them. We could not read the
@@ -356,10 +441,8 @@ class InfluenceUnlearningConfig(UnlearningConfig):
 
     method: str = field(
         default="gd",
-        metadata={
-            "help": "Objective of phase 2 (default gd: forget NLL ascent + retain NLL descent).",
-            "choices": list(METHODS),
-        },
+        metadata={"help": "Objective of phase 2, a registered method (default gd: forget NLL ascent + retain NLL "
+                  "descent)."},
     )
     unlearn_optim: str | None = field(
         default="sophia",

@@ -33,17 +33,11 @@ from typing import Any
 
 import torch
 
-# The card's and the record's hyperparameters: settings only (never paths, datasets or row ids).
-HYPERPARAMETERS = (
-    "method",
-    "beta",
-    "npo_level",
-    "retain_nll_weight",
-    "retain_kl_weight",
+# The card's and the record's settings beyond the method's own hyperparameters (which come from the method's
+# dataclass, `UnlearningConfig.method_hyperparameters`): settings only, never paths, datasets or row ids.
+TRAINING_SETTINGS = (
     "loss_on_prompt",
     "max_length",
-    "reference",
-    "precompute_ref_log_probs",
     "learning_rate",
     "lr_scheduler_type",
     "weight_decay",
@@ -54,11 +48,11 @@ HYPERPARAMETERS = (
     "seed",
     "unlearn_optim",
     "unlearn_optim_args",
-    "damping",
-    "influence_lr",
-    "fisher_num_batches",
-    "hessian_interval",
-    "sophia_rho",
+    "retain_per_forget",
+    "forget_chunk_size",
+    "epochs_per_chunk",
+    "chunk_restart_optimizer",
+    "train_last_layers",
 )
 SCORE_PREFIXES = ("lume/", "mia/", "mmlu/", "influence/")
 RECORD_FILE = "unlearning_record.json"
@@ -131,6 +125,30 @@ def _base_model_name(model) -> str | None:
     return str(name) if name else None
 
 
+def run_settings(args) -> dict[str, Any]:
+    """The settings a card and a record report: the method and its hyperparameters (from its dataclass), the reference
+    when the method uses one, `TRAINING_SETTINGS`, and the fields a config subclass adds (e.g. LIBU's influence step)."""
+    from dataclasses import fields
+
+    from .config import UnlearningConfig
+
+    if not isinstance(args, UnlearningConfig):
+        return {name: getattr(args, name) for name in ("method", *TRAINING_SETTINGS) if hasattr(args, name)}
+    settings = args.method_hyperparameters()
+    needs = args.unlearning_method.needs()
+    if needs.reference:
+        settings["reference"] = args.reference
+    if needs.forget_ref_log_probs:
+        settings["precompute_ref_log_probs"] = args.precompute_ref_log_probs
+    settings.update({name: getattr(args, name) for name in TRAINING_SETTINGS})
+    own = {f.name for f in fields(UnlearningConfig)}
+    for f in fields(args):  # numbers and flags only: a subclass's string field may be a path
+        value = getattr(args, f.name)
+        if f.name not in own and f.name not in settings and (value is None or isinstance(value, (int, float, bool))):
+            settings[f.name] = value
+    return settings
+
+
 def training_record(trainer=None, args=None, log_history=None, model=None) -> dict[str, Any]:
     """What the card reports: method, hyperparameters, base model, LoRA settings and logged scores.
 
@@ -142,9 +160,7 @@ def training_record(trainer=None, args=None, log_history=None, model=None) -> di
         model = trainer.accelerator.unwrap_model(trainer.model) if model is None else model
     record: dict[str, Any] = {"method": getattr(args, "method", None), "hyperparameters": {}}
     if args is not None:
-        for name in HYPERPARAMETERS:
-            if hasattr(args, name):
-                record["hyperparameters"][name] = _jsonable(getattr(args, name))
+        record["hyperparameters"] = {name: _jsonable(value) for name, value in run_settings(args).items()}
         record["trainer"] = type(args).__name__.replace("Config", "Trainer")
     if model is not None:
         record["base_model"] = _base_model_name(model)
@@ -178,12 +194,13 @@ def read_training_record(adapter_dir: str | Path) -> dict[str, Any]:
 
 
 def _citation(method: str | None, trainer_name: str | None) -> str | None:
-    from .trainer import PAPERS
+    from .methods import METHOD_REGISTRY
 
+    paper = METHOD_REGISTRY[method].paper if method in METHOD_REGISTRY else None  # from the method's file
     if trainer_name == "InfluenceUnlearningTrainer":
         libu = "Kudelya & Shirnin 2025, LoRA-enhanced influence-based unlearning (LIBU), SemEval-2025 Task 4"
-        return libu + (f"; phase 2 objective: {PAPERS[method]}" if method in PAPERS else "")
-    return PAPERS.get(method) if method else None
+        return libu + (f"; phase 2 objective: {paper}" if paper else "")
+    return paper
 
 
 def model_card(record: Mapping[str, Any], base_model: str | None = None) -> str:

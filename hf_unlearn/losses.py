@@ -191,3 +191,84 @@ def answer_kl(policy_logits: torch.Tensor, ref_logp: torch.Tensor, labels: torch
     _, mask = shift_labels(labels)
     index = answer_positions(labels)
     return scatter_answers(_KLToReference.apply(policy_logits, ref_logp, *index), index, mask.shape)
+
+
+class _SoftCrossEntropy(torch.autograd.Function):
+    """`-sum_v q_v * log_softmax(logits[index])_v` per row, `(N,)`, chunked like `_PickedLogProbs`.
+
+    `q` is a fixed target distribution (no gradient). Saves the logits (no copy) and `q`; the gradient with respect to
+    the logits, `softmax(z) * sum(q) - q`, is recomputed a chunk at a time in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, q, *index):
+        out = torch.empty(q.shape[:1], dtype=torch.float32, device=logits.device)
+        for chunk in row_chunks(len(out), logits.shape[-1]):
+            z = logits[_take(index, chunk)].float()
+            target = q[chunk].float()
+            out[chunk] = torch.logsumexp(z, dim=-1) * target.sum(-1) - (target * z).sum(-1)
+        ctx.save_for_backward(logits, q, *index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, q, *index = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        for chunk in row_chunks(len(q), logits.shape[-1]):
+            rows = _take(index, chunk)
+            target = q[chunk].float()
+            g = torch.softmax(logits[rows].float(), dim=-1).mul_(target.sum(-1, keepdim=True)).sub_(target)
+            grad[rows] = g.mul_(grad_out[chunk, None]).to(grad.dtype)
+        return (grad, None, *(None for _ in index))
+
+
+def soft_cross_entropy(policy_logits: torch.Tensor, q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy `-sum_v q_v log pi_theta,v` of the policy against target distributions `q` `(N, vocab)` given at
+    the answer positions (`answer_positions(labels)` order), `(batch, seq - 1)`, zero where masked. Its gradient with
+    respect to the logits is `pi_theta - q`. Chunked over the answer tokens, like `answer_kl`."""
+    _, mask = shift_labels(labels)
+    index = answer_positions(labels)
+    return scatter_answers(_SoftCrossEntropy.apply(policy_logits, q, *index), index, mask.shape)
+
+
+def undial_targets(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
+    """UNDIAL's self-distillation targets (Dong et al. 2024): `softmax(z_ref - beta * onehot(y))` of reference logits
+    `(N, vocab)` at the answer positions, whose answer tokens `targets` `(N,)` get their logit lowered by `beta`."""
+    z = ref_logits.detach().float().clone()
+    z[torch.arange(len(targets), device=z.device), targets] -= beta
+    return torch.softmax(z, dim=-1)
+
+
+def mean_token_nll(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean answer-token NLL of each row, `(batch,)`: `Lbar_i = -(1/n_i) sum_t log p_it`; 0 for a row with n_i = 0."""
+    return -(token_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def simnpo_loss(mean_nll: torch.Tensor, beta: float, delta: float = 0.0) -> torch.Tensor:
+    """Element-wise SimNPO loss (Fan et al. 2024): `-(2/beta) * logsigmoid(beta * (Lbar - delta))` of the rows' mean
+    answer NLL `Lbar` (`mean_token_nll`); `delta` is a margin on the NLL side (the paper's gamma / beta). Its
+    gradient is `-2 * sigmoid(beta * (delta - Lbar)) * grad(Lbar)`: a gradient ascent weighted in (0, 2)."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (mean_nll - delta))
+
+
+def wga_weights(token_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Weighted gradient ascent's token weights `stopgrad(p_t ** beta)`, from the token log-probs (any shape)."""
+    return (beta * token_logp.detach()).exp()
+
+
+def satimp_weights(token_logp: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """SatImp's token weights `stopgrad(p_t ** beta1 * (1 - p_t) ** beta2)`, from the token log-probs (any shape)."""
+    p = token_logp.detach().exp()
+    return p.pow(beta1) * (1 - p).clamp(min=0).pow(beta2)
+
+
+def hidden_mse(hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the hidden dimension of `(hidden - target) ** 2`, `(batch, seq)`; `target` broadcasts (RMU's
+    steering vector `c * u`, or the frozen model's hidden states)."""
+    return (hidden.float() - target.float()).pow(2).mean(-1)
+
+
+def steering_vector(dim: int, seed: int) -> torch.Tensor:
+    """RMU's fixed random direction `u = r / ||r||`, `r ~ U[0, 1)^dim` drawn from a generator seeded by `seed`."""
+    r = torch.rand(dim, generator=torch.Generator().manual_seed(seed))
+    return r / r.norm()

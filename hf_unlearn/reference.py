@@ -172,7 +172,7 @@ class Reference:
     def logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Reference logits for a batch. `model` is the unwrapped policy model (DDP and DeepSpeed wrappers do not
         have `disable_adapter`; ZeRO-3 gathers parameters through hooks on the module itself)."""
-        return self._forward(model, input_ids, attention_mask, None)
+        return self._forward(model, input_ids, attention_mask, None)[0]
 
     @torch.no_grad()
     def answer_logits(
@@ -180,21 +180,39 @@ class Reference:
     ) -> torch.Tensor:
         """Reference logits at the positions `index` (`(rows, columns)`) only, `(N, vocab)` float32: the output layer
         runs on those hidden states alone (see `output_layer_at`), so no `(batch, seq, vocab)` tensor is made."""
-        return self._forward(model, input_ids, attention_mask, index).float()
+        return self.answer_outputs(model, input_ids, attention_mask, index)[0]
 
-    def _forward(self, model, input_ids, attention_mask, index):
+    @torch.no_grad()
+    def answer_outputs(
+        self,
+        model,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        index: tuple[torch.Tensor, torch.Tensor],
+        hidden_layer: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`answer_logits`, and the output hidden states of decoder layer `hidden_layer` (`hidden_states[layer + 1]`,
+        `(batch, seq, hidden)`) when it is given, else None. With an empty `index` the output layer runs on no
+        position at all (a pass for the hidden states only)."""
+        logits, hidden = self._forward(model, input_ids, attention_mask, index, hidden_layer)
+        return logits.float(), hidden
+
+    def _forward(self, model, input_ids, attention_mask, index, hidden_layer=None):
         if self.kind == "none":
             raise RuntimeError("No reference is configured for this method.")
         target = self.ref_model if self.kind == "model" else model
         was_training = target.training
         target.eval()  # the reference is the fixed model: no dropout
+        extra = {"output_hidden_states": True} if hidden_layer is not None else {}
         try:
             with self.context(model), (
                 output_layer_at(target, index) if index is not None else contextlib.nullcontext([False])
             ) as kept:
-                logits = target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                outputs = target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         finally:
             target.train(was_training)
+        logits = outputs.logits
+        hidden = outputs.hidden_states[hidden_layer + 1] if hidden_layer is not None else None
         if index is None:
-            return logits
-        return logits[0] if kept[0] else logits[index]  # a model without a hookable output layer: full logits
+            return logits, hidden
+        return (logits[0] if kept[0] else logits[index]), hidden  # a model without a hookable output layer: full logits

@@ -1,9 +1,12 @@
 """`UnlearningTrainer`: a `Trainer` that unlearns a forget set while keeping a retain set.
 
-Each optimisation step sees one forget batch and one retain batch. The loss is made of token means (forget NLL,
-retain NLL, retain KL, token-level NPO) and a row mean (sequence-level NPO); each is normalised by its count over the
-whole accumulated batch on all processes (`get_batch_samples`), so gradient accumulation and data parallelism give
-the same update as one big batch.
+Each optimisation step sees one forget batch and one retain batch. The loss is the registered method's
+(`hf_unlearn.methods`, named by `UnlearningConfig.method`): the trainer computes what the method says it needs (one
+reference pass over exactly those rows, one policy pass, the retain NLL and KL, hidden states of a layer) and hands
+it to the method in a `StepContext`. The loss is made of token means (forget NLL, retain NLL, retain KL, token-level
+NPO) and row means (sequence-level NPO); each is normalised by its count over the whole accumulated batch on all
+processes (`get_batch_samples`, `StepCounts`), so gradient accumulation and data parallelism give the same update as
+one big batch.
 
 The optimizer can be picked by name from `hf_unlearn.optim`'s registry (`UnlearningConfig.unlearn_optim`, e.g.
 Sophia). Work beyond the step's own forward and backward (Sophia's Hessian refresh; the influence step of
@@ -12,6 +15,7 @@ Sophia). Work beyond the step's own forward and backward (Sophia's Hessian refre
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections import defaultdict
@@ -23,6 +27,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, Trainer
 from .checkpoint import resolve_resume, save_checkpoint_atomically
 from .config import UnlearningConfig
 from .data import (
+    ChunkedForgetRetainSampler,
     ForgetRetainDataset,
     ForgetRetainSampler,
     UnlearningCollator,
@@ -36,26 +41,31 @@ from .losses import (
     answer_positions,
     log_softmax_,
     nll_sum,
-    npo_loss,
     scatter_answers,
-    sequence_log_probs,
     token_log_probs,
+)
+from .methods import (
+    FORGET_ROWS,
+    FORGET_TOKENS,
+    RETAIN_ROWS,
+    RETAIN_TOKENS,
+    Needs,
+    ReferenceOutputs,
+    StepContext,
+    StepCounts,
 )
 from .optim import causal_lm_gnb_loss, get_optimizer_cls, unwrap_optimizer
 from .reference import Reference, is_peft_model
+from .schedule import (
+    chunk_of_step,
+    chunk_step_bounds,
+    chunked_lr_scheduler,
+    freeze_all_but_last_layers,
+    last_layer_indices,
+    reset_optimizer_state,
+)
 
 logger = logging.getLogger(__name__)
-
-# Index of each count in the tensor that `get_batch_samples` builds.
-FORGET_TOKENS, RETAIN_TOKENS, FORGET_ROWS = range(3)
-
-PAPERS = {
-    "npo": "Zhang et al. 2024, Negative Preference Optimization (arXiv:2404.05868); Bronec & Helcl 2025, "
-    "AILS-NTUA/Charles at SemEval-2025 Task 4 NPO+LoRA",
-    "ga": "Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
-    "gd": "Liu et al. 2022, Continual Learning and Private Unlearning",
-    "kl": "Maini et al. 2024, TOFU: A Task of Fictitious Unlearning for LLMs",
-}
 
 
 def concat_rows(parts: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tuple[torch.Tensor, ...]:
@@ -90,14 +100,17 @@ def hessian_optimizer(optimizer) -> torch.optim.Optimizer | None:
     return inner if wants and getattr(inner, "hessian_estimator", "gnb") == "gnb" else None
 
 
-class _PrecomputeReferenceCallback(TrainerCallback):
-    """Runs the one pass over the forget set once the model is prepared (after DeepSpeed/DDP wrapping)."""
+class _TrainBeginCallback(TrainerCallback):
+    """Runs the passes before the first step once the model is prepared (after DeepSpeed/DDP wrapping): the one pass
+    over the forget set of `precompute_ref_log_probs`, then the method's own `setup`."""
 
     def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.trainer.precompute_reference_log_probs()
+        if args.precompute_ref_log_probs:
+            self.trainer.precompute_reference_log_probs()
+        self.trainer.method.setup(self.trainer)
 
 
 class UnlearningTrainer(Trainer):
@@ -157,14 +170,28 @@ class UnlearningTrainer(Trainer):
             # The LoRA weights are drawn here, before Trainer seeds anything: seed as Trainer will, so `args.seed`
             # also fixes the adapter's initialisation.
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+            if args.train_last_layers is not None:  # layer focus: the LoRA goes on the last k decoder layers only
+                peft_config = copy.copy(peft_config)
+                peft_config.layers_to_transform = last_layer_indices(model, args.train_last_layers)
             model = get_peft_model(model, peft_config)
+        elif args.train_last_layers is not None:
+            if is_peft_model(model):
+                raise ValueError(
+                    "train_last_layers with a model that already has its adapter: pass the plain model and "
+                    "peft_config= (the LoRA is then put on the last layers only), or leave train_last_layers=None."
+                )
+            freeze_all_but_last_layers(model, args.train_last_layers)
         if args.gradient_checkpointing and is_peft_model(model):
             # With a frozen base, the checkpointed blocks would otherwise see inputs that need no grad.
             model.enable_input_require_grads()
         self.tokenizer_pad_token_check(processing_class)
 
+        # One instance of the method for the run: it may hold state that `setup` fixes (RMU's steering vector).
+        self.method = args.unlearning_method
+        self.needs: Needs = self.method.needs()
+        self.method.check_model(model)
         self.reference = Reference.resolve(
-            model, ref_model, args.reference, args.ref_adapter_name, needed=args.needs_reference
+            model, ref_model, args.reference, args.ref_adapter_name, needed=self.needs.reference
         )
         self.ref_model = ref_model
         train_dataset = self._build_train_dataset(forget_dataset, retain_dataset, processing_class, args)
@@ -183,8 +210,7 @@ class UnlearningTrainer(Trainer):
         if self.ref_model is not None:
             self.ref_model = self._prepare_ref_model(self.ref_model)
             self.reference.ref_model = self.ref_model
-        if args.precompute_ref_log_probs:
-            self.add_callback(_PrecomputeReferenceCallback(self))
+        self.add_callback(_TrainBeginCallback(self))
         if args.max_unlearning_time is not None:
             from .callbacks import TimeBudgetCallback
 
@@ -194,6 +220,16 @@ class UnlearningTrainer(Trainer):
         self._metric_steps = 0  # optimiser steps since the last training log
         self._step_begins = False  # set by get_batch_samples: the next training_step is a step's first micro-batch
         self.hessian_refreshes = 0
+        self.chunk_restarts = 0
+        self.chunk_bounds = self._chunk_bounds()  # None without forget_chunk_size; checked here, before training
+        if self.chunk_bounds is not None and args.chunk_restart_optimizer and self.is_deepspeed_enabled:
+            raise ValueError(
+                "chunk_restart_optimizer=True resets the optimizer's state, which DeepSpeed owns: set it to False or "
+                "use DDP (or a single process)."
+            )
+        if args.forget_chunk_size is not None and args.num_train_epochs != 1 and args.max_steps <= 0:
+            logger.warning("With forget_chunk_size one epoch is the whole chunked schedule: num_train_epochs=%s runs "
+                           "it %s times.", args.num_train_epochs, args.num_train_epochs)
         if args.uses_sophia and args.unlearn_optim_kwargs.get("hessian_estimator", "gnb") == "gnb":
             self._check_extra_passes_supported("Sophia's Gauss-Newton-Bartlett Hessian refresh")
 
@@ -223,7 +259,7 @@ class UnlearningTrainer(Trainer):
 
     def _uses_retain_set(self, args: UnlearningConfig) -> bool:
         """Whether the retain set is tokenised and paired with the forget rows."""
-        return args.uses_retain
+        return self.needs.uses_retain
 
     def _build_train_dataset(self, forget, retain, tokenizer, args: UnlearningConfig) -> ForgetRetainDataset:
         import datasets
@@ -243,9 +279,9 @@ class UnlearningTrainer(Trainer):
         retain_features = None
         if self._uses_retain_set(args):
             if retain is None:
+                settings = ", ".join(f"{k}={v}" for k, v in self.method.hyperparameters().items())
                 raise ValueError(
-                    f"method={args.method!r} with retain_nll_weight={args.retain_nll_weight} and "
-                    f"retain_kl_weight={args.retain_kl_weight} uses the retain set, but retain_dataset is None."
+                    f"method={args.method!r} with {settings} uses the retain set, but retain_dataset is None."
                 )
             if isinstance(retain, datasets.IterableDataset):
                 retain = datasets.Dataset.from_list(list(retain))
@@ -263,11 +299,51 @@ class UnlearningTrainer(Trainer):
             return prepare_deepspeed(ref_model, self.accelerator)
         return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
-    def _get_train_sampler(self, train_dataset=None) -> ForgetRetainSampler:
+    def _get_train_sampler(self, train_dataset=None) -> ForgetRetainSampler | ChunkedForgetRetainSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        retain = dataset.retain
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return ForgetRetainSampler(len(dataset.forget), len(retain) if retain else 0, seed=seed)
+        return self._make_sampler(dataset)
+
+    def _make_sampler(self, dataset: ForgetRetainDataset) -> ForgetRetainSampler | ChunkedForgetRetainSampler:
+        args = self.args
+        num_retain = len(dataset.retain) if dataset.retain else 0
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        if args.forget_chunk_size is not None:
+            return ChunkedForgetRetainSampler(
+                len(dataset.forget), num_retain, args.forget_chunk_size, args.retain_per_forget, args.epochs_per_chunk,
+                seed=seed,
+            )
+        return ForgetRetainSampler(len(dataset.forget), num_retain, seed=seed, retain_per_forget=args.retain_per_forget)
+
+    # ---- the chunked schedule ---------------------------------------------------------------------------------
+
+    def _chunk_bounds(self) -> list[int] | None:
+        """Steps at which the chunks start within one pass of the schedule (see `schedule.chunk_step_bounds`)."""
+        if self.args.forget_chunk_size is None:
+            return None
+        rows_per_step = (
+            self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        )
+        return chunk_step_bounds(self._make_sampler(self.train_dataset).chunk_lengths(), rows_per_step)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`Trainer.create_scheduler`; with `chunk_restart_optimizer`, the schedule restarts with each chunk."""
+        if self.lr_scheduler is None and self.args.forget_chunk_size is not None and self.args.chunk_restart_optimizer:
+            self.lr_scheduler = chunked_lr_scheduler(optimizer or self.optimizer, self.args, self.chunk_bounds)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def restart_chunk_if_due(self) -> bool:
+        """At the first step of every chunk but the first, reset the optimizer's state (its schedule restarts by
+        itself, `create_scheduler`). A function of the global step only, so a resumed run restarts where the
+        uninterrupted one does."""
+        if self.chunk_bounds is None or not self.args.chunk_restart_optimizer:
+            return False
+        step = self.state.global_step
+        if step == 0 or chunk_of_step(step, self.chunk_bounds)[0] != step:
+            return False
+        reset_optimizer_state(unwrap_optimizer(self.optimizer))
+        self.chunk_restarts += 1
+        return True
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
 
@@ -297,7 +373,8 @@ class UnlearningTrainer(Trainer):
         kwargs = {"lr": args.learning_rate}
         if args.uses_sophia:
             rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-            kwargs.update(bs=rows_per_step * (2 if args.uses_retain else 1) * args.max_length, seed=args.seed)
+            rows_per_forget = 1 + (args.retain_per_forget if args.uses_retain else 0)
+            kwargs.update(bs=rows_per_step * rows_per_forget * args.max_length, seed=args.seed)
         kwargs.update(args.unlearn_optim_kwargs)
         return optimizer_cls, kwargs
 
@@ -306,6 +383,7 @@ class UnlearningTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._step_begins:  # the first micro-batch of an optimisation step: its gradients are still zero
             self._step_begins = False
+            self.restart_chunk_if_due()
             self.run_extra_passes(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -344,7 +422,7 @@ class UnlearningTrainer(Trainer):
         """
         inputs = self._prepare_inputs(inputs)
         parts = [(inputs["forget_input_ids"], inputs["forget_attention_mask"], inputs["forget_labels"])]
-        if self.args.uses_retain and "retain_input_ids" in inputs:
+        if self.needs.uses_retain and "retain_input_ids" in inputs:
             parts.append((inputs["retain_input_ids"], inputs["retain_attention_mask"], inputs["retain_labels"]))
         ids, mask, labels = concat_rows(parts, self.processing_class.pad_token_id)
         local = labels[:, 1:].ne(IGNORE_INDEX).sum()
@@ -374,37 +452,63 @@ class UnlearningTrainer(Trainer):
         return self.accelerator.unwrap_model(self.model_wrapped if hasattr(self, "model_wrapped") else self.model)
 
     @torch.no_grad()
-    def reference_log_probs(
-        self, inputs: dict[str, torch.Tensor], forget: bool, retain: bool
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """One reference pass over the rows that need it: the forget rows' token log-probs `(batch, seq - 1)` (for
-        NPO) and the retain rows' log-softmax at their answer positions `(N, vocab)` (for the KL), or None each.
+    def reference_outputs(
+        self,
+        inputs: dict[str, torch.Tensor],
+        forget_logp: bool = False,
+        forget_logits: bool = False,
+        retain_logp: bool = False,
+        retain_hidden_layer: int | None = None,
+    ) -> ReferenceOutputs:
+        """One reference pass over the rows that need it (forget rows, retain rows or both, in one batch).
 
-        The output layer runs on the answer positions only (`Reference.answer_logits`), which also keeps the
-        vocabulary-sized tensors of the pass to the answer tokens.
+        Gives the forget rows' token log-probs `(batch, seq - 1)` and/or their logits at the answer positions
+        `(N, vocab)`, the retain rows' log-softmax at their answer positions `(N, vocab)` (for the KL) and the retain
+        rows' output hidden states of decoder layer `retain_hidden_layer` (for RMU). The output layer runs on the
+        answer positions whose logits are read only (`Reference.answer_outputs`), which keeps the vocabulary-sized
+        tensors of the pass to those tokens (and to none when only hidden states are read).
         """
-        parts = [name for name, wanted in (("forget", forget), ("retain", retain)) if wanted]
+        use_forget, use_retain = forget_logp or forget_logits, retain_logp or retain_hidden_layer is not None
+        parts = [name for name, wanted in (("forget", use_forget), ("retain", use_retain)) if wanted]
         if not parts:
-            return None, None
+            return ReferenceOutputs()
         keys = ("input_ids", "attention_mask", "labels")
         batches = [tuple(inputs[f"{name}_{key}"] for key in keys) for name in parts]
         ids, mask, labels = concat_rows(batches, self.processing_class.pad_token_id) if len(batches) > 1 else batches[0]
+        n_forget_rows = batches[0][0].shape[0] if use_forget else 0
+        if use_retain and not retain_logp:  # the retain rows' logits are not read: no output layer on them
+            labels = labels.clone()
+            labels[n_forget_rows:] = IGNORE_INDEX
         index = answer_positions(labels)
-        logits = self.reference.answer_logits(self._policy, ids, mask, index)
-        n_forget = int(index[0].lt(batches[0][0].shape[0]).sum()) if forget else 0  # rows come first in `index`
-        out: dict[str, torch.Tensor] = {}
-        if forget:
+        logits, hidden = self.reference.answer_outputs(self._policy, ids, mask, index, retain_hidden_layer)
+        n_forget = int(index[0].lt(n_forget_rows).sum())  # rows come first in `index`
+        out = ReferenceOutputs()
+        if forget_logits:
+            out.forget_logits = logits[:n_forget]
+        if forget_logp:
             forget_labels = batches[0][2]
             forget_index = answer_positions(forget_labels)
             picked = answer_log_probs(logits[:n_forget], forget_labels[:, 1:][forget_index])
-            out["forget"] = scatter_answers(picked, forget_index, (forget_labels.shape[0], forget_labels.shape[1] - 1))
-        if retain:
-            out["retain"] = log_softmax_(logits[n_forget:])
-        return out.get("forget"), out.get("retain")
+            out.forget_logp = scatter_answers(picked, forget_index, (forget_labels.shape[0], forget_labels.shape[1] - 1))
+        if retain_logp:
+            out.retain_logp = log_softmax_(logits[n_forget:])
+        if retain_hidden_layer is not None:
+            out.retain_hidden = hidden[n_forget_rows:, : batches[-1][0].shape[1]]
+        return out
+
+    @torch.no_grad()
+    def reference_log_probs(
+        self, inputs: dict[str, torch.Tensor], forget: bool, retain: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The forget rows' reference token log-probs `(batch, seq - 1)` and the retain rows' reference log-softmax at
+        their answer positions `(N, vocab)`, or None each (`reference_outputs` with those two)."""
+        out = self.reference_outputs(inputs, forget_logp=forget, retain_logp=retain)
+        return out.forget_logp, out.retain_logp
 
     @torch.no_grad()
     def precompute_reference_log_probs(self) -> None:
-        """Store the reference log-probs of every forget row in the dataset (one pass over the forget set).
+        """Store the reference log-probs of every forget row in the dataset (one pass over the forget set), in the
+        form the method asks for (`UnlearningMethod.precomputed_reference`: NPO at sequence level keeps one number).
 
         Every process computes all rows, in the same order, so the result is identical everywhere and ZeRO-3's
         collective parameter gathers stay in step.
@@ -420,21 +524,19 @@ class UnlearningTrainer(Trainer):
         )
         for indices, batch in loader:
             batch = {k: v.to(self.args.device) for k, v in batch.items() if k.startswith("forget_")}
-            token_logp, _ = self.reference_log_probs(batch, forget=True, retain=False)
+            token_logp = self.reference_outputs(batch, forget_logp=True).forget_logp
             token_mask = batch["forget_labels"][:, 1:].ne(IGNORE_INDEX).to(token_logp.dtype)
             for row, i in enumerate(indices):
-                if self.args.npo_level == "sequence":
-                    value = sequence_log_probs(token_logp[row], token_mask[row]).item()
-                else:
-                    length = len(dataset.forget[i]["input_ids"]) - 1
-                    value = token_logp[row, :length].tolist()
+                length = len(dataset.forget[i]["input_ids"]) - 1  # aligned with the shifted labels
+                value = self.method.precomputed_reference(token_logp[row, :length], token_mask[row, :length])
                 dataset.forget[i]["ref_logp"] = value
 
     # ---- normalisation over the accumulated batch ---------------------------------------------------------------
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Collect the micro-batches of one optimiser step and count their forget/retain answer tokens and rows,
-        summed over processes, so every term is a mean over the whole step."""
+        summed over processes, so every term is a mean over the whole step (`StepCounts`, given to `compute_loss` as
+        `num_items_in_batch`)."""
         batch_samples = []
         for _ in range(num_batches):
             try:
@@ -446,16 +548,17 @@ class UnlearningTrainer(Trainer):
         self._step_begins = True
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
-        return batch_samples, {"counts": counts, "global": self.accelerator.num_processes > 1}
+        return batch_samples, StepCounts(counts)
 
     @staticmethod
     def _count_items(batches: list[dict], device) -> torch.Tensor:
-        counts = torch.zeros(3, dtype=torch.float64)
+        counts = torch.zeros(4, dtype=torch.float64)
         for batch in batches:
-            counts[FORGET_TOKENS] += batch["forget_labels"][:, 1:].ne(-100).sum().item()
+            counts[FORGET_TOKENS] += batch["forget_labels"][:, 1:].ne(IGNORE_INDEX).sum().item()
             counts[FORGET_ROWS] += batch["forget_labels"].shape[0]
             if "retain_labels" in batch:
-                counts[RETAIN_TOKENS] += batch["retain_labels"][:, 1:].ne(-100).sum().item()
+                counts[RETAIN_TOKENS] += batch["retain_labels"][:, 1:].ne(IGNORE_INDEX).sum().item()
+                counts[RETAIN_ROWS] += batch["retain_labels"].shape[0]
         return counts.to(device)
 
     # ---- the loss ----------------------------------------------------------------------------------------------
@@ -465,65 +568,72 @@ class UnlearningTrainer(Trainer):
 
         Called outside the training loop (no counts given), it is the mean over this batch alone.
         """
-        args = self.args
-        if isinstance(num_items_in_batch, dict):
-            counts, scale = num_items_in_batch["counts"], float(self.accelerator.num_processes)
+        needs = self.needs
+        if isinstance(num_items_in_batch, StepCounts):
+            counts, scale = num_items_in_batch.values, float(self.accelerator.num_processes)
         else:
             counts, scale = self._count_items([inputs], inputs["forget_input_ids"].device), 1.0
-        counts = counts.clamp(min=1).to(torch.float32)
+        counts = StepCounts(counts.clamp(min=1).to(torch.float32))
 
         forget_ids, forget_mask = inputs["forget_input_ids"], inputs["forget_attention_mask"]
         forget_labels = inputs["forget_labels"]
-        use_retain = args.uses_retain and "retain_input_ids" in inputs
+        use_retain = needs.uses_retain and "retain_input_ids" in inputs
         parts = [(forget_ids, forget_mask)]
         if use_retain:
             parts.append((inputs["retain_input_ids"], inputs["retain_attention_mask"]))
         pad_id = self.processing_class.pad_token_id
         ids, mask = concat_rows(parts, pad_id) if use_retain else parts[0]
 
-        # The reference pass first: its logits are reduced to what the loss reads and freed before the policy's graph
-        # exists, so it adds almost nothing to the step's peak memory.
-        need_ref_forget = args.method == "npo" and "forget_ref_logp" not in inputs
-        need_ref_retain = use_retain and args.uses_retain_kl
-        ref_forget_logp, ref_retain_logp = self.reference_log_probs(inputs, need_ref_forget, need_ref_retain)
+        # The reference pass first: its outputs are reduced to what the loss reads and the rest freed before the
+        # policy's graph exists, so it adds almost nothing to the step's peak memory.
+        precomputed = "forget_ref_logp" in inputs
+        reference = self.reference_outputs(
+            inputs,
+            forget_logp=needs.forget_ref_log_probs and not precomputed,
+            forget_logits=needs.forget_ref_logits,
+            retain_logp=use_retain and needs.retain_kl,
+            retain_hidden_layer=needs.hidden_layer if use_retain and needs.retain_hidden else None,
+        )
+        if needs.forget_ref_log_probs and precomputed:
+            reference.forget_logp = inputs["forget_ref_logp"]
 
         # One forward of the policy over forget and retain rows together.
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        n_forget = forget_ids.shape[0]
-        forget_logits = logits[:n_forget, : forget_ids.shape[1]]
+        hidden_layer = needs.hidden_layer
+        extra = {"output_hidden_states": True} if hidden_layer is not None else {}
+        outputs = model(input_ids=ids, attention_mask=mask, use_cache=False, **extra)
+        logits = outputs.logits
+        n_forget, forget_width = forget_ids.shape
+        forget_logits = logits[:n_forget, :forget_width]
         forget_logp, forget_tok_mask = token_log_probs(forget_logits, forget_labels)
-
-        terms: dict[str, torch.Tensor] = {}
-        forget_nll = nll_sum(forget_logp, forget_tok_mask) / counts[FORGET_TOKENS]
-        terms["forget_nll"] = forget_nll
-        if args.method == "npo":
-            if not need_ref_forget:
-                ref_forget_logp = inputs["forget_ref_logp"]
-            if args.npo_level == "sequence":
-                if ref_forget_logp.dim() == 2:
-                    ref_forget_logp = sequence_log_probs(ref_forget_logp, forget_tok_mask)
-                policy = sequence_log_probs(forget_logp, forget_tok_mask)
-                npo = npo_loss(policy, ref_forget_logp, args.beta).sum() / counts[FORGET_ROWS]
-            else:
-                per_token = npo_loss(forget_logp, ref_forget_logp, args.beta) * forget_tok_mask
-                npo = per_token.sum() / counts[FORGET_TOKENS]
-            terms["npo_loss"] = npo
-            loss = npo
-        else:
-            loss = -forget_nll
-
+        ctx = StepContext(
+            counts=counts,
+            forget_labels=forget_labels,
+            forget_logits=forget_logits,
+            forget_logp=forget_logp,
+            forget_mask=forget_tok_mask,
+            forget_nll=nll_sum(forget_logp, forget_tok_mask) / counts.forget_tokens,
+            reference=reference,
+        )
+        if hidden_layer is not None:
+            hidden = outputs.hidden_states[hidden_layer + 1]
+            ctx.forget_hidden = hidden[:n_forget, :forget_width]
         if use_retain:
             retain_ids, retain_labels = inputs["retain_input_ids"], inputs["retain_labels"]
-            retain_logits = logits[n_forget:, : retain_ids.shape[1]]
-            if args.uses_retain_nll:
-                retain_logp, retain_tok_mask = token_log_probs(retain_logits, retain_labels)
-                terms["retain_nll"] = nll_sum(retain_logp, retain_tok_mask) / counts[RETAIN_TOKENS]
-                loss = loss + args.retain_nll_weight * terms["retain_nll"]
-            if args.uses_retain_kl:
-                kl = answer_kl(retain_logits, ref_retain_logp, retain_labels).sum() / counts[RETAIN_TOKENS]
-                terms["retain_kl"] = kl
-                loss = loss + args.retain_kl_weight * kl
+            ctx.retain_labels = retain_labels
+            ctx.retain_logits = logits[n_forget:, : retain_ids.shape[1]]
+            ctx.retain_mask = retain_labels[:, 1:].ne(IGNORE_INDEX).to(forget_tok_mask.dtype)
+            if needs.retain_nll:
+                retain_logp, retain_tok_mask = token_log_probs(ctx.retain_logits, retain_labels)
+                ctx.retain_nll = nll_sum(retain_logp, retain_tok_mask) / counts.retain_tokens
+            if needs.retain_kl:
+                kl = answer_kl(ctx.retain_logits, reference.retain_logp, retain_labels)
+                ctx.retain_kl = kl.sum() / counts.retain_tokens
+            if needs.retain_hidden:
+                ctx.retain_hidden = hidden[n_forget:, : retain_ids.shape[1]]
 
+        loss = self.method.loss(ctx)
+        terms = {"forget_nll": ctx.forget_nll, **ctx.terms}
+        terms.update({name: value for name in ("retain_nll", "retain_kl") if (value := getattr(ctx, name)) is not None})
         if not torch.isfinite(loss.detach()).all():
             self._raise_non_finite(terms)
         for name, value in terms.items():

@@ -2,9 +2,10 @@
 
 from .collator import UnlearningCollator, tokenize_dataset, tokenize_row
 from .lume import DataValidationError, load_lume, read_jsonl, validate_rows
-from .pairing import ForgetRetainDataset, ForgetRetainSampler
+from .pairing import ChunkedForgetRetainSampler, ForgetRetainDataset, ForgetRetainSampler
 
 __all__ = [
+    "ChunkedForgetRetainSampler",
     "DataValidationError",
     "ForgetRetainDataset",
     "ForgetRetainSampler",

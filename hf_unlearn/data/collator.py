@@ -76,7 +76,10 @@ class UnlearningCollator:
     def __call__(self, items: list[dict[str, dict]]) -> dict[str, torch.Tensor]:
         batch = {}
         for part in ("forget", "retain"):
-            rows = [item[part] for item in items if item.get(part) is not None]
+            rows = []
+            for item in items:  # an item's retain part may be a list of rows (`retain_per_forget` > 1)
+                value = item.get(part)
+                rows += value if isinstance(value, list) else [value] if value is not None else []
             if not rows:
                 continue
             batch[f"{part}_input_ids"] = pad([r["input_ids"] for r in rows], self.pad_token_id)
