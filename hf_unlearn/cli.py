@@ -3,7 +3,7 @@
     hf-unlearn evaluate --model PATH_OR_REPO [--adapter PATH] --data DIR --split validation --mia DIR \
         [--mmlu DIR_OR_TASK] [--mmlu-limit N] --output-dir OUT [--save-generations] [--chat-template]
 
-    hf-unlearn merge --adapter DIR --output DIR [--base MODEL] [--push-to-hub REPO] [--public]
+    hf-unlearn merge --adapter DIR --output DIR [--base MODEL] [--audit AUDIT_JSON] [--push-to-hub REPO] [--public]
 
     hf-unlearn audit --model PATH [--adapter PATH] --original PATH --data DIR --split NAME [--mia DIR] \
         --output-dir OUT [--probes int8,int4,relearn,prefix50,prefix25,paraphrase]
@@ -220,6 +220,10 @@ def _merge(args) -> Path:
     from .pretrained import resolve_model_path
 
     check_output_folder(args.output)  # before loading anything
+    if args.audit:
+        from .hub import audit_summary
+
+        audit_summary(args.audit)  # a missing or wrong file is refused before the models load
     base = args.base or PeftConfig.from_pretrained(args.adapter).base_model_name_or_path
     if not base:
         raise SystemExit(f"{args.adapter}/adapter_config.json names no base model: pass --base MODEL.")
@@ -233,7 +237,7 @@ def _merge(args) -> Path:
     record = read_training_record(args.adapter)
     record["base_model"] = base
     return merge_and_save(model, args.output, tokenizer=tokenizer, record=record, push_to_hub=args.push_to_hub,
-                          private=not args.public)
+                          private=not args.public, audit=args.audit)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -296,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--public", action="store_true",
                     help="Allow a public Hub repo: create it public, or push to an existing public one (default: "
                     "private; a public repo is refused).")
+    mg.add_argument("--audit", metavar="AUDIT_JSON",
+                    help="An audit.json of `hf-unlearn audit`: its verdicts go on the model card.")
     mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")

@@ -234,6 +234,12 @@ def model_card(record: Mapping[str, Any], base_model: str | None = None) -> str:
             lines.append(f"| {key} | {value['first']:.4f} | {value['final']:.4f} ({value.get('step', '-')}) |")
     else:
         lines += ["", "No evaluation scores were logged during training."]
+    audit = record.get("audit")
+    if audit:
+        lines += ["", "## Audit: does the forgetting hold?", "",
+                  f"`hf-unlearn audit` on {audit['rows']['forget']} forget and {audit['rows']['retain']} retain rows "
+                  "(the share of the forgotten forget regurgitation that each attack brings back):", ""]
+        lines += [f"- {verdict}" for verdict in audit["verdicts"]]
     if citation:
         lines += ["", "## Citation", "", citation]
     return "\n".join(lines) + "\n"
@@ -264,6 +270,7 @@ def merge_and_save(
     push_to_hub: str | None = None,
     private: bool = True,
     token: str | None = None,
+    audit: Mapping[str, Any] | str | Path | None = None,
 ) -> Path:
     """Merge the trained LoRA adapter into the base model and save the merged model (safetensors), the tokenizer and a
     model card in `output_dir`; with `push_to_hub="user/repo"`, push that folder (`push_merged_to_hub`).
@@ -273,6 +280,9 @@ def merge_and_save(
     give `tokenizer`, and `record` from `training_record(...)` or `read_training_record(adapter_dir)` for the card).
     Under DeepSpeed ZeRO-3 the parameters are sharded: save the adapter with `trainer.save_model()` and merge it in one
     process with `hf-unlearn merge`. Only the main process writes and pushes. Returns the folder.
+
+    `audit` (the results of `hf_unlearn.audit.audit_model`, or the path of an `audit.json`) puts the audit's verdicts
+    on the card: scores and plain sentences, no row text.
     """
     from transformers import Trainer
 
@@ -292,6 +302,8 @@ def merge_and_save(
         record = dict(record) if record is not None else training_record(model=model)
         is_main = True
     record.setdefault("base_model", _base_model_name(model))
+    if audit is not None:
+        record["audit"] = audit_summary(audit)
     output = Path(output_dir)
     if not is_main:
         return output
@@ -309,6 +321,16 @@ def merge_and_save(
     if push_to_hub:
         push_merged_to_hub(output, push_to_hub, private=private, token=token)
     return output
+
+
+def audit_summary(audit: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """What the card keeps of an audit: row counts and the verdicts (refuses a file that is not an audit)."""
+    if not isinstance(audit, Mapping):
+        path = Path(audit)
+        audit = json.loads(path.read_text())
+        if not isinstance(audit, Mapping) or audit.get("format") != "hf_unlearn.audit":
+            raise ValueError(f"{path} is not an hf-unlearn audit.json")
+    return {"rows": dict(audit["rows"]), "verdicts": [p["verdict"] for p in audit["probes"].values()]}
 
 
 def check_output_folder(folder: str | Path) -> None:

@@ -9,6 +9,7 @@ from datasets import Dataset
 
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.cli import main as cli_main
+from hf_unlearn.hub import save_training_record
 
 from .test_trainer import lora, make_config
 
@@ -29,6 +30,7 @@ def test_audit_command_end_to_end(memorised_model, tokenizer, memorised_rows, lu
     trainer.train()
     adapter = tmp_path / "adapter"
     trainer.save_model(adapter)
+    save_training_record(trainer, adapter)
     data = tmp_path / "lume"
     data.mkdir()
     for name, rows in (("forget_train", forget), ("retain_train", retain)):
@@ -64,8 +66,18 @@ def test_audit_command_end_to_end(memorised_model, tokenizer, memorised_rows, lu
     assert results["models"]["original"]["forget/regurgitation"] > 0.8
     markdown = (out / "audit.md").read_text()
     assert "## Verdicts" in markdown and markdown.count("\n- ") >= 6
+    # the verdicts go on the merged model's card
+    merged = tmp_path / "merged"
+    assert cli_main(["merge", "--adapter", str(adapter), "--base", str(original), "--output", str(merged),
+                     "--audit", str(out / "audit.json")]) == 0
+    card = (merged / "README.md").read_text()
+    assert "## Audit: does the forgetting hold?" in card
+    assert all(p["verdict"] in card for p in results["probes"].values())
+    assert cli_main(["merge", "--adapter", str(adapter), "--base", str(original), "--output", str(tmp_path / "m2"),
+                     "--audit", str(data / "forget_train.jsonl")]) == 2  # not an audit: refused, nothing written
+    assert not (tmp_path / "m2").exists()
     printed = capsys.readouterr().out
-    written = markdown + (out / "audit.json").read_text()
+    written = markdown + (out / "audit.json").read_text() + card
     for row in forget:  # what a user is erasing appears in none of it
         for field in ("input", "output", "id"):
             assert row[field].strip() not in written and row[field].strip() not in printed, field
