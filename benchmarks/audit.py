@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -96,8 +97,14 @@ def main(argv=None) -> dict[str, Any]:
     for f in dataclasses.fields(RelearnConfig):
         parser.add_argument(f"--relearn_{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="Appended to the section names (e.g. for other relearn settings).")
     parser.add_argument("--output-dir", default=str(HERE / "results"))
+    parser.add_argument("--report", action="store_true", help="Only rewrite audit.md from audit.json.")
     args = parser.parse_args(mine)
+    if args.report:
+        record = json.loads((Path(args.output_dir) / "audit.json").read_text())
+        write_markdown(record, Path(args.output_dir))
+        return record
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
@@ -118,16 +125,23 @@ def main(argv=None) -> dict[str, Any]:
         results = audit_model(unlearned, original, trainer.processing_class, forget, retain, members, nonmembers,
                               probes=[p for p in args.probes.split(",") if p], relearn_config=relearn,
                               max_new_tokens=cap, batch_size=16)
-        name = f"{args.model}/{key}"
+        name = f"{args.model}/{key}{args.tag}"
         results["benchmark"] = {"model": args.model, "method": key, "seed": args.seed,
                                 "settings": dataclasses.asdict(settings), "train_seconds": train_seconds,
                                 "audit_seconds": time.perf_counter() - started - train_seconds,
                                 "threads": torch.get_num_threads()}
         record["runs"][name] = results
-        audit_plot(results, out_dir / f"audit_{args.model}_{key}.png")
+        stem = "_".join(filter(None, ["audit", args.model, key, re.sub(r"[^A-Za-z0-9.-]+", "_", args.tag).strip("_")]))
+        results["benchmark"]["plot"] = f"{stem}.png"
+        audit_plot(results, out_dir / f"{stem}.png")
         print("\n".join(verdicts(results)), flush=True)
         del unlearned, original, trainer
     json_path.write_text(json.dumps(record, indent=1) + "\n")
+    write_markdown(record, out_dir)
+    return record
+
+
+def write_markdown(record: dict, out_dir: Path) -> None:
     lines = ["# Does the forgetting hold? Audits of LoRA unlearning", "",
              "`python benchmarks/audit.py` (see its docstring): each method unlearns the forget_train subset of the "
              "benchmark's memorised target, the adapter is merged, and `hf_unlearn.audit.audit_model` scores the "
@@ -135,10 +149,9 @@ def main(argv=None) -> dict[str, Any]:
     for name, results in record["runs"].items():
         b = results["benchmark"]
         lines += [f"## {name} (seed {b['seed']}; training {b['train_seconds']:.0f} s, audit {b['audit_seconds']:.0f} s, "
-                  f"{b['threads']} thread(s))", "", audit_markdown(results).split("\n", 2)[2], "",
-                  f"![{name}](audit_{b['model']}_{b['method']}.png)", ""]
+                  f"{b['threads']} thread(s))", "", audit_markdown(results).split("\n", 2)[2].replace("## ", "### "), "",
+                  f"![{name}]({b['plot']})", ""]
     (out_dir / "audit.md").write_text("\n".join(lines))
-    return record
 
 
 if __name__ == "__main__":
