@@ -44,23 +44,20 @@ What is run
 
 Nothing here writes forget-set text: the logs and result files hold numbers, settings and method names only.
 
-Measured (2026-12-01, 1 thread per run, two runs at a time on the shared 2-core machine)
-----------------------------------------------------------------------------------------
+Measured (1 thread per run, two runs at a time on the shared 2-core machine)
+------------------------------------------------------------------------
 
-- Target: 10 + 8 epochs (loss 3.31 -> 0.22), 22 min; train regurgitation 0.92 (forget) / 0.81 (retain), validation
-  0.98 / 1.00, knowledge 1.0 everywhere, MIA AUC 1. Memorising cost general ability: held-out ppl 18.4 -> 68.2,
-  general knowledge 0.341 -> 0.074, MMLU slice 0.289 -> 0.184 (a first stage of 10 epochs alone: 28.4, 0.161 and
-  0.237, at regurgitation 0.53). `--anchor_weight` (a KL anchor to the base on general text while memorising) is
-  the next thing to try; it has not been run on this target.
-- Every run was scored without MMLU (`--run_mmlu 0`: the target's MMLU is already below chance) and takes 10-15 min
-  (training 6-10 min at 15-30 s a step, scoring 4 min).
-- NPO + NLL + KL at the paper's settings (beta 0.5, lr 1e-4, gamma 1, delta 0.5, r = alpha = 5, 5 epochs) forgets
-  nothing: forget regurgitation 0.917 -> 0.851, knowledge 1.0 -> 1.0.
-- NPO + NLL 4 + KL 1, beta 0.5, lr 2e-3, 5 epochs, r = 8 meets the LUME criteria on the train documents (forget
-  regurgitation and knowledge at most half, retain within 0.1; seeds in the results file) and, given the validation
-  documents instead, on those; but held-out perplexity rises by 24-71% in every setting tried (lr 1e-3 or 2e-3, 3
-  or 5 epochs, general documents in the retain set), so the 20% perplexity bar is not met, and the settings are
-  not selective by issue #13's full definition.
+- First target (2026-12-01, no anchor; runs in results/lume_methods_smollm2_no_anchor.md): 10 + 8 epochs, 22 min;
+  memorising cost general ability: held-out ppl 18.4 -> 68.2, general knowledge 0.341 -> 0.074, MMLU slice
+  0.289 -> 0.184. The paper's settings (beta 0.5, lr 1e-4, gamma 1, delta 0.5, r = alpha = 5, 5 epochs) forget
+  nothing: forget regurgitation 0.917 -> 0.851, knowledge 1.0. NPO + NLL 4 + KL 1 at lr 2e-3 met the LUME criteria
+  on 3 seeds but raised ppl by 24-71% in every setting.
+- Current target (2026-12-02, `--anchor_weight 1`): 83 min on shared cores; train regurgitation 0.79 / 0.81,
+  validation 0.78 / 0.92, knowledge 1.0, MIA AUC 1; held-out ppl 20.0, general knowledge 0.281, MMLU 0.289.
+- Runs are scored without MMLU (`--run_mmlu 0`) and take 14-16 min (training 10 min at ~20 s a step, scoring 4 min).
+- On the current target, NPO + NLL 4, lr 2e-3, 5 epochs: retain KL 1 misses only the perplexity bar (ppl 24.9,
+  +24%); retain KL 4 misses only forget regurgitation (0.439 against the 0.396 allowed; ppl 21.8). LoRA on the MLP
+  only, or 8 general documents in the retain set, cost more general ability. See the results file for the rest.
 """
 
 from __future__ import annotations
