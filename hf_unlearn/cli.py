@@ -249,13 +249,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             NotADirectoryError, ValueError)
 
 
+DEBUG_HELP = "Show the full traceback of an error (default: one line that names what is wrong)."
+
+
+def _add_scoring_options(command: argparse.ArgumentParser, dtype: str, dtype_help: str) -> None:
+    """The generation, loading and error options that `evaluate` and `audit` share."""
+    command.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
+    command.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")
+    command.add_argument("--dtype", default=dtype, choices=["auto", "bfloat16", "float16", "float32"],
+                         help=dtype_help)
+    command.add_argument("--trust-remote-code", action="store_true",
+                         help="Allow the model's own code to run (off by default).")
+    command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="hf-unlearn", description="Unlearning for the Hugging Face stack.")
     parser.add_argument("--version", action="version", version=f"hf_unlearn {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="Show the full traceback of an error (default: one line that names what is wrong).")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     ev = commands.add_parser("evaluate", help="Score a model on the LUME benchmark (the task's own scoring).")
@@ -281,13 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Generate the LUME answers from each input wrapped in the tokenizer's chat template (one user turn and "
         "the assistant header), for instruct models (default: the raw input, as the task's script does).",
     )
-    ev.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
-    ev.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")
-    ev.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                    help="Load dtype (default: the checkpoint's own; the task's script used bfloat16).")
-    ev.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
-    ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                    help="Show the full traceback of an error (default: one line that names what is wrong).")
+    _add_scoring_options(ev, "auto", "Load dtype (default: the checkpoint's own; the task's script used bfloat16).")
     ev.set_defaults(func=evaluate_command)
 
     mg = commands.add_parser("merge", help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
@@ -305,8 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
-    mg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                    help="Show the full traceback of an error (default: one line that names what is wrong).")
+    mg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     mg.set_defaults(func=merge_command)
 
     au = commands.add_parser("audit", help="Does the forgetting hold under quantization, relearning and probing?")
@@ -326,13 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--relearn-lr", type=float, default=5e-5, help="Learning rate of the relearning fine-tune.")
     au.add_argument("--relearn-batch-size", type=int, default=4, help="Rows per relearning step.")
     au.add_argument("--max-rows", type=int, default=0, help="Audit only the first N forget and N retain rows (0: all).")
-    au.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
-    au.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")
-    au.add_argument("--dtype", default="float32", choices=["auto", "bfloat16", "float16", "float32"],
-                    help="Load dtype of both models (default float32: rounding is measured against full precision).")
-    au.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
-    au.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                    help="Show the full traceback of an error (default: one line that names what is wrong).")
+    _add_scoring_options(au, "float32",
+                         "Load dtype of both models (default float32: rounding is measured against full precision).")
     au.set_defaults(func=audit_command)
 
     demo = commands.add_parser(
