@@ -29,6 +29,19 @@ def launch(args: list[str], processes: int, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def cli_two_ways(args: list[str], tmp_path: Path, port: str) -> tuple[str, str]:
+    """Run `python ARGS` under 2 torchrun processes (`--output-dir tmp/two`) and alone (`tmp/one`); their stdouts."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = []
+    for name, prefix in (("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]),
+                         ("one", [])):
+        result = subprocess.run([sys.executable, *prefix, *args, "--output-dir", str(tmp_path / name)], env=env,
+                                cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        out.append(result.stdout)
+    return out[0], out[1]
+
+
 def test_two_processes_train_and_score_like_one(saved, tmp_path):
     out = tmp_path / "out"
     model, data = str(saved / "model"), str(saved / "data")
@@ -57,17 +70,8 @@ def test_two_processes_train_and_score_like_one(saved, tmp_path):
 def test_cli_evaluate_under_two_processes_writes_single_process_results(saved, tmp_path):
     args = ["-m", "hf_unlearn.cli", "evaluate", "--model", str(saved / "model"), "--data", str(saved / "data"),
             "--mia", str(saved / "data" / "mia"), "--max-new-tokens", "16"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29539"]
-        + args + ["--output-dir", str(tmp_path / "two")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count("results written to") == 1  # only the main process writes and prints
-    one = subprocess.run([sys.executable] + args + ["--output-dir", str(tmp_path / "one")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
+    two, _ = cli_two_ways(args, tmp_path, port="29539")
+    assert two.count("results written to") == 1  # only the main process writes and prints
     results_two = json.loads((tmp_path / "two" / "evaluation_results.jsonl").read_text())
     results_one = json.loads((tmp_path / "one" / "evaluation_results.jsonl").read_text())
     assert results_two["forget-set"] == results_one["forget-set"]
@@ -82,17 +86,8 @@ def test_cli_audit_under_two_processes_gives_the_single_process_audit(saved, tmp
             "--data", str(saved / "data"), "--split", "validation", "--mia", str(saved / "data" / "mia"),
             "--probes", "int4,relearn,prefix50", "--relearn-steps", "2", "--relearn-lr", "1e-3",
             "--max-new-tokens", "16"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-        + args + ["--output-dir", str(tmp_path / "two")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count("audit written to") == 1
-    one = subprocess.run([sys.executable] + args + ["--output-dir", str(tmp_path / "one")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
+    two, _ = cli_two_ways(args, tmp_path, port="29541")
+    assert two.count("audit written to") == 1
     audit_two = json.loads((tmp_path / "two" / "audit.json").read_text())
     audit_one = json.loads((tmp_path / "one" / "audit.json").read_text())
     for name in ("original", "unlearned"):

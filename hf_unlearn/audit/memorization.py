@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..data.collator import pad, tokenize_row
+from ..data.collator import pad_features, tokenize_row
 from ..losses import IGNORE_INDEX
 from ..metrics._model_state import evaluation_mode, model_device
 
@@ -49,14 +49,12 @@ def teacher_forced_predictions(
     features = []
     for row in rows:
         feature, _ = tokenize_row(tokenizer, row["input"], row["output"], max_length)
-        labels = feature["labels"][:-1] + [IGNORE_INDEX]  # the EOS is not part of the answer text
-        features.append((feature["input_ids"], labels))
+        feature["labels"] = feature["labels"][:-1] + [IGNORE_INDEX]  # the EOS is not part of the answer text
+        features.append(feature)
     with evaluation_mode(model):
         for start in range(0, len(features), batch_size):
             chunk = features[start : start + batch_size]
-            ids = pad([f[0] for f in chunk], tokenizer.pad_token_id or 0).to(device)
-            labels = pad([f[1] for f in chunk], IGNORE_INDEX).to(device)
-            mask = pad([[1] * len(f[0]) for f in chunk], 0).to(device)
+            ids, mask, labels = (t.to(device) for t in pad_features(chunk, tokenizer.pad_token_id or 0))
             logits = model(input_ids=ids, attention_mask=mask).logits
             predicted = logits[:, :-1].argmax(dim=-1)  # position t predicts token t + 1
             target = labels[:, 1:]

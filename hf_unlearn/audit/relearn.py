@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.collator import pad, tokenize_row
-from ..losses import IGNORE_INDEX
+from ..data.collator import pad_features, tokenize_row
 from ..metrics._model_state import model_device
 from ..metrics.lume import row_kind
 
@@ -96,9 +95,7 @@ def relearn(model, tokenizer, rows: Sequence[Mapping], config: RelearnConfig) ->
                 order = list(range(len(features)))
                 generator.shuffle(order)
             batch.append(features[order.pop()])
-        ids = pad([f["input_ids"] for f in batch], tokenizer.pad_token_id or 0).to(device)
-        labels = pad([f["labels"] for f in batch], IGNORE_INDEX).to(device)
-        mask = pad([[1] * len(f["input_ids"]) for f in batch], 0).to(device)
+        ids, mask, labels = (t.to(device) for t in pad_features(batch, tokenizer.pad_token_id or 0))
         loss = attacked(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         optimizer.step()

@@ -63,6 +63,12 @@ def pad(sequences: list[list[Any]], value: Any, dtype=torch.long) -> torch.Tenso
     return out
 
 
+def pad_features(rows: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded `(input_ids, attention_mask, labels)` of tokenised rows (`tokenize_row`'s features)."""
+    return (pad([r["input_ids"] for r in rows], pad_token_id), pad([[1] * len(r["input_ids"]) for r in rows], 0),
+            pad([r["labels"] for r in rows], IGNORE_INDEX))
+
+
 class UnlearningCollator:
     """Pads `{"forget": row, "retain": row}` items into `forget_*` and `retain_*` tensors (right padding).
 
@@ -82,9 +88,8 @@ class UnlearningCollator:
                 rows += value if isinstance(value, list) else [value] if value is not None else []
             if not rows:
                 continue
-            batch[f"{part}_input_ids"] = pad([r["input_ids"] for r in rows], self.pad_token_id)
-            batch[f"{part}_attention_mask"] = pad([[1] * len(r["input_ids"]) for r in rows], 0)
-            batch[f"{part}_labels"] = pad([r["labels"] for r in rows], IGNORE_INDEX)
+            (batch[f"{part}_input_ids"], batch[f"{part}_attention_mask"],
+             batch[f"{part}_labels"]) = pad_features(rows, self.pad_token_id)
             if "ref_logp" in rows[0]:
                 ref = [r["ref_logp"] for r in rows]
                 if isinstance(ref[0], list):  # token level: aligned with the shifted labels
