@@ -5,6 +5,9 @@
 
     hf-unlearn merge --adapter DIR --output DIR [--base MODEL] [--audit AUDIT_JSON] [--push-to-hub REPO] [--public]
 
+    hf-unlearn unlearn --model ID_OR_PATH --forget FILE --retain FILE [--holdout FILE] [--eval-forget FILE] \
+        [--method npo] --output-dir OUT
+
     hf-unlearn audit --model PATH [--adapter PATH] --original PATH --data DIR --split NAME [--mia DIR] \
         --output-dir OUT [--probes int8,int4,relearn,prefix50,prefix25,paraphrase]
 
@@ -15,6 +18,7 @@ only the main process writes files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -200,6 +204,33 @@ def audit_command(args) -> int:
     return 0
 
 
+def unlearn_command(args) -> int:
+    """The job of a deletion request: train, score before and after, audit, save and merge, report."""
+    from .unlearn import UnlearnArguments, format_report, run_unlearn
+
+    job = UnlearnArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(UnlearnArguments)})
+    result = run_unlearn(job)
+    print("\n" + format_report(result))
+    return 0
+
+
+def _add_dataclass_options(command: argparse.ArgumentParser, cls) -> None:
+    """One `--kebab-case` option per field of `cls`, with the field's help and default (required when it has none)."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            command.add_argument(flag, dest=f.name, action="store_true", help=text)
+        elif f.type in ("list", list):
+            command.add_argument(flag, dest=f.name, action="append", default=[], metavar="NAME=VALUE", help=text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            required = f.default is dataclasses.MISSING
+            command.add_argument(flag, dest=f.name, type=kind, required=required,
+                                 default=None if required else f.default,
+                                 help=text + ("" if required or f.default is None else f" (default: {f.default})"))
+
+
 def merge_command(args) -> int:
     """Load the base model and the adapter, merge, save safetensors + tokenizer + model card, optionally push."""
     try:
@@ -335,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_options(au, "float32",
                          "Load dtype of both models (default float32: rounding is measured against full precision).")
     au.set_defaults(func=audit_command)
+
+    from .unlearn import UnlearnArguments
+
+    un = commands.add_parser(
+        "unlearn", help="Forget a file of rows or documents: train, score before and after, audit, merge, report.",
+        description="The job of a deletion request: LoRA unlearning of --forget while keeping --retain, scored before "
+        "and after (and on --eval-* rows it was not given), with a membership-inference attack against --holdout "
+        "documents and the audit; writes the adapter, the merged model with its card, unlearn.json and report.md.",
+    )
+    _add_dataclass_options(un, UnlearnArguments)
+    un.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    un.set_defaults(func=unlearn_command)
 
     demo = commands.add_parser(
         "demo", help="The offline miniature of the task: memorise synthetic data, unlearn it, score it.",

@@ -58,6 +58,10 @@ class RelearnConfig:
 
 
 def document_of(row: Mapping, index: int) -> str:
+    """The document a row comes from: its `document` field (rows made from plain documents), else its id without the
+    `sc<N>`/`qa<N>` suffix (LUME), else its index."""
+    if row.get("document") is not None:
+        return str(row["document"])
     row_id = str(row.get("id", ""))
     return row_id[:-3] if row_kind(row_id) is not None else f"row{index}"
 

@@ -1,0 +1,200 @@
+"""Plain documents (a person's records, a copyrighted text) as LUME-style sentence-completion rows, and reading a file
+of either.
+
+The splitter (`documents_to_rows`) is what `hf-unlearn unlearn` applies to `.txt` files and to JSON-lines files whose
+rows have a `text` field:
+
+1. A document is split into sentences: a sentence ends at `.`, `!` or `?` (and any closing quotes or brackets) followed
+   by white space, or at a line break.
+2. Consecutive sentences are packed into passages of at most `max_words` words; a longer sentence is a passage of its
+   own, cut every `max_words` words.
+3. Each passage becomes one row: `input` is its text up to the sentence boundary closest to `prompt_fraction` of its
+   words (or, in a one-sentence passage, up to that word), `output` the rest. The text is sliced, not re-joined, so
+   the prompt is exactly the text the model saw. A passage of one word has no prompt and no continuation: it is
+   refused, naming the document.
+4. Row ids are `<document>-<k>sc0` (the LUME scorer reads a row's kind from the end of its id: these are all
+   sentence completions, scored by ROUGE-L recall), `task` is `"documents"`, and `document` names the document the row
+   came from, so an audit's relearning attack can hold out whole documents.
+
+Plain documents give no question rows, so knowledge (exact match on questions) is not measured for them; add
+LUME-style question rows (`id` ending in `qa<N>`) to measure it.
+
+Error messages name the file, line or document number and the field, never the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from .lume import DataValidationError, _read_jsonl_lines, check_row_types
+
+DOCUMENT_TASK = "documents"
+# A sentence ends after ., ! or ? (plus closing quotes/brackets) before white space, or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]’”]*\s+|\n+")
+_WORD = re.compile(r"\S+")
+# Words whose full stop does not end a sentence (besides single letters, as in initials).
+ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr mt no vs etc e.g i.e approx dept inc ltd co".split())
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of the sentences of `text`, white space between them excluded."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        before = text[start : match.start()].rsplit(None, 1)[-1:] or [""]
+        word = before[0].rstrip(".").lower()
+        if "\n" not in match.group(0) and before[0].endswith(".") and (word in ABBREVIATIONS or len(word) == 1):
+            continue  # "Dr. Roe", "J. Roe": not a sentence end
+        end = match.start() + len(match.group(0).rstrip())  # closing quotes stay with their sentence
+        if text[start:end].strip():
+            spans.append((start, end))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return [(s + len(text[s:e]) - len(text[s:e].lstrip()), e) for s, e in spans]
+
+
+def passage_spans(text: str, max_words: int) -> list[tuple[int, int, list[int]]]:
+    """(start, end, sentence-boundary offsets inside) of passages of whole sentences, at most `max_words` words each
+    (a longer sentence cut every `max_words` words)."""
+    pieces: list[tuple[int, int]] = []
+    for s, e in sentence_spans(text):
+        words = list(_WORD.finditer(text, s, e))
+        for i in range(0, len(words), max_words):
+            chunk = words[i : i + max_words]
+            pieces.append((chunk[0].start(), chunk[-1].end()))
+    passages: list[tuple[int, int, list[int]]] = []
+    count = 0
+    for s, e in pieces:
+        n = len(_WORD.findall(text, s, e))
+        if passages and count + n <= max_words:
+            start, _, bounds = passages[-1]
+            passages[-1] = (start, e, bounds + [s])
+            count += n
+        else:
+            passages.append((s, e, []))
+            count = n
+    if len(passages) > 1 and len(_WORD.findall(text, *passages[-1][:2])) < 2:  # a one-word tail joins the passage before
+        start, _, bounds = passages[-2]
+        passages[-2:] = [(start, passages[-1][1], bounds + [passages[-1][0]])]
+    return passages
+
+
+def completion_row(text: str, start: int, end: int, bounds: Sequence[int], prompt_fraction: float) -> tuple[str, str]:
+    """(input, output) of one passage `text[start:end]`, cut at the sentence boundary nearest to `prompt_fraction` of
+    its words, or at that word when the passage is one sentence."""
+    words = list(_WORD.finditer(text, start, end))
+    target = prompt_fraction * len(words)
+    if bounds:
+        def words_before(offset: int) -> int:
+            return sum(w.start() < offset for w in words)
+
+        cut = min(bounds, key=lambda b: (abs(words_before(b) - target), b))
+    else:
+        k = min(len(words) - 1, max(1, round(target)))
+        cut = words[k].start()
+    return text[start:cut].rstrip(), text[cut:end].strip()
+
+
+def documents_to_rows(
+    documents: Sequence[str],
+    ids: Sequence[str] | None = None,
+    max_words: int = 100,
+    prompt_fraction: float = 0.5,
+    source: str = "documents",
+) -> list[dict]:
+    """LUME-style sentence-completion rows (`id`, `input`, `output`, `task`, `document`) from plain documents; see the
+    module docstring for the rules. `ids` name the documents (default `doc0`, `doc1`, ...)."""
+    if max_words < 2:
+        raise ValueError(f"max_words must be at least 2, got {max_words}")
+    if not 0 < prompt_fraction < 1:
+        raise ValueError(f"prompt_fraction must be in (0, 1), got {prompt_fraction}")
+    ids = list(ids) if ids is not None else [f"doc{i}" for i in range(len(documents))]
+    if len(ids) != len(documents):
+        raise ValueError(f"{len(documents)} documents but {len(ids)} ids")
+    if len(set(ids)) != len(ids):
+        raise DataValidationError(f"{source}: two documents have the same id; each document needs its own.")
+    rows = []
+    for number, (doc_id, text) in enumerate(zip(ids, documents), start=1):
+        if len(_WORD.findall(text)) < 2:
+            raise DataValidationError(
+                f"{source}, document {number}: fewer than 2 words, so there is no prompt and continuation to make; "
+                "join it to a neighbouring document or give it as an input/output row."
+            )
+        for k, (s, e, bounds) in enumerate(passage_spans(text, max_words)):
+            prompt, answer = completion_row(text, s, e, bounds, prompt_fraction)
+            rows.append({"id": f"{doc_id}-{k}sc0", "input": prompt, "output": answer, "task": DOCUMENT_TASK,
+                         "document": str(doc_id)})
+    return rows
+
+
+def paragraphs(text: str) -> list[str]:
+    """The documents of a `.txt` file: blocks separated by one or more blank lines."""
+    return [block.strip() for block in re.split(r"\n\s*\n", text) if block.strip()]
+
+
+def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
+    """(texts, ids) of the documents in a `.txt` file (one per paragraph) or a JSON-lines file with a `text` field
+    (and an optional `id`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(f"Data file not found: {path}.")
+    if path.suffix == ".txt":
+        texts = paragraphs(path.read_text(encoding="utf-8-sig"))
+        if not texts:
+            raise DataValidationError(f"{path} is empty: it holds no documents.")
+        return texts, [f"{path.stem}{i}" for i in range(len(texts))]
+    texts, ids = [], []
+    for lineno, row in _read_jsonl_lines(path):
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataValidationError(
+                f"{path}, line {lineno}: field 'text' must be a non-empty string"
+                + (f", got {type(text).__name__}" if text is not None else " (it is missing)") + "."
+            )
+        texts.append(text)
+        ids.append(str(row["id"]) if row.get("id") is not None else f"{path.stem}{lineno}")
+    return texts, ids
+
+
+def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction: float = 0.5) -> tuple[list[dict], list[str]]:
+    """(rows, documents) of a forget, retain or evaluation file for `hf-unlearn unlearn`.
+
+    - `.txt`, or JSON lines with a `text` field: plain documents, split by `documents_to_rows`;
+    - JSON lines with `input` and `output`: LUME-style rows, checked as `load_lume` checks them. A row without an `id`
+      gets `<file>-<line>sc0` (scored as a sentence completion), one without a `task` gets `"rows"`.
+
+    `documents` are the whole texts behind the rows (each plain document; for LUME-style rows, each
+    sentence-completion row's input and output joined), the member documents of the membership-inference attack.
+    `name` ("forget", "retain", ...) is used in messages.
+    """
+    path = Path(path)
+    if path.suffix == ".txt":
+        texts, ids = read_documents(path)
+        return documents_to_rows(texts, ids, max_words, prompt_fraction, source=f"{name} file {path}"), texts
+    lines = _read_jsonl_lines(path) if path.is_file() else None
+    if lines is None:
+        raise DataValidationError(f"{name} file not found: {path}.")
+    has_rows = ["input" in row or "output" in row for _, row in lines]
+    if not any(has_rows):
+        if all("text" in row for _, row in lines):
+            texts, ids = read_documents(path)
+            return documents_to_rows(texts, ids, max_words, prompt_fraction, source=f"{name} file {path}"), texts
+        lineno, row = next((n, r) for n, r in lines if "text" not in r)
+        raise DataValidationError(
+            f"{path}, line {lineno}: expected LUME-style rows (fields 'input' and 'output') or documents (field "
+            f"'text'); this row has fields {sorted(row)}."
+        )
+    rows = []
+    for lineno, row in lines:
+        row = dict(row)
+        row.setdefault("id", f"{path.stem}-{lineno}sc0")
+        row.setdefault("task", "rows")
+        rows.append((f"line {lineno}", row))
+    check_row_types(rows, str(path))
+    out = [row for _, row in rows]
+    from ..metrics.lume import SENTENCE_COMPLETION, row_kind
+
+    documents = [f"{r['input']} {r['output']}" for r in out if row_kind(str(r["id"])) == SENTENCE_COMPLETION]
+    return out, documents

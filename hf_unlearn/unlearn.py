@@ -1,0 +1,330 @@
+"""`hf-unlearn unlearn`: the job of a deletion request, from a model and two files to a merged model and evidence.
+
+    hf-unlearn unlearn --model smollm2 --forget forget.txt --retain retain.jsonl --holdout unseen.txt --output-dir OUT
+
+1. **Data.** `--forget` and `--retain` are LUME-style rows (JSON lines with `input` and `output`) or plain documents (a
+   `.txt` file, one document per paragraph, or JSON lines with a `text` field), which
+   `hf_unlearn.data.documents.documents_to_rows` turns into sentence-completion rows. Every file is checked before the
+   model loads; messages name the file, line and field, never the text.
+2. **Training.** LoRA on the model, then `UnlearningTrainer` with the defaults below: NPO + retain NLL + retain KL with
+   the settings that were the most selective on the real SmolLM2-135M-Instruct in
+   `benchmarks/lume_methods_smollm2.py` (LoRA r 8 on all linear layers, lr 2e-3, beta 0.5, retain NLL 4, retain KL
+   3, 5 epochs, batch 4 + 4). Any other `UnlearningConfig` field: `--trainer-arg NAME=VALUE`.
+3. **Evidence.** The model before (the adapter disabled) and after (the adapter merged) is scored on the forget and
+   retain rows, and on `--eval-forget` / `--eval-retain` rows it was not given; the membership-inference loss attack
+   compares the forget documents with `--holdout` documents the model never saw; the audit
+   (`hf_unlearn.audit.audit_model`) quantizes, relearns and probes the unlearned model.
+4. **Outputs** in `--output-dir`: `adapter/` (with `unlearning_record.json`), `merged/` (safetensors, tokenizer and a
+   model card with the method, its settings, the scores and the audit's verdicts), `unlearn.json` (numbers and
+   verdicts, stable keys), `report.md` (the report it prints) and `audit/`. No file it writes holds forget-set text.
+
+Memory: the audit holds the model with its adapter and a merged copy (and a third copy while relearning).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "hf_unlearn.unlearn"
+VERSION = 1
+DEFAULT_PROBES = "int8,int4,relearn,prefix50,prefix25,paraphrase"
+MARKER = "unlearn.json"  # an output folder holding it was made by this command and may be written again
+
+
+@dataclass
+class UnlearnArguments:
+    """What `hf-unlearn unlearn` takes; each field is a `--kebab-case` option (see `--help`)."""
+
+    model: str = field(metadata={"help": "Model to unlearn from: folder, Hub id, or smollm2 (offline)."})
+    forget: str = field(metadata={"help": "What to forget: JSON lines with input/output (LUME rows), or documents "
+                                          "(.txt, one per paragraph; or JSON lines with a 'text' field)."})
+    retain: str = field(metadata={"help": "What to keep, in the same formats: text the model must still know, "
+                                          "ideally like the forget set in kind (other people's records, other books)."})
+    output_dir: str = field(metadata={"help": "Where adapter/, merged/, unlearn.json, report.md and audit/ go (a new "
+                                              "or empty folder, or one this command made)."})
+    method: str = field(default="npo", metadata={"help": "Unlearning method (the registry's names: npo, gd, simnpo, "
+                                                          "...)."})
+    beta: float = field(default=0.5, metadata={"help": "NPO inverse temperature."})
+    retain_nll_weight: float = field(default=4.0, metadata={"help": "Weight of the retain NLL term."})
+    retain_kl_weight: float = field(default=3.0, metadata={"help": "Weight of the retain KL(model || reference) term."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the LoRA weights."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Passes over the forget rows."})
+    batch_size: int = field(default=4, metadata={"help": "Forget rows (and as many retain rows) per step."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules (comma-separated "
+                                                                            "names, or all-linear)."})
+    max_length: int = field(default=512, metadata={"help": "Tokens per row at most (longer rows keep their answer)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the LoRA initialisation, the row order and the audit."})
+    trainer_arg: list = field(default_factory=list, metadata={
+        "help": "Any other UnlearningConfig field, as NAME=VALUE (repeatable), e.g. lr_scheduler_type=constant."})
+    eval_forget: str | None = field(default=None, metadata={
+        "help": "Forget rows or documents not trained on, scored before and after (e.g. other copies or phrasings of "
+                "the data): does the forgetting reach them?"})
+    eval_retain: str | None = field(default=None, metadata={
+        "help": "Retain rows or documents not trained on, scored before and after: is the rest of the model kept?"})
+    holdout: str | None = field(default=None, metadata={
+        "help": "Documents the model never saw, like the forget ones in kind (.txt or JSON lines with 'text'): the "
+                "membership-inference attack's nonmembers (without it no MIA is run)."})
+    mia: str | None = field(default=None, metadata={
+        "help": "Instead of --holdout: a folder with member.jsonl and nonmember.jsonl (field 'document')."})
+    probes: str = field(default=DEFAULT_PROBES, metadata={
+        "help": "Audit probes, comma-separated (none: no audit): int8, int4, relearn, prefix50, prefix25, paraphrase."})
+    max_words: int = field(default=100, metadata={"help": "Words per sentence-completion row made from a document."})
+    prompt_fraction: float = field(default=0.5, metadata={"help": "Share of a row's words given as its prompt."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Greedy generation length when scoring."})
+    generation_batch_size: int = field(default=16, metadata={"help": "Rows per generation batch when scoring."})
+    dtype: str = field(default="float32", metadata={"help": "Load dtype (float32, bfloat16, float16 or auto)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own code to run."})
+
+
+def check_output_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MARKER).is_file())):
+        raise FileExistsError(f"{path} exists and was not made by `hf-unlearn unlearn`: give a new or empty folder.")
+
+
+def _trainer_overrides(pairs: list[str]) -> dict[str, Any]:
+    from .config import UnlearningConfig
+
+    names = {f.name: f for f in dataclasses.fields(UnlearningConfig)}
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in names:
+            raise ValueError(f"--trainer-arg {pair!r}: expected NAME=VALUE with NAME an UnlearningConfig field")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value  # a plain string
+    return out
+
+
+def build_config(args: UnlearnArguments, output_dir: Path):
+    """The `UnlearningConfig` of the job (checked, with the method, before any model is loaded)."""
+    from .config import UnlearningConfig
+
+    settings = dict(output_dir=str(output_dir / "training"), method=args.method, beta=args.beta,
+                    retain_nll_weight=args.retain_nll_weight, retain_kl_weight=args.retain_kl_weight,
+                    learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+                    per_device_train_batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                    report_to="none", save_strategy="no", logging_steps=10)
+    settings.update(_trainer_overrides(args.trainer_arg))
+    return UnlearningConfig(**settings)
+
+
+def _documents(path: str) -> list[str]:
+    from .data.documents import read_documents
+
+    return read_documents(path)[0]
+
+
+def _mia_documents(args: UnlearnArguments, forget_documents: list[str]):
+    from .data import read_jsonl
+
+    if args.mia:
+        return ([r["document"] for r in read_jsonl(Path(args.mia) / "member.jsonl")],
+                [r["document"] for r in read_jsonl(Path(args.mia) / "nonmember.jsonl")])
+    if args.holdout:
+        if not forget_documents:
+            raise ValueError("--holdout needs forget documents to compare with: the forget rows hold no "
+                             "sentence-completion row")
+        return forget_documents, _documents(args.holdout)
+    return None, None
+
+
+def _delta_line(label: str, before: float | None, after: float | None, better: str) -> str | None:
+    if before is None or after is None:
+        return None  # not measured (e.g. knowledge without question rows): said once in the caveats
+    return f"  {label:<30} {before:6.3f} -> {after:6.3f}   ({better} is better)"
+
+
+def caveats(result: dict) -> list[str]:
+    """Plain-language warnings on how strong the evidence is (from the numbers only)."""
+    out = []
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    fr_b, fr_a = before.get("forget/regurgitation"), after.get("forget/regurgitation")
+    if fr_b is not None and fr_b < 0.5:
+        out.append(f"Before unlearning the model reproduced little of the forget rows (regurgitation {fr_b:.2f}): "
+                   "low scores after it are weak evidence of forgetting.")
+    if fr_b and fr_a is not None and fr_a > 0.5 * fr_b:
+        out.append(f"Forget regurgitation fell by less than half ({fr_b:.2f} -> {fr_a:.2f}): try more epochs or a "
+                   "higher learning rate.")
+    for key in ("retain/regurgitation", "retain/knowledge"):
+        if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > 0.1:
+            out.append(f"{key.replace('/', ' ')} fell by {before[key] - after[key]:.2f}: the model lost some of what it "
+                       "should keep; raise retain_nll_weight / retain_kl_weight or lower the learning rate.")
+    auc = after.get("mia/auc")
+    if auc is None:
+        out.append("No membership-inference attack was run: give --holdout documents the model never saw.")
+    elif auc > 0.7:
+        out.append(f"The loss attack still tells the forget documents from unseen ones (AUC {auc:.2f}; 0.5 means "
+                   "they look unseen): a determined attacker could tell they were trained on.")
+    for name, probe in (result.get("audit") or {}).get("probes", {}).items():
+        if probe.get("recovered") is not None and probe["recovered"] >= 0.2:
+            out.append(f"{name}: {probe['recovered']:.0%} of the forgetting comes back under this attack.")
+    if not result.get("eval_rows"):
+        out.append("Only the rows given were scored: copies of the data elsewhere (other phrasings, other documents) "
+                   "are not measured; give them with --eval-forget.")
+    if not any(k.endswith("knowledge") for k in before):
+        out.append("No question rows: knowledge (exact-match answers) was not measured, only regurgitation.")
+    return out
+
+
+def format_report(result: dict) -> str:
+    """The one-screen report `hf-unlearn unlearn` prints and writes to report.md."""
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    rows = result["rows"]
+    lines = [f"hf-unlearn unlearn: {result['model']} with {result['method']} "
+             f"({', '.join(f'{k} {v}' for k, v in result['method_settings'].items() if k != 'method')}), "
+             f"lr {result['training']['learning_rate']}, {result['training']['num_train_epochs']:g} epochs, "
+             f"{result['train_seconds']:.0f} s of training",
+             f"  {rows['forget']} forget rows ({rows['forget_documents']} documents), {rows['retain']} retain rows", "",
+             f"  {'':<30} {'before':>6}    {'after':>6}",
+             "Forgotten (the rows it was asked to forget)",
+             _delta_line("forget regurgitation", before.get("forget/regurgitation"), after.get("forget/regurgitation"),
+                         "lower"),
+             _delta_line("forget knowledge", before.get("forget/knowledge"), after.get("forget/knowledge"), "lower"),
+             "Kept (the rows it was asked to keep)",
+             _delta_line("retain regurgitation", before.get("retain/regurgitation"), after.get("retain/regurgitation"),
+                         "higher"),
+             _delta_line("retain knowledge", before.get("retain/knowledge"), after.get("retain/knowledge"), "higher")]
+    if result.get("eval_rows"):
+        lines.append("Not given to the method (--eval-forget / --eval-retain)")
+        for key, better in (("forget/regurgitation", "lower"), ("forget/knowledge", "lower"),
+                            ("retain/regurgitation", "higher"), ("retain/knowledge", "higher")):
+            b, a = before.get(f"eval/{key}"), after.get(f"eval/{key}")
+            if b is not None:
+                lines.append(_delta_line(f"{key.replace('/', ' ')}", b, a, better))
+    lines.append("Evidence")
+    if after.get("mia/auc") is not None:
+        lines.append(_delta_line("MIA loss AUC (0.5: unseen)", before.get("mia/auc"), after["mia/auc"], "closer to 0.5"))
+    else:
+        lines.append("  MIA: not run (no --holdout)")
+    for probe in (result.get("audit") or {}).get("probes", {}).values():
+        lines.append(f"  {probe['verdict']}")
+    notes = result.get("caveats") or []
+    if notes:
+        lines += ["", "Caveats"] + [f"- {c}" for c in notes]
+    lines += ["", "Files"] + [f"  {k}: {v}" for k, v in result["paths"].items()]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
+    """Run the job (see the module docstring); returns what `unlearn.json` holds."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .audit import PROBES, audit_model, write_audit
+    from .audit.run import score_rows
+    from .data.documents import load_rows
+    from .hub import MADE_BY_US, check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
+    from .pretrained import resolve_model_path
+    from .trainer import UnlearningTrainer
+
+    out = Path(args.output_dir)
+    check_output_dir(out)
+    check_output_folder(out / "merged")
+    probes = [] if args.probes.strip().lower() in ("", "none") else [p.strip() for p in args.probes.split(",")
+                                                                       if p.strip()]
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe(s) {', '.join(unknown)}; known: {', '.join(PROBES)} (or none)")
+    if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, not {args.dtype!r}")
+
+    # Everything a user gave is checked before the model loads.
+    split = dict(max_words=args.max_words, prompt_fraction=args.prompt_fraction)
+    forget, forget_documents = load_rows(args.forget, "forget", **split)
+    retain, _ = load_rows(args.retain, "retain", **split)
+    eval_forget = load_rows(args.eval_forget, "eval-forget", **split)[0] if args.eval_forget else []
+    eval_retain = load_rows(args.eval_retain, "eval-retain", **split)[0] if args.eval_retain else []
+    members, nonmembers = _mia_documents(args, forget_documents)
+    config = build_config(args, out)
+    if "relearn" in probes and len({r.get("document", r["id"][:-3]) for r in forget}) < 2:
+        probes.remove("relearn")  # it holds out whole documents: one document leaves nothing to measure
+        progress("[unlearn] the relearning probe needs at least 2 forget documents: skipped")
+
+    started = time.time()
+    path = resolve_model_path(args.model, log=progress)
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    modules = args.lora_target_modules
+    lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
+    columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=columns(forget),
+                                retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora)
+    # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so that
+    # `hf-unlearn merge` and `evaluate` find it from anywhere.
+    local = Path(args.model).expanduser()
+    trainer.model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else args.model
+    progress(f"[unlearn] training {config.method} on {len(forget)} forget and {len(retain)} retain rows")
+    train_started = time.time()
+    trainer.train()
+    train_seconds = time.time() - train_started
+    adapter_dir = out / "adapter"
+    trainer.save_model(adapter_dir)
+    save_training_record(trainer, adapter_dir)
+    (out / MARKER).write_text("{}")  # claims the folder before the long scoring
+
+    peft_model = trainer.accelerator.unwrap_model(trainer.model)
+    peft_model.eval()
+    unlearned = merge_adapter(copy.deepcopy(peft_model))  # what a user ships: the merged weights
+    unlearned.eval()
+    with peft_model.disable_adapter():  # the model before unlearning, without a second copy
+        audit = audit_model(unlearned, peft_model, tokenizer, forget, retain, members, nonmembers, probes=probes,
+                            max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
+                            progress=progress)
+        scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
+        if eval_forget or eval_retain:
+            progress("[unlearn] scoring the rows not given to the method")
+            for name, m in (("before", peft_model), ("after", unlearned)):
+                extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
+                                   args.generation_batch_size)
+                scores[name].update({f"eval/{k}": v for k, v in extra.items()})
+    del unlearned
+
+    method = config.unlearning_method
+    result: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION, "model": args.model, "method": config.method,
+        "method_settings": config.method_hyperparameters(),
+        "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
+                     "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+                     "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
+        "paper": method.paper,
+        "rows": {"forget": len(forget), "retain": len(retain),
+                 "forget_documents": len({r.get("document", r["id"][:-3]) for r in forget})},
+        "eval_rows": {"forget": len(eval_forget), "retain": len(eval_retain)} if (eval_forget or eval_retain) else None,
+        "mia": {"members": len(members), "nonmembers": len(nonmembers)} if members else None,
+        "scores": scores, "train_seconds": train_seconds,
+        "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
+                             for k, v in audit["probes"].items()}} if probes else None,
+    }
+    result["caveats"] = caveats(result)
+
+    record = training_record(trainer)
+    record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
+                        for k, v in scores["after"].items() if k in scores["before"]}
+    paths = {"adapter": str(adapter_dir), "merged model": str(out / "merged")}
+    if probes:
+        audit_paths = write_audit(audit, out / "audit")
+        paths["audit"] = str(audit_paths["markdown"])
+    merge_and_save(trainer, out / "merged", tokenizer=tokenizer, record=record, audit=audit if probes else None)
+    paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
+    result["paths"] = paths
+    result["seconds"] = time.time() - started
+    (out / MARKER).write_text(json.dumps(result, indent=1) + "\n")
+    (out / "report.md").write_text(format_report(result) + "\n")
+    return result

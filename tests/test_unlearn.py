@@ -1,0 +1,176 @@
+"""`hf-unlearn unlearn`: the document splitter on its own, then the whole job end to end on a tiny model that
+memorised real LUME rows, from LUME-style rows and from plain documents, with its outputs, card and canary scan."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from hf_unlearn.cli import main as cli_main
+from hf_unlearn.data import DataValidationError
+from hf_unlearn.data.documents import documents_to_rows, load_rows, passage_spans, sentence_spans
+from hf_unlearn.metrics.lume import row_kind
+
+TEXT = ("Jane Roe was born on 3 May 1980 in Leeds. Her phone number is 0113 496 0000. She works as a nurse at St. "
+        "James's Hospital with Dr. J. Smith.\nShe lives at 12 Park Road. \"Call me,\" she said! Yes.")
+
+
+def test_sentences_end_at_stops_and_line_breaks_but_not_after_abbreviations_or_initials():
+    sentences = [TEXT[s:e] for s, e in sentence_spans(TEXT)]
+    assert sentences == ["Jane Roe was born on 3 May 1980 in Leeds.", "Her phone number is 0113 496 0000.",
+                         "She works as a nurse at St. James's Hospital with Dr. J. Smith.", "She lives at 12 Park Road.",
+                         '"Call me," she said!', "Yes."]
+
+
+def test_passages_pack_whole_sentences_cut_long_ones_and_join_a_one_word_tail():
+    spans = passage_spans(TEXT, max_words=12)
+    words = [len(TEXT[s:e].split()) for s, e, _ in spans]
+    assert all(n <= 12 for n in words[:-1]) and words[-1] <= 13  # the last absorbed the one-word "Yes."
+    assert TEXT[spans[-1][0]:spans[-1][1]].endswith("Yes.")
+    long = "w " * 250
+    assert [len(long[s:e].split()) for s, e, _ in passage_spans(long, 100)] == [100, 100, 50]
+
+
+def test_rows_slice_the_text_cut_near_the_prompt_fraction_and_are_scored_as_completions():
+    rows = documents_to_rows([TEXT, "Two words"], ids=["jane", "short"], max_words=100, prompt_fraction=0.5)
+    assert [r["document"] for r in rows] == ["jane", "short"]
+    jane = rows[0]
+    assert TEXT.startswith(jane["input"]) and TEXT.endswith(jane["output"])
+    assert re.sub(r"\s+", " ", jane["input"] + " " + jane["output"]) == re.sub(r"\s+", " ", TEXT)
+    assert jane["input"].endswith("0000.")  # the sentence boundary nearest to half of the 36 words
+    assert rows[1]["input"] == "Two" and rows[1]["output"] == "words"  # one sentence: cut at the word
+    assert all(row_kind(r["id"]) == "sc" for r in rows) and {r["task"] for r in rows} == {"documents"}
+    many = documents_to_rows(["x y " * 600], max_words=50)
+    assert len(many) == 24 and all(row_kind(r["id"]) == "sc" for r in many)  # ids past 9 passages still parse
+
+
+def test_documents_that_cannot_be_split_are_refused_by_number_never_by_text():
+    with pytest.raises(DataValidationError, match="document 2: fewer than 2 words") as err:
+        documents_to_rows(["A fine document.", "ZQXJsecret"], source="forget file f.txt")
+    assert "ZQXJ" not in str(err.value)
+    with pytest.raises(DataValidationError, match="same id"):
+        documents_to_rows(["a b", "c d"], ids=["x", "x"])
+
+
+def test_load_rows_reads_text_files_text_jsonl_and_lume_rows(tmp_path):
+    (tmp_path / "f.txt").write_text(TEXT + "\n\n  \nSecond person, Max Mustermann, lives in Berlin.\n")
+    rows, docs = load_rows(tmp_path / "f.txt", "forget")
+    assert len(docs) == 2 and {r["document"] for r in rows} == {"f0", "f1"}
+    (tmp_path / "d.jsonl").write_text(json.dumps({"id": "p1", "text": TEXT}) + "\n")
+    rows, docs = load_rows(tmp_path / "d.jsonl", "forget")
+    assert docs == [TEXT] and rows[0]["id"].startswith("p1-")
+    (tmp_path / "r.jsonl").write_text(json.dumps({"input": "Q?", "output": "A."}) + "\n"
+                                      + json.dumps({"id": "x1qa0", "input": "Q2?", "output": "B.", "task": "T"}) + "\n")
+    rows, docs = load_rows(tmp_path / "r.jsonl", "retain")
+    assert [r["id"] for r in rows] == ["r-1sc0", "x1qa0"] and rows[0]["task"] == "rows" and docs == ["Q? A."]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "ZQXJ one two"}) + "\n" + json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(DataValidationError, match=r"line 2: expected LUME-style rows .* fields \['body'\]"):
+        load_rows(tmp_path / "bad.jsonl", "forget")
+    (tmp_path / "num.jsonl").write_text(json.dumps({"text": 5}) + "\n")
+    with pytest.raises(DataValidationError, match="line 1: field 'text' must be a non-empty string, got int"):
+        load_rows(tmp_path / "num.jsonl", "forget")
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _canary_scan(folder, texts):
+    """No forget answer appears in any text file the job wrote (weights are binary and skipped)."""
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".txt", ".jsonl", ".yaml", ".jinja", ""):
+            content = path.read_text(errors="ignore")
+            for text in texts:
+                assert text not in content, f"forget text in {path}"
+
+
+@pytest.fixture
+def saved_target(memorised_model, tokenizer, tmp_path):
+    folder = tmp_path / "target"
+    memorised_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, lume_dir, tmp_path, capsys):
+    from .conftest import read_jsonl
+
+    forget = _write_jsonl(tmp_path / "forget.jsonl", memorised_rows["forget"])
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"])
+    holdout = _write_jsonl(tmp_path / "holdout.jsonl",
+                           [{"text": r["document"]} for r in read_jsonl(lume_dir / "mia" / "nonmember.jsonl")[:6]])
+    out = tmp_path / "out"
+    code = cli_main(["unlearn", "--model", str(saved_target), "--forget", str(forget), "--retain", str(retain),
+                     "--holdout", str(holdout), "--output-dir", str(out), "--learning-rate", "1e-2",
+                     "--num-train-epochs", "4", "--probes", "int8,relearn,prefix50", "--max-new-tokens", "48",
+                     "--trainer-arg", "logging_steps=4"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "unlearn.json").read_text())
+    assert set(result) >= {"format", "version", "model", "method", "method_settings", "training", "rows", "scores",
+                           "audit", "caveats", "paths", "mia"}
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    assert before["forget/regurgitation"] > 0.8  # the target memorised them
+    assert after["forget/regurgitation"] < before["forget/regurgitation"] - 0.2  # and the job made it forget
+    assert {"mia/auc", "retain/regurgitation", "forget/knowledge"} <= set(after)
+    assert set(result["audit"]["probes"]) == {"int8", "relearn", "prefix50"}
+    completions = sum(row_kind(r["id"]) == "sc" for r in memorised_rows["forget"])
+    assert result["mia"] == {"members": completions, "nonmembers": 6}  # one document per completion row
+    # the report: before -> after, verdicts, caveats, files
+    assert "forget regurgitation" in printed and "int8:" in printed and "Files" in printed
+    assert (out / "report.md").read_text().strip() in printed
+    # the adapter names its base; the merged model has a card with method, settings, scores and the audit
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(saved_target.resolve())
+    card = (out / "merged" / "README.md").read_text()
+    assert "Method: `npo`" in card and "retain_kl_weight" in card and "forget/regurgitation" in card
+    assert "## Audit" in card and "int8:" in card
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "audit" / "audit.json").is_file()
+    _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
+    # a second run may write into the folder it made, a foreign folder is refused before anything loads
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(forget), "--retain", str(retain),
+                     "--output-dir", str(foreign)]) == 2
+    assert "was not made by `hf-unlearn unlearn`" in capsys.readouterr().err
+
+
+def test_unlearn_command_on_plain_documents(saved_target, memorised_rows, tmp_path, capsys):
+    # The documents the target memorised, as a user would have them: one paragraph each, no input/output split.
+    docs = [r["input"] + " " + r["output"] for r in memorised_rows["forget"]]
+    (tmp_path / "forget.txt").write_text("\n\n".join(docs) + "\n")
+    retain = _write_jsonl(tmp_path / "retain.jsonl",
+                          [{"id": f"r{i}", "text": r["input"] + " " + r["output"]}
+                           for i, r in enumerate(memorised_rows["retain"])])
+    out = tmp_path / "out"
+    assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(tmp_path / "forget.txt"),
+                     "--retain", str(retain), "--output-dir", str(out), "--learning-rate", "1e-2",
+                     "--num-train-epochs", "4", "--probes", "none", "--max-new-tokens", "48"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "unlearn.json").read_text())
+    assert result["rows"]["forget_documents"] == len(docs) and result["audit"] is None and result["mia"] is None
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    assert after["forget/regurgitation"] < before["forget/regurgitation"] - 0.2
+    assert "forget/knowledge" not in after  # no question rows in plain documents
+    assert "No membership-inference attack was run" in printed and "No question rows" in printed
+    assert "Method: `npo`" in (out / "merged" / "README.md").read_text()
+    _canary_scan(out, [d[len(d) // 2:][:40] for d in docs])
+
+
+def test_unlearn_refuses_bad_input_before_loading_a_model(tmp_path, capsys):
+    (tmp_path / "f.jsonl").write_text(json.dumps({"input": "a", "output": 3}) + "\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    args = ["unlearn", "--model", str(tmp_path / "no-such-model"), "--retain", str(tmp_path / "r.txt"),
+            "--output-dir", str(tmp_path / "out")]
+    assert cli_main(args + ["--forget", str(tmp_path / "f.jsonl")]) == 2
+    assert "line 1: field 'output' must be a string, got int" in capsys.readouterr().err
+    (tmp_path / "f.txt").write_text("A forget document of a few words.\n")
+    assert cli_main(args + ["--forget", str(tmp_path / "f.txt"), "--method", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cli_main(args + ["--forget", str(tmp_path / "f.txt"), "--trainer-arg", "no_such_field=1"]) == 2
+    assert "no_such_field" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "adapter").exists()
