@@ -74,10 +74,13 @@ def check_fingerprint(trainer, folder: str) -> None:
         for name, value in current["settings"].items() if name in saved_settings and saved_settings[name] != value
     ]
     if differences:
-        raise ValueError(
-            f"Cannot resume from {folder}: this run differs from the checkpointed one in {', '.join(differences)}, so "
-            "it would not continue the same run. Resume with the same data and settings, or start a new output_dir."
-        )
+        message = (f"Cannot resume from {folder}: this run differs from the checkpointed one in "
+                   f"{', '.join(differences)}, so it would not continue the same run.")
+        if getattr(trainer.args, "resume_inexact", False):
+            logger.warning("%s Resuming anyway (resume_inexact=True).", message.replace("Cannot resume", "Resuming"))
+            return
+        raise ValueError(message + " Resume with the same data and settings, start a new output_dir, or pass "
+                         "resume_inexact=True to resume anyway.")
 
 
 def checkpoint_problems(folder: str, needs_optimizer: bool = True) -> list[str]:
@@ -232,10 +235,16 @@ def resolve_resume(trainer, resume_from_checkpoint):
         return folder
     if isinstance(resume_from_checkpoint, (str, os.PathLike)):
         problems = checkpoint_problems(str(resume_from_checkpoint), needs_optimizer)
+        inexact = [p for p in problems if p in ("no optimizer.pt", "no scheduler.pt")]
+        if inexact and len(inexact) == len(problems) and getattr(args, "resume_inexact", False):
+            logger.warning("Resuming from %s without an exact state: %s (resume_inexact=True); the optimizer or the "
+                           "learning-rate schedule restarts.", resume_from_checkpoint, ", ".join(inexact))
+            problems = []
         if problems:
             raise ValueError(
                 f"Cannot resume exactly from {resume_from_checkpoint}: {', '.join(problems)}. Pick a complete "
-                "checkpoint, or resume_from_checkpoint=True for the newest complete one."
+                "checkpoint, resume_from_checkpoint=True for the newest complete one, or resume_inexact=True to resume "
+                "without an optimizer or scheduler state."
             )
         check_fingerprint(trainer, str(resume_from_checkpoint))
     return resume_from_checkpoint

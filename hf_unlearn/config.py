@@ -53,6 +53,10 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
             Compute the reference token log-probs of every forget row once before training (one pass over the forget
             set) instead of at every step, for the methods that read them (`"npo"`). Gives the same loss; saves a
             forward pass per step when the retain KL is off.
+        resume_inexact (`bool`, *optional*, defaults to `False`):
+            Resume from a checkpoint even when it cannot continue the saved run exactly: its forget or retain set or
+            the method's settings differ from this run's (its fingerprint), or its optimizer or scheduler state is
+            missing. Each difference is logged as a warning. By default such a resume is refused.
         reference (`str`, *optional*, defaults to `"auto"`):
             Where the reference distribution pi_ref comes from for a peft model. `"base"`: the model with its adapter
             disabled (no copy of the model). `"adapter_copy"`: the adapter as it was before training, copied into a
@@ -141,6 +145,11 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
     precompute_ref_log_probs: bool = field(
         default=False,
         metadata={"help": "Compute the reference log-probs of the forget set once before training (method npo)."},
+    )
+    resume_inexact: bool = field(
+        default=False,
+        metadata={"help": "Resume even from a checkpoint of other data or settings, or without its optimizer or "
+                  "scheduler state (a warning per difference; refused by default)."},
     )
     reference: str = field(
         default="auto",

@@ -130,9 +130,15 @@ def test_resume_skips_incomplete_checkpoints_and_refuses_an_explicit_one(tiny_mo
     assert "checkpoint-3 (no trainer_state.json" in caplog.text and "checkpoint-2 (no optimizer.pt)" in caplog.text
     with pytest.raises(ValueError, match=r"Cannot resume exactly from .*checkpoint-2: no optimizer\.pt"):
         trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    trainer.args.resume_inexact = True  # the explicit option: resumes, and says what is not exact
+    with pytest.raises(ValueError, match=r"checkpoint-3: no trainer_state\.json"):  # but not from a broken save
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-3"))
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn.checkpoint"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    assert "without an exact state: no optimizer.pt (resume_inexact=True)" in caplog.text
 
 
-def test_resume_with_other_data_or_settings_is_refused(tiny_model, tokenizer, memorised_rows, tmp_path):
+def test_resume_with_other_data_or_settings_is_refused(tiny_model, tokenizer, memorised_rows, tmp_path, caplog):
     forget, retain = memorised_rows["forget"], memorised_rows["retain"]
 
     def trainer_for(forget_rows, retain_rows, **settings):
@@ -150,6 +156,9 @@ def test_resume_with_other_data_or_settings_is_refused(tiny_model, tokenizer, me
     with pytest.raises(ValueError, match=r"in the retain set, retain_nll_weight \(1\.0 -> 2\.0\), so"):
         trainer_for(forget, retain[::-1], retain_nll_weight=2.0).train(resume_from_checkpoint=True)
     trainer_for(forget, retain, max_steps=3).train(resume_from_checkpoint=True)  # a longer run of the same one
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn.checkpoint"):  # the explicit option resumes anyway
+        trainer_for(forget[1:], retain, max_steps=4, resume_inexact=True).train(resume_from_checkpoint=True)
+    assert "differs from the checkpointed one in the forget set" in caplog.text and "Resuming anyway" in caplog.text
 
 
 class DivergeAfter(TrainerCallback):
