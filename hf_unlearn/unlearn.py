@@ -70,7 +70,8 @@ class UnlearnArguments:
     eval_retain: str | None = field(default=None, metadata={
         "help": "Retain rows or documents not trained on, scored before and after: is the rest of the model kept?"})
     holdout: str | None = field(default=None, metadata={
-        "help": "Documents the model never saw, like the forget ones in kind (.txt or JSON lines with 'text'): the "
+        "help": "Documents the model never saw, like the forget ones in kind (.txt, or JSON lines with 'text' or "
+                "'document'): the "
                 "membership-inference attack's nonmembers (without it no MIA is run)."})
     mia: str | None = field(default=None, metadata={
         "help": "Instead of --holdout: a folder with member.jsonl and nonmember.jsonl (field 'document')."})
@@ -266,17 +267,22 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=columns(forget),
                                 retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora)
-    # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so that
-    # `hf-unlearn merge` and `evaluate` find it from anywhere.
-    local = Path(args.model).expanduser()
-    trainer.model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else args.model
     progress(f"[unlearn] training {config.method} on {len(forget)} forget and {len(retain)} retain rows")
     train_started = time.time()
     trainer.train()
     train_seconds = time.time() - train_started
     adapter_dir = out / "adapter"
     trainer.save_model(adapter_dir)
+    # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so that
+    # `hf-unlearn merge` and `evaluate` find it from anywhere (set after saving: peft would look the name up).
+    local = Path(args.model).expanduser()
+    base_name = str(local.resolve()) if local.exists() else args.model
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = base_name
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
     save_training_record(trainer, adapter_dir)
+    record_path = adapter_dir / "unlearning_record.json"
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "base_model": base_name}, indent=2))
     (out / MARKER).write_text("{}")  # claims the folder before the long scoring
 
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
@@ -315,6 +321,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     result["caveats"] = caveats(result)
 
     record = training_record(trainer)
+    record["base_model"] = base_name
     record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
                         for k, v in scores["after"].items() if k in scores["before"]}
     paths = {"adapter": str(adapter_dir), "merged model": str(out / "merged")}

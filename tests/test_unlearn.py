@@ -68,6 +68,8 @@ def test_load_rows_reads_text_files_text_jsonl_and_lume_rows(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "ZQXJ one two"}) + "\n" + json.dumps({"body": "x"}) + "\n")
     with pytest.raises(DataValidationError, match=r"line 2: expected LUME-style rows .* fields \['body'\]"):
         load_rows(tmp_path / "bad.jsonl", "forget")
+    (tmp_path / "mia.jsonl").write_text(json.dumps({"document": "An unseen text of a few words."}) + "\n")
+    assert load_rows(tmp_path / "mia.jsonl", "holdout")[1] == ["An unseen text of a few words."]  # LUME's MIA files
     (tmp_path / "num.jsonl").write_text(json.dumps({"text": 5}) + "\n")
     with pytest.raises(DataValidationError, match="line 1: field 'text' must be a non-empty string, got int"):
         load_rows(tmp_path / "num.jsonl", "forget")

@@ -136,7 +136,7 @@ def paragraphs(text: str) -> list[str]:
 
 def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     """(texts, ids) of the documents in a `.txt` file (one per paragraph) or a JSON-lines file with a `text` field
-    (and an optional `id`)."""
+    (or `document`, as in LUME's MIA files) and an optional `id`."""
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(f"Data file not found: {path}.")
@@ -147,10 +147,11 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
         return texts, [f"{path.stem}{i}" for i in range(len(texts))]
     texts, ids = [], []
     for lineno, row in _read_jsonl_lines(path):
-        text = row.get("text")
+        field = "text" if "text" in row or "document" not in row else "document"  # LUME's MIA files: 'document'
+        text = row.get(field)
         if not isinstance(text, str) or not text.strip():
             raise DataValidationError(
-                f"{path}, line {lineno}: field 'text' must be a non-empty string"
+                f"{path}, line {lineno}: field '{field}' must be a non-empty string"
                 + (f", got {type(text).__name__}" if text is not None else " (it is missing)") + "."
             )
         texts.append(text)
@@ -161,7 +162,7 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
 def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction: float = 0.5) -> tuple[list[dict], list[str]]:
     """(rows, documents) of a forget, retain or evaluation file for `hf-unlearn unlearn`.
 
-    - `.txt`, or JSON lines with a `text` field: plain documents, split by `documents_to_rows`;
+    - `.txt`, or JSON lines with a `text` (or `document`) field: plain documents, split by `documents_to_rows`;
     - JSON lines with `input` and `output`: LUME-style rows, checked as `load_lume` checks them. A row without an `id`
       gets `<file>-<line>sc0` (scored as a sentence completion), one without a `task` gets `"rows"`.
 
@@ -178,10 +179,10 @@ def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction
         raise DataValidationError(f"{name} file not found: {path}.")
     has_rows = ["input" in row or "output" in row for _, row in lines]
     if not any(has_rows):
-        if all("text" in row for _, row in lines):
+        if all("text" in row or "document" in row for _, row in lines):
             texts, ids = read_documents(path)
             return documents_to_rows(texts, ids, max_words, prompt_fraction, source=f"{name} file {path}"), texts
-        lineno, row = next((n, r) for n, r in lines if "text" not in r)
+        lineno, row = next((n, r) for n, r in lines if "text" not in r and "document" not in r)
         raise DataValidationError(
             f"{path}, line {lineno}: expected LUME-style rows (fields 'input' and 'output') or documents (field "
             f"'text'); this row has fields {sorted(row)}."
