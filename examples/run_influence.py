@@ -36,6 +36,7 @@ from run_npo import (
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import InfluenceUnlearningConfig, InfluenceUnlearningTrainer
+from hf_unlearn.quiet import hide_known_noise
 
 
 def main(script_args: ScriptArguments, training_args: InfluenceUnlearningConfig, model_args: ModelConfig) -> None:
@@ -65,5 +66,6 @@ def main(script_args: ScriptArguments, training_args: InfluenceUnlearningConfig,
 
 
 if __name__ == "__main__":
+    hide_known_noise()
     parser = TrlParser((ScriptArguments, InfluenceUnlearningConfig, ModelConfig))
     main(*parser.parse_args_and_config())

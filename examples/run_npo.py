@@ -3,7 +3,8 @@
 With no arguments it runs the embedded offline demo (`hf_unlearn.demo.run_demo`: a small OLMo model memorises a
 synthetic LUME-like data set, then NPO + LoRA unlearns its forget split, scored by the LUME callbacks every epoch):
 
-    accelerate launch examples/run_npo.py [--output_dir DIR]      # or: python examples/run_npo.py, hf-unlearn demo
+    accelerate launch --config_file accelerate_configs/single_process.yaml examples/run_npo.py [--output_dir DIR]
+    # or: python examples/run_npo.py, hf-unlearn demo
 
 A real model and the LUME release, scored on the validation split, MIA and MMLU every epoch (GPU and Hub access):
 
@@ -45,6 +46,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_lume
+from hf_unlearn.quiet import hide_known_noise
 
 
 @dataclass
@@ -258,5 +260,6 @@ def report_answer_nll(trainer, tokenizer, forget, retain, before: dict[str, floa
 
 
 if __name__ == "__main__":
+    hide_known_noise()
     parser = TrlParser((ScriptArguments, UnlearningConfig, ModelConfig))
     main(*parser.parse_args_and_config())

@@ -5,7 +5,8 @@ the "before" point of the curves), and logs through `trainer.log(...)`, so the s
 `trainer.state.log_history` and in TensorBoard / W&B beside the loss. Scoring runs in evaluation mode without
 gradients and restores training mode. In multi-process runs the rows are split across processes and the results
 gathered, so every process logs the same numbers. Under ZeRO-3 (or FSDP) every process makes the same forward passes,
-generation and MMLU included, as sharded parameters require (see `hf_unlearn.evaluation`).
+generation and MMLU included, as sharded parameters require (see `hf_unlearn.evaluation`). The trainer's printer shows
+each scoring as a small table (`format_score_table`) instead of a one-line dict; the logged values are unchanged.
 
 ```python
 trainer.add_callback(LumeEvaluationCallback(trainer, forget_rows=forget_val, retain_rows=retain_val,
@@ -20,11 +21,116 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from .evaluation import evaluate_model, flatten_scores
 
 logger = logging.getLogger(__name__)
+
+SCORE_PREFIXES = ("lume/", "mia/", "mmlu/")
+METRIC_WORDS = {"regurgitation": "regurgitation (ROUGE-L)", "knowledge": "knowledge (exact match)"}
+SINGLE_SCORES = {  # key: (plain name, which way is better)
+    "lume/task_score": ("task score", "higher is better"),
+    "mia/score": ("MIA score", "higher is better"),
+    "mmlu/acc": ("MMLU accuracy", "higher is better"),
+    "lume/final_score": ("final score", "higher is better"),
+    "mia/auc": ("MIA loss AUC", "0.5 is best"),
+    "mia/zlib_auc": ("MIA zlib AUC", "0.5 is best"),
+    "mia/min_k_auc": ("MIA Min-K% AUC", "0.5 is best"),
+    "mia/min_k_plus_plus_auc": ("MIA Min-K%++ AUC", "0.5 is best"),
+}
+
+
+def score_label(key: str) -> tuple[str, str | None]:
+    """A logged score's plain name and which way is better: `lume/forget/regurgitation` -> `("forget regurgitation
+    (ROUGE-L)", "lower is better")`, `lume/retain/Task2/knowledge` -> `("retain Task2 knowledge (exact match)",
+    "higher is better")`; an unknown key comes back as it is, with None."""
+    if key in SINGLE_SCORES:
+        return SINGLE_SCORES[key]
+    parts = key.split("/")
+    if len(parts) in (3, 4) and parts[0] == "lume" and parts[1] in ("forget", "retain") and parts[-1] in METRIC_WORDS:
+        better = "lower is better" if parts[1] == "forget" else "higher is better"
+        return " ".join(parts[1:-1] + [METRIC_WORDS[parts[-1]]]), better
+    return key, None
+
+
+def format_score_table(scores: Mapping[str, float], epoch: float | None = None, step: int | None = None) -> str:
+    """The flattened scores of one evaluation (`flatten_scores`) as a small table: regurgitation and knowledge per
+    split, overall and per task, then the single scores; what the trainer would print as a one-line dict."""
+    head = "scores" + (f" at epoch {epoch:g}" if epoch is not None else "") + (f" (step {step})" if step is not None
+                                                                              else "")
+    tasks = sorted({k.split("/")[2] for k in scores if k.startswith(("lume/forget/", "lume/retain/"))
+                    and k.count("/") == 3})
+    width = max(24, len(head))  # the row labels' column, so that the numbers sit under their heading
+    lines = [f"{head:<{width}} {'all':>6}" + "".join(f" {t:>6}" for t in tasks)]
+    shown = set()
+    for split in ("forget", "retain"):
+        for name in ("regurgitation", "knowledge"):
+            keys = [f"lume/{split}/{name}"] + [f"lume/{split}/{t}/{name}" for t in tasks]
+            if not any(k in scores for k in keys):
+                continue
+            cells = "".join(f" {scores[k]:6.3f}" if k in scores else f" {'-':>6}" for k in keys)
+            label = f"{split} {name}"
+            lines.append(f"  {label:<{width - 2}}{cells}   {'lower' if split == 'forget' else 'higher'} is better")
+            shown.update(keys)
+    if len(lines) == 1:  # no LUME rows scored: no table header
+        lines = [head]
+    singles = {k: f"{SINGLE_SCORES[k][0]} {scores[k]:.3f}" for k in SINGLE_SCORES if k in scores}
+    plain = [text for k, text in singles.items() if not k.endswith("auc")]
+    aucs = [text.removeprefix("MIA ").replace(" AUC", "") for k, text in singles.items() if k.endswith("auc")]
+    if plain:
+        lines.append("  " + "   ".join(plain))
+    if aucs:
+        lines.append("  MIA attack AUCs (0.5 is best): " + ", ".join(aucs))
+    rest = [f"{k} {v:.4g}" for k, v in scores.items() if k not in shown and k not in singles]
+    if rest:
+        lines.append("  " + ", ".join(rest))
+    return "\n".join(lines)
+
+
+def _split_scores(logs: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """(the score entries, the rest) of one log."""
+    scores = {k: v for k, v in logs.items() if k.startswith(SCORE_PREFIXES) and isinstance(v, (int, float))}
+    return scores, {k: v for k, v in logs.items() if k not in scores}
+
+
+class _ScoreTableMixin:
+    """Prints a log that holds scores as `format_score_table` instead of the trainer's one-line dict; the log itself
+    (what reaches `log_history` and the report_to loggers) is not changed. Other logs print as before."""
+
+    def _print(self, text: str) -> None:
+        bar = getattr(self, "training_bar", None)
+        (bar.write if bar is not None else print)(text)  # through the bar, so that it is not broken up
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        scores, rest = _split_scores(logs or {})
+        if not scores:
+            return super().on_log(args, state, control, logs=logs, **kwargs)
+        if state.is_world_process_zero:
+            self._print(format_score_table(scores, rest.get("epoch"), state.global_step))
+        if set(rest) - {"epoch", "step", "num_input_tokens_seen"}:
+            return super().on_log(args, state, control, logs=rest, **kwargs)
+        return None
+
+
+class ScoreTableProgressCallback(_ScoreTableMixin, ProgressCallback):
+    """transformers' `ProgressCallback`, printing scores as a table."""
+
+
+class ScoreTablePrinterCallback(_ScoreTableMixin, PrinterCallback):
+    """transformers' `PrinterCallback` (`disable_tqdm=True`), printing scores as a table."""
+
+
+def use_score_table_printer(trainer) -> None:
+    """Swap the trainer's log printer (`ProgressCallback`, or `PrinterCallback` with `disable_tqdm=True`) for one that
+    prints scores as a table; a printer of the user's own (a subclass) is left alone."""
+    tables = {ProgressCallback: ScoreTableProgressCallback, PrinterCallback: ScoreTablePrinterCallback}
+    callbacks = trainer.callback_handler.callbacks
+    for i, callback in enumerate(callbacks):
+        if type(callback) in tables:
+            swapped = tables[type(callback)].__new__(tables[type(callback)])
+            swapped.__dict__.update(callback.__dict__)  # its settings (max_str_len) and its bar, if any
+            callbacks[i] = swapped
 
 
 def _rows(data) -> list[dict] | None:
@@ -89,6 +195,8 @@ class LumeEvaluationCallback(TrainerCallback):
         self.last_results: dict[str, Any] | None = None
         self.last_duration = 0.0  # seconds of the last evaluation: what a time budget reserves for the final one
         self._last_scored_step = -1
+        if trainer is not None:
+            use_score_table_printer(trainer)  # 25 scores are unreadable as the trainer's one-line dict
 
     def evaluate(self) -> dict[str, float]:
         """Score the trainer's model now and log the scores; returns the logged values."""
@@ -187,6 +295,20 @@ class TimeBudgetCallback(TrainerCallback):
         return control
 
 
+def _mia_note(log_history: Sequence[Mapping[str, Any]]) -> str | None:
+    """What a MIA score of 0 at every point means, from the loss AUCs logged beside it; else None."""
+    scores = [entry["mia/score"] for entry in log_history if "mia/score" in entry]
+    if not scores or any(abs(v) > 1e-9 for v in scores):
+        return None
+    aucs = [entry["mia/auc"] for entry in log_history if "mia/auc" in entry]
+    span = "" if not aucs else f"{min(aucs):.2f}" + (f" to {max(aucs):.2f}" if max(aucs) > min(aucs) else "")
+    if aucs and all(a < 0.5 for a in aucs):
+        return ("MIA score 0 throughout: forget documents now have a higher loss than unseen ones,\n"
+                f"which gives them away too (loss AUC {span}; 0.5 would be ideal)")
+    return ("MIA score 0 throughout: the loss attack still tells forget documents from unseen ones"
+            + (f"\n(loss AUC {span}; 0.5 would be ideal)" if aucs else ""))
+
+
 def plot_history(
     log_history: Sequence[Mapping[str, Any]],
     path: str,
@@ -198,7 +320,9 @@ def plot_history(
 
     By default plots `lume/task_score`, `lume/forget/regurgitation`, `lume/retain/regurgitation`,
     `lume/forget/knowledge`, `lume/retain/knowledge`, `mia/score`, `mmlu/acc` and `lume/final_score`, whichever were
-    logged. `x` is `"epoch"` or `"step"`.
+    logged. `x` is `"epoch"` or `"step"`. Each line is labelled in words (`score_label`), in one panel per direction
+    ("lower is better": the forget set; "higher is better": the rest); a MIA score of 0 at every point gets a note
+    that says what it means.
     """
     import matplotlib
 
@@ -215,22 +339,32 @@ def plot_history(
         "mmlu/acc",
         "lume/final_score",
     ]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    plotted = 0
+    panels: dict[str, list[tuple[str, list]]] = {}  # which way is better -> [(key, points)]
     for key in keys:
         points = [(entry.get(x, 0.0), entry[key]) for entry in log_history if key in entry]
         if points:
-            ax.plot(*zip(*points), marker="o", label=key)
-            plotted += 1
-    if not plotted:
+            panels.setdefault(score_label(key)[1] or "other scores", []).append((key, points))
+    if not panels:
         raise ValueError(f"None of {keys} is in the log history: add a LumeEvaluationCallback to the trainer.")
-    ax.set_xlabel(x)
-    ax.set_ylabel("score")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    order = ["lower is better", "higher is better", "0.5 is best", "other scores"]
+    names = sorted(panels, key=order.index)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 5), squeeze=False)
+    mia_note = _mia_note(log_history)
+    for ax, name in zip(axes[0], names):
+        for key, points in panels[name]:
+            ax.plot(*zip(*points), marker="o", label=score_label(key)[0])
+        if mia_note and any(key == "mia/score" for key, _ in panels[name]):
+            ax.text(0.02, 0.06, mia_note, transform=ax.transAxes, fontsize=7, va="bottom",
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+        ax.set_title({"lower is better": "forget set: lower is better",
+                      "higher is better": "retain set and overall: higher is better"}.get(name, name), fontsize=10)
+        ax.set_xlabel(x)
+        ax.set_ylabel("score")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: lines stay visible
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

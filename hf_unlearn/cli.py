@@ -395,7 +395,10 @@ def demo_command(args, rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import hide_known_noise
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    hide_known_noise()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":  # the demo parses its own options (--output-dir, --seed, --quick, --help)

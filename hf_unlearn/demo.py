@@ -16,7 +16,9 @@
    `LumeEvaluationCallback(at_start=True)` that scores regurgitation, knowledge, MIA and the task score before the
    first step and after every epoch.
 4. **Results.** A before/after table (printed and written to `scores.md`, all numbers in `results.json`), the
-   scores across epochs as a PNG (`plot_history`), the log history and the LoRA adapter.
+   scores across epochs as a PNG (`plot_history`), the log history and the LoRA adapter, which names the cached
+   target model as its base and carries `unlearning_record.json`, so `hf-unlearn merge --adapter DIR/adapter
+   --output M` gives a model card with the method, its settings and the scores.
 
 Defaults (full mode; `demo_settings()`), tuned until the demo is selective:
 
@@ -305,6 +307,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
 
     from .callbacks import LumeEvaluationCallback, plot_history
     from .config import UnlearningConfig
+    from .hub import save_training_record
     from .synthetic import generate_lume_like
     from .trainer import UnlearningTrainer
 
@@ -375,6 +378,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         "cache_dir": target["cache_dir"],
     }
     trainer.save_model(paths["adapter"])
+    save_training_record(trainer, paths["adapter"])  # the method, settings and scores, for `hf-unlearn merge`'s card
     plot_history(
         trainer.state.log_history,
         paths["plot"],

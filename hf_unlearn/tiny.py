@@ -231,4 +231,8 @@ def load_or_build(cache_dir: str | os.PathLike, record_name: str, build):
         cached = build()
         save_cached(*cached, cache_dir, record_name)
     model, tokenizer, record = cached
+    if not from_cache:
+        # A model built from a config has no name: naming the folder it is cached in makes it the same as one loaded
+        # from there, so an adapter trained on it names its base (peft reads `name_or_path`).
+        model.name_or_path = model.config.name_or_path = str(cache_dir)
     return model, tokenizer, {**record, "cache_dir": str(cache_dir), "from_cache": from_cache}

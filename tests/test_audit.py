@@ -21,7 +21,7 @@ from hf_unlearn.audit import (
     relearn,
     split_documents,
 )
-from hf_unlearn.audit.run import attack_verdict, probe_verdict
+from hf_unlearn.audit.run import attack_verdict, audit_plot, probe_verdict
 from hf_unlearn.tiny import tiny_causal_lm
 
 # ---- quantization ------------------------------------------------------------------------------------------------
@@ -168,6 +168,31 @@ def test_verdicts_read_the_share_that_comes_back():
     assert "nothing measurable was forgotten" in attack_verdict("int4", 0.9, 0.88, 0.9)[1]
     assert "holds" in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]
     assert "weaker" in probe_verdict("prefix25", 0.8, 0.6, 0.9, 0.3)[1]
+
+
+def test_audit_plot_names_each_probe_in_words_and_explains_a_mia_score_of_zero(tmp_path):
+    def scores(regurgitation, auc=None):
+        return {"forget/regurgitation": regurgitation, **({"mia/auc": auc} if auc is not None else {})}
+
+    results = {
+        "rows": {"forget": 12, "retain": 12}, "mia": {"members": 4, "nonmembers": 4},
+        "models": {"original": scores(0.9, 1.0), "unlearned": scores(0.2, 1.0)},
+        "probes": {
+            "int8": {"kind": "attack", "rows": 12, "original": scores(0.9), "unlearned": scores(0.2),
+                     "attacked": scores(0.25)},
+            "prefix50": {"kind": "probe", "rows": 5, "original": scores(0.7), "unlearned": scores(0.3)},
+            "paraphrase": {"kind": "probe", "rows": 0, "verdict": "paraphrase: not run"},  # no panel
+        },
+    }
+    fig = audit_plot(results, tmp_path / "audit.png")
+    assert [ax.get_title() for ax in fig.axes] == ["8-bit quantization\n(12 forget rows)",
+                                                   "prompts cut to half their\nlength\n(5 forget rows)"]
+    assert fig.axes[0].get_ylabel() == "forget regurgitation (ROUGE-L)\nlower is better"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["original", "unlearned", "attacked"]
+    note = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    assert "MIA loss AUC (0.5 is best): original 1.00, unlearned 1.00" in note
+    assert "MIA score 0: the loss attack still tells forget documents from unseen ones" in note
+    assert (tmp_path / "audit.png").stat().st_size > 1000
 
 
 # ---- relearning --------------------------------------------------------------------------------------------------

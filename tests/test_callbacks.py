@@ -6,6 +6,7 @@ import json
 
 import pytest
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.callbacks import LumeEvaluationCallback, plot_history
@@ -23,8 +24,18 @@ def mia_docs(lume_dir):
     return members, nonmembers
 
 
+class Recorder(TrainerCallback):
+    """What a report_to logger (TensorBoard, W&B) is handed: every log, as it comes."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+
 def test_callback_logs_scores_that_fall_on_forget_and_equal_a_direct_call(
-    memorised_model, memorised_rows, tokenizer, mia_docs, tmp_path
+    memorised_model, memorised_rows, tokenizer, mia_docs, tmp_path, capsys
 ):
     forget, retain = memorised_rows["forget"], memorised_rows["retain"]
     model = lora(memorised_model, nonzero=False)
@@ -50,6 +61,8 @@ def test_callback_logs_scores_that_fall_on_forget_and_equal_a_direct_call(
         batch_size=8,
     )
     trainer.add_callback(callback)
+    recorder = Recorder()
+    trainer.add_callback(recorder)
     was_training = model.training
     trainer.train()
     assert model.training == was_training or not model.training  # the callback restored what it found
@@ -81,9 +94,41 @@ def test_callback_logs_scores_that_fall_on_forget_and_equal_a_direct_call(
     for key, value in direct.items():
         assert after[key] == pytest.approx(value, abs=1e-9), key
 
+    # each scoring prints as a small table, not as the trainer's one-line dict of 22 scores; the logs themselves are
+    # unchanged for log_history and the loggers
+    printed = capsys.readouterr().out
+    assert printed.count("scores at epoch") == 3 and "(step 12)" in printed
+    assert "forget regurgitation" in printed and "MIA attack AUCs (0.5 is best): loss" in printed
+    assert "'lume/task_score'" not in printed and "'loss'" in printed  # other logs print as before
+    assert [log for log in recorder.logs if "lume/task_score" in log] == [
+        {k: v for k, v in entry.items() if k != "step"} for entry in scored
+    ]
+
     path = tmp_path / "scores.png"
     plot_history(trainer.state.log_history, str(path), x="step")
     assert path.stat().st_size > 1000
+
+
+def history(mia_score: float, mia_auc: float) -> list[dict]:
+    points = [(0, 0.9, 0.9), (1, 0.4, 0.85), (2, 0.2, 0.8)]
+    return [{"epoch": e, "step": 5 * e, "lume/forget/regurgitation": f, "lume/retain/regurgitation": r,
+             "lume/task_score": r - f, "mia/score": mia_score, "mia/auc": mia_auc} for e, f, r in points]
+
+
+def test_plot_labels_say_what_each_line_is_and_which_way_is_better(tmp_path):
+    fig = plot_history(history(0.0, 1.0), str(tmp_path / "a.png"))
+    panels = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes}
+    assert panels == {
+        "forget set: lower is better": ["forget regurgitation (ROUGE-L)"],
+        "retain set and overall: higher is better": ["task score", "retain regurgitation (ROUGE-L)", "MIA score"],
+    }
+    notes = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert len(notes) == 1 and notes[0].startswith("MIA score 0 throughout: the loss attack still tells forget "
+                                                   "documents from unseen ones")
+    # a MIA score that moves needs no note; one held at 0 by an AUC of 0 gets the other explanation
+    assert not [t for ax in plot_history(history(0.4, 0.7), str(tmp_path / "b.png")).axes for t in ax.texts]
+    flat_low = plot_history(history(0.0, 0.0), str(tmp_path / "c.png"))
+    assert "higher loss than unseen ones" in [t.get_text() for ax in flat_low.axes for t in ax.texts][0]
 
 
 def test_callback_refuses_incomplete_parts(tiny_model, tokenizer, memorised_rows, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hf_unlearn import demo
+from hf_unlearn.cli import main as cli_main
 
 
 def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
@@ -36,6 +37,21 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
     assert Path(first["paths"]["adapter"], "adapter_config.json").is_file()
     out = capsys.readouterr().out
     assert first["paths"]["plot"] in out and "forget regurgitation" in out
+    # every scoring printed as a table (the tqdm bar's path), not as a one-line dict of every score
+    assert out.count("scores at epoch") == epochs + 1 and "'lume/task_score'" not in out
+
+    # the adapter names the cached target model as its base (a first, uncached run had none), and carries the record
+    # that gives `hf-unlearn merge` the method, its settings and the scores for the model card
+    adapter = Path(first["paths"]["adapter"])
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(cache_dir)
+    merged = tmp_path / "merged"
+    assert cli_main(["merge", "--adapter", str(adapter), "--output", str(merged)]) == 0
+    card = (merged / "README.md").read_text()
+    assert f"- Base model: `{cache_dir}`" in card and "- Method: `npo`" in card and "Paper:" in card
+    assert "| beta | 0.5 |" in card and "| retain_nll_weight | 3.0 |" in card and "| num_train_epochs | 2 |" in card
+    before = first["before"]["lume/forget/regurgitation"]
+    assert f"| lume/forget/regurgitation | {before:.4f} |" in card and "| mia/score |" in card
+    assert "No evaluation scores were logged" not in card
 
     # a second run reuses the cached model: no memorisation at all, and the same starting scores
     def no_memorising(*args, **kwargs):
@@ -47,6 +63,8 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
     assert second["target"]["from_cache"]
     assert second["paths"]["cache_dir"] == first["paths"]["cache_dir"]
     assert second["before"] == pytest.approx(first["before"])
+    config = json.loads(Path(second["paths"]["adapter"], "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(cache_dir)
 
 
 def test_cache_location_and_key(tmp_path, monkeypatch):

@@ -50,10 +50,11 @@ def test_aggregate_is_minus_one_without_mmlu_or_mia():
     assert aggregate_results(LUME, mmlu=0.5)["aggregate-score"] == -1
 
 
-def test_low_mmlu_warns(caplog):
-    with pytest.warns(UserWarning, match="below 0.371"):
+def test_low_mmlu_warns_once(caplog):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a log line, not a UserWarning too (which printed the sentence twice)
         results = aggregate_results(LUME, MIA, 0.3)
     assert results["aggregate-score"] == pytest.approx((0.6 + 0.6 + 0.3) / 3)  # still computed, as the script does
-    assert "below" in caplog.text
+    assert caplog.text.count("MMLU average 0.3000 is below 0.371") == 1
     assert MMLU_THRESHOLD == 0.371
     assert check_mmlu(0.371) is True

@@ -7,14 +7,19 @@ Kept small (a tiny model, 2 subjects, 10 questions each, 1 or 2 few-shot example
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import datasets
 import lm_eval
+import lm_eval.api.task
 import pytest
 import torch
 import yaml
 from lm_eval.tasks import TaskManager
 
+from hf_unlearn.evaluation import evaluate_model
+from hf_unlearn.metrics import MMLU_THRESHOLD
 from hf_unlearn.metrics.mmlu import MMLU_TEMPLATE, evaluate_mmlu, run_lm_eval, subject_description, write_mmlu_tasks
 
 LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
@@ -144,3 +149,26 @@ def test_accuracy_equals_lm_evals_own_run(tiny_model, tokenizer, mmlu_dir, tmp_p
         assert [s["arguments"] for s in ours_samples] == [s["arguments"] for s in theirs_samples]
         for a, b in zip(ours_samples, theirs_samples):
             assert [r[0] for r in a["filtered_resps"]] == pytest.approx([r[0] for r in b["filtered_resps"]], abs=1e-4)
+
+
+def test_lm_eval_noise_is_held_back_and_the_low_mmlu_warning_comes_once(tiny_model, tokenizer, mmlu_dir, lume_rows,
+                                                                         capfd, caplog):
+    lm_logger = logging.getLogger("lm_eval")
+    before = (lm_logger.level, list(lm_logger.handlers), lm_logger.propagate, datasets.is_progress_bar_enabled(),
+              lm_eval.api.task.tqdm)
+    rows = {split: [r for r in lume_rows[f"{split}_validation"] if r["task"] == "Task2"][:2]
+            for split in ("forget", "retain")}
+    with caplog.at_level(logging.INFO):
+        results = evaluate_model(tiny_model, tokenizer, forget_rows=rows["forget"], retain_rows=rows["retain"],
+                                 mmlu={"data_dir": mmlu_dir, "subjects": SUBJECTS, "limit": 3, "num_fewshot": 1},
+                                 max_new_tokens=4)
+    assert results["mmlu_average"] < MMLU_THRESHOLD  # a fresh tiny model: the threshold warning is due
+    printed = "".join(capfd.readouterr()) + caplog.text  # progress bars go to the terminal, log records to caplog
+    assert "Overwriting default num_fewshot" not in printed  # lm-eval, once per subject
+    assert "Generating test split" not in printed and "Generating dev split" not in printed  # datasets' bars
+    assert "already-initialized model" not in printed
+    assert printed.count("is below 0.371") == 1
+    assert "lm-eval: 2 subjects, 1-shot, 6 questions" in caplog.text  # the one line that sums lm-eval's run up
+    # lm-eval's logger, datasets' bars and lm-eval's prompt-building bar are as they were
+    assert (lm_logger.level, list(lm_logger.handlers), lm_logger.propagate, datasets.is_progress_bar_enabled(),
+            lm_eval.api.task.tqdm) == before

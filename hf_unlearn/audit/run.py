@@ -223,26 +223,46 @@ def audit_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def audit_plot(results: Mapping[str, Any], path: str | Path) -> None:
-    """One panel per probe: forget regurgitation of the original, the unlearned and the attacked/probed model."""
+def audit_plot(results: Mapping[str, Any], path: str | Path):
+    """One panel per probe, titled in words: forget regurgitation of the original, the unlearned and the
+    attacked/probed model (lower is better after unlearning), with the MIA loss AUCs beneath when they were scored.
+    Saves a PNG and returns the figure."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(n, p) for n, p in results["probes"].items() if p.get("rows") and "original" in p]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 4.0), squeeze=False)
     for ax, (name, probe) in zip(axes[0], panels):
         labels = ["original", "unlearned"] + (["attacked"] if "attacked" in probe else [])
         values = [probe[k].get(METRIC, float("nan")) for k in labels]
-        ax.bar(labels, values, color=["tab:gray", "tab:blue", "tab:red"][: len(labels)])
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"{name}\nforget regurgitation (lower is better)", fontsize=9)
+        bars = ax.bar(labels, values, color=["tab:gray", "tab:blue", "tab:red"][: len(labels)])
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        ax.set_ylim(0, 1.1)
+        words = {**ATTACK_WORDS, **PROBE_WORDS}.get(name, name)
+        ax.set_title(f"{textwrap.fill(words, 30)}\n({probe['rows']} forget rows)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+    axes[0][0].set_ylabel("forget regurgitation (ROUGE-L)\nlower is better")
+    fig.suptitle("Does the forgetting hold? Forget regurgitation of each model", fontsize=10)
+    models = results.get("models", {})
+    if results.get("mia") and all("mia/auc" in models.get(k, {}) for k in ("original", "unlearned")):
+        o, u = models["original"]["mia/auc"], models["unlearned"]["mia/auc"]
+        note = f"MIA loss AUC (0.5 is best): original {o:.2f}, unlearned {u:.2f}."
+        if abs(u - 0.5) >= 0.5 - 1e-9:  # MIA score 1 - 2|AUC - 0.5| is 0
+            note += (" MIA score 0: the loss attack still tells forget documents from unseen ones." if u > 0.5 else
+                     " MIA score 0: forget documents now have a higher loss than unseen ones, which gives them away.")
+        note = textwrap.fill(note, 50 * len(axes[0]))  # 8-point text: about 50 characters per panel's width
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=8)
+        fig.tight_layout(rect=(0, 0.05 * (note.count("\n") + 1), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
 
 
 def write_audit(results: Mapping[str, Any], output_dir: str | Path) -> dict[str, Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,14 +19,15 @@ def final_score(task_score: float, mia_final_score: float, mmlu_average: float) 
 
 
 def check_mmlu(mmlu_average: float, threshold: float = MMLU_THRESHOLD) -> bool:
-    """Warn (a `UserWarning` and a log line) when MMLU is below the task's threshold; True when it is not."""
+    """Warn (one log line) when MMLU is below the task's threshold; True when it is not.
+
+    A log line only: a `UserWarning` as well printed the same sentence twice.
+    """
     if mmlu_average < threshold:
-        message = (
-            f"MMLU average {mmlu_average:.4f} is below {threshold}: the task would flag this model "
-            "(MMLU must stay above 75% of the 7B model's score before unlearning)"
+        logger.warning(
+            "MMLU average %.4f is below %s: the task would flag this model (MMLU must stay above 75%% of the 7B "
+            "model's score before unlearning)", mmlu_average, threshold,
         )
-        logger.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=2)
         return False
     return True
 

@@ -14,8 +14,12 @@ accuracy weighted by its number of questions. Offline, the subject tasks also fo
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
+import logging
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,7 +30,17 @@ import torch
 
 from hf_unlearn.metrics._model_state import evaluation_mode
 
+logger = logging.getLogger(__name__)
+
 GROUP = "hf_unlearn_mmlu"
+# lm-eval's warnings that only repeat what we asked for: one per subject for `num_fewshot`, two for a model passed
+# in memory. They are dropped; a prompt cut to the model's length is counted; any other warning is passed on once.
+EXPECTED_LM_EVAL_WARNINGS = (
+    "Overwriting default num_fewshot",
+    "`pretrained` model kwarg is not of type `str`",
+    "Passed an already-initialized model through `pretrained`",
+)
+TRUNCATED = "Combined length of context"
 
 # lm-eval's mmlu/default/_default_template_yaml, minus the Hub data source (see `_subject_task_config`).
 MMLU_TEMPLATE: dict[str, Any] = {
@@ -112,6 +126,57 @@ def write_mmlu_tasks(data_dir: str | Path, out_dir: str | Path, subjects: Iterab
     return task_names
 
 
+class _LmEvalWarnings(logging.Handler):
+    """Takes lm-eval's warnings during a run: drops the expected ones, counts truncated prompts, keeps the others."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.truncated = 0
+        self.others: dict[str, logging.LogRecord] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(TRUNCATED):
+            self.truncated += 1
+        elif not message.startswith(EXPECTED_LM_EVAL_WARNINGS):
+            self.others.setdefault(message, record)
+
+
+@contextlib.contextmanager
+def quiet_lm_eval():
+    """lm-eval's and datasets' per-subject output off while lm-eval runs, restored after; yields `_LmEvalWarnings`.
+
+    All 57 MMLU subjects otherwise print about 230 lines: a num_fewshot warning and a prompt-building bar per subject
+    (lm-eval), two "Generating split" bars per subject (datasets, loading the JSON files). lm-eval's progress bar over
+    the requests stays.
+    """
+    import datasets
+    import lm_eval.api.task
+
+    lm_logger = logging.getLogger("lm_eval")
+    saved = lm_logger.level, lm_logger.handlers[:], lm_logger.propagate
+    caught = _LmEvalWarnings()
+    lm_logger.setLevel(logging.WARNING)
+    lm_logger.handlers, lm_logger.propagate = [caught], False
+    # An explicit HF_DATASETS_DISABLE_PROGRESS_BARS wins over code (datasets warns when overridden): leave it be.
+    bars = datasets.is_progress_bar_enabled() and "HF_DATASETS_DISABLE_PROGRESS_BARS" not in os.environ
+    if bars:
+        datasets.disable_progress_bars()
+    # lm-eval draws its prompt-building bar per subject with a bare `tqdm(...)` that takes no option to turn it off.
+    task_tqdm = getattr(lm_eval.api.task, "tqdm", None)
+    if task_tqdm is not None:
+        lm_eval.api.task.tqdm = functools.partial(task_tqdm, disable=True)
+    try:
+        yield caught
+    finally:
+        if task_tqdm is not None:
+            lm_eval.api.task.tqdm = task_tqdm
+        if bars:
+            datasets.enable_progress_bars()
+        lm_logger.setLevel(saved[0])
+        lm_logger.handlers, lm_logger.propagate = saved[1], saved[2]
+
+
 def run_lm_eval(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -122,14 +187,18 @@ def run_lm_eval(
     batch_size: int,
     log_samples: bool,
 ) -> dict[str, Any]:
-    """`lm_eval.simple_evaluate` on the in-memory model; its training mode and the caller's tokenizer are kept."""
+    """`lm_eval.simple_evaluate` on the in-memory model; its training mode and the caller's tokenizer are kept.
+
+    lm-eval's per-subject output is held back (`quiet_lm_eval`): prompts cut to the model's length are reported in one
+    warning, any unexpected lm-eval warning once, and a one-line summary is logged at INFO.
+    """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    with evaluation_mode(model):
+    with evaluation_mode(model), quiet_lm_eval() as caught:
         # HFLM may give the tokenizer a pad token: hand it a copy so the caller's stays as it was.
         lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size)
-        return lm_eval.simple_evaluate(
+        results = lm_eval.simple_evaluate(
             model=lm,
             tasks=tasks,
             task_manager=task_manager,
@@ -138,6 +207,18 @@ def run_lm_eval(
             log_samples=log_samples,
             bootstrap_iters=0,
         )
+    for record in caught.others.values():
+        logging.getLogger(record.name).handle(record)
+    if caught.truncated:
+        logger.warning(
+            "lm-eval: %d requests (prompt + answer) were longer than the model's %d tokens; it cut them from the left, "
+            "so they lost their first few-shot examples.", caught.truncated, lm.max_length,
+        )
+    if results is not None:
+        subjects = [t for t in results.get("n-samples", {}) if t.startswith("mmlu_")]
+        logger.info("lm-eval: %d subjects, %d-shot, %d questions", len(subjects), num_fewshot,
+                    sum(int(results["n-samples"][t]["effective"]) for t in subjects))
+    return results
 
 
 def evaluate_mmlu(
