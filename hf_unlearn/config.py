@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 
 from .methods import BUILTIN_ARGUMENTS, METHOD_REGISTRY, NPO_LEVELS, UnlearningMethod, get_method  # noqa: F401
 from .optim import SophiaG, get_optimizer_cls
+from .optim.sophia import DEFAULT_HESSIAN_INTERVAL, DEFAULT_RHO
 
 REFERENCES = ("auto", "base", "adapter_copy")
 # TrainingArguments' float settings that scale the updates (ours are found from the annotations).
@@ -394,7 +395,8 @@ def sugd_lora_config(**kwargs):
 # (4e-5; it fell below the MMLU threshold), setup 2 "balanced" (its value is not given: 3e-5 is our midpoint) and
 # setup 3 "conservative" (2e-5; the best overall, final score 0.254 on the 7B model). All use damping 1e-3 and Sophia.
 # The objective of phase 2 is not stated; we use gradient difference.
-_LIBU_COMMON = dict(method="gd", damping=1e-3, sophia_rho=0.04, hessian_interval=10, unlearn_optim="sophia")
+_LIBU_COMMON = dict(method="gd", damping=1e-3, sophia_rho=DEFAULT_RHO, hessian_interval=DEFAULT_HESSIAN_INTERVAL,
+                    unlearn_optim="sophia")
 LIBU_PRESETS: dict[str, dict[str, Any]] = {
     "libu-1": dict(_LIBU_COMMON, learning_rate=4e-5),
     "libu-2": dict(_LIBU_COMMON, learning_rate=3e-5),
@@ -473,11 +475,11 @@ class InfluenceUnlearningConfig(UnlearningConfig):
         },
     )
     hessian_interval: int = field(
-        default=10,
+        default=DEFAULT_HESSIAN_INTERVAL,
         metadata={"help": "Refresh Sophia's Hessian estimate every this many steps (one extra forward and backward)."},
     )
     sophia_rho: float = field(
-        default=0.04,
+        default=DEFAULT_RHO,
         metadata={
             "help": "Scale of the Hessian in Sophia's denominator (the gamma of the Sophia and LIBU papers; larger "
             "means smaller steps)."

@@ -40,9 +40,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from ..losses import IGNORE_INDEX
 from .registry import register_optimizer
 
-IGNORE_INDEX = -100
+# The defaults of Sophia (Liu et al. 2023) and of the LIBU configs, set here once.
+DEFAULT_RHO = 0.04
+DEFAULT_HESSIAN_INTERVAL = 10
 HESSIAN_ESTIMATORS = ("gnb", "sq_grad")
 # Hyperparameters that define one schedule for the whole optimizer: every param group must share them.
 _SCHEDULE_KEYS = ("hessian_interval", "hessian_update_prob", "hessian_estimator", "seed")
@@ -198,13 +201,13 @@ class SophiaG(torch.optim.Optimizer):
         params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.965, 0.99),
-        rho: float = 0.04,
+        rho: float = DEFAULT_RHO,
         weight_decay: float = 0.1,
         eps: float = 1e-15,
         *,
         bs: int,
         maximize: bool = False,
-        hessian_interval: int = 10,
+        hessian_interval: int = DEFAULT_HESSIAN_INTERVAL,
         hessian_estimator: Literal["gnb", "sq_grad"] = "gnb",
         hessian_update_prob: float | None = None,
         seed: int = 0,
