@@ -177,16 +177,11 @@ def _encode(tokenizer, row: str | dict, max_length: int) -> list[int]:
 
 
 def pad_rows(rows: list[list[int]], pad_id: int):
-    """Right-padded `(input_ids, attention_mask, labels)`, labels -100 on the padding."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, row in enumerate(rows):
-        ids[j, : len(row)] = torch.tensor(row)
-        labels[j, : len(row)] = torch.tensor(row)
-        mask[j, : len(row)] = 1
-    return ids, mask, labels
+    """Right-padded `(input_ids, attention_mask, labels)` of whole documents (loss on every token), padded by the
+    collator's own routine."""
+    from .data.collator import pad_features
+
+    return pad_features([{"input_ids": row, "labels": row} for row in rows], pad_id)
 
 
 def load_cached(cache_dir: str | os.PathLike, record_name: str):
