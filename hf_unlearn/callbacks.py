@@ -23,35 +23,14 @@ from typing import Any
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from .evaluation import evaluate_model, flatten_scores
+from .evaluation import evaluate_model
+from .metrics.keys import SCORE_PREFIXES, flatten_scores, score_label  # noqa: F401  (score_label: public here)
+from .metrics.keys import SINGLE_SCORES as _SINGLE_SCORES
 
 logger = logging.getLogger(__name__)
 
-SCORE_PREFIXES = ("lume/", "mia/", "mmlu/")
-METRIC_WORDS = {"regurgitation": "regurgitation (ROUGE-L)", "knowledge": "knowledge (exact match)"}
-SINGLE_SCORES = {  # key: (plain name, which way is better)
-    "lume/task_score": ("task score", "higher is better"),
-    "mia/score": ("MIA score", "higher is better"),
-    "mmlu/acc": ("MMLU accuracy", "higher is better"),
-    "lume/final_score": ("final score", "higher is better"),
-    "mia/auc": ("MIA loss AUC", "0.5 is best"),
-    "mia/zlib_auc": ("MIA zlib AUC", "0.5 is best"),
-    "mia/min_k_auc": ("MIA Min-K% AUC", "0.5 is best"),
-    "mia/min_k_plus_plus_auc": ("MIA Min-K%++ AUC", "0.5 is best"),
-}
-
-
-def score_label(key: str) -> tuple[str, str | None]:
-    """A logged score's plain name and which way is better: `lume/forget/regurgitation` -> `("forget regurgitation
-    (ROUGE-L)", "lower is better")`, `lume/retain/Task2/knowledge` -> `("retain Task2 knowledge (exact match)",
-    "higher is better")`; an unknown key comes back as it is, with None."""
-    if key in SINGLE_SCORES:
-        return SINGLE_SCORES[key]
-    parts = key.split("/")
-    if len(parts) in (3, 4) and parts[0] == "lume" and parts[1] in ("forget", "retain") and parts[-1] in METRIC_WORDS:
-        better = "lower is better" if parts[1] == "forget" else "higher is better"
-        return " ".join(parts[1:-1] + [METRIC_WORDS[parts[-1]]]), better
-    return key, None
+# Labels and directions come from the one table of result keys (metrics/keys.py).
+SINGLE_SCORES = {s.log_key: (s.label, s.better) for s in _SINGLE_SCORES}
 
 
 def format_score_table(scores: Mapping[str, float], epoch: float | None = None, step: int | None = None) -> str:

@@ -65,26 +65,19 @@ def _mmlu_options(args) -> dict | None:
 
 def format_table(results: dict) -> str:
     """A readable summary of an evaluation: per split and task, then the aggregate scores."""
+    from .metrics.keys import SINGLE_SCORES, TASK_KEYS
+
     lines = [f"{'split':<8} {'task':<7} {'regurgitation':>13} {'knowledge':>10}"]
     for split in ("forget", "retain"):
         block = results.get(f"{split}-set") or {}
         for task, cells in block.items():
             if isinstance(cells, dict):
-                cell = [cells.get("regurgitation-score"), cells.get("knowledge-score")]
+                cell = [cells.get(TASK_KEYS["regurgitation"]), cells.get(TASK_KEYS["knowledge"])]
                 text = ["-" if v is None else f"{v:.4f}" for v in cell]
                 lines.append(f"{split:<8} {task:<7} {text[0]:>13} {text[1]:>10}")
-    for key, label in (
-        ("harmonic-mean-task-aggregate", "task score"),
-        ("mia_loss_auc", "MIA loss AUC"),
-        ("mia_final_score", "MIA score"),
-        ("mia_zlib_auc", "zlib AUC"),
-        ("mia_min_k_auc", "Min-K% AUC"),
-        ("mia_min_k_plus_plus_auc", "Min-K%++ AUC"),
-        ("mmlu_average", "MMLU"),
-        ("aggregate-score", "final score"),
-    ):
-        if key in results:
-            lines.append(f"{label:<28} {results[key]:.4f}")
+    for score in SINGLE_SCORES:
+        if score.value(results) is not None:
+            lines.append(f"{score.label:<28} {score.value(results):.4f}")
     return "\n".join(lines)
 
 

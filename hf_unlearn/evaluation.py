@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .metrics import aggregate_results, evaluate_mmlu, generate_completions, lume_scores_from_generations
+from .metrics.keys import flatten_scores  # noqa: F401  (re-exported: the callbacks and benchmarks use it here)
 from .metrics.mia.score import mia_scores_from_stats
 from .metrics.mia.token_stats import document_token_stats
 
@@ -182,37 +183,3 @@ def evaluate_model(
     if return_generations and "generations" in lume:
         results["generations"] = lume["generations"]
     return results
-
-
-def flatten_scores(results: Mapping[str, Any]) -> dict[str, float]:
-    """Scalar log keys for TensorBoard/W&B: `lume/task_score`, `lume/forget/Task2/regurgitation`, `mia/auc`,
-    `mmlu/acc`, `lume/final_score`, ... (no text, no ids)."""
-    out: dict[str, float] = {}
-    if "harmonic-mean-task-aggregate" in results:
-        out["lume/task_score"] = results["harmonic-mean-task-aggregate"]
-    for split in ("forget", "retain"):
-        block = results.get(f"{split}-set")
-        if not block:
-            continue
-        for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
-            if block.get(key) is not None:
-                out[f"lume/{split}/{name}"] = block[key]
-        for task, scores in block.items():
-            if isinstance(scores, Mapping):
-                for key, name in (("regurgitation-score", "regurgitation"), ("knowledge-score", "knowledge")):
-                    if scores.get(key) is not None:
-                        out[f"lume/{split}/{task}/{name}"] = scores[key]
-    for key, name in (
-        ("mia_loss_auc", "auc"),
-        ("mia_final_score", "score"),
-        ("mia_zlib_auc", "zlib_auc"),
-        ("mia_min_k_auc", "min_k_auc"),
-        ("mia_min_k_plus_plus_auc", "min_k_plus_plus_auc"),
-    ):
-        if key in results:
-            out[f"mia/{name}"] = results[key]
-    if "mmlu_average" in results:
-        out["mmlu/acc"] = results["mmlu_average"]
-    if results.get("aggregate-score", -1) != -1:
-        out["lume/final_score"] = results["aggregate-score"]
-    return {k: float(v) for k, v in out.items()}

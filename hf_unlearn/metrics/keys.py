@@ -1,0 +1,85 @@
+"""One table of the evaluation's result keys, read by every place that logs, prints or plots a score.
+
+A score has three names: its key in the results of `evaluate_model` (the task script's layout, as
+`evaluation_results.jsonl` holds it), its flat log key (`flatten_scores`: what `trainer.log`, TensorBoard and the
+record see) and a plain name for people, with which way is better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SPLITS = ("forget", "retain")
+METRICS = ("regurgitation", "knowledge")
+METRIC_WORDS = {"regurgitation": "regurgitation (ROUGE-L)", "knowledge": "knowledge (exact match)"}
+# Keys of one split's block in the results: the overall means, then per task.
+OVERALL_KEYS = {"regurgitation": "overall-regurgitation-score", "knowledge": "overall-knowledge-score"}
+TASK_KEYS = {"regurgitation": "regurgitation-score", "knowledge": "knowledge-score"}
+
+
+@dataclass(frozen=True)
+class Score:
+    result_key: str  # in evaluate_model's results
+    log_key: str  # in the logs
+    label: str
+    better: str
+
+    def value(self, results: Mapping[str, Any]) -> float | None:
+        """This score in `results`, or None when absent (the final score is -1 there when not computed)."""
+        value = results.get(self.result_key)
+        return None if value is None or (self.result_key == "aggregate-score" and value == -1) else value
+
+
+SINGLE_SCORES = (
+    Score("harmonic-mean-task-aggregate", "lume/task_score", "task score", "higher is better"),
+    Score("mia_loss_auc", "mia/auc", "MIA loss AUC", "0.5 is best"),
+    Score("mia_final_score", "mia/score", "MIA score", "higher is better"),
+    Score("mia_zlib_auc", "mia/zlib_auc", "MIA zlib AUC", "0.5 is best"),
+    Score("mia_min_k_auc", "mia/min_k_auc", "MIA Min-K% AUC", "0.5 is best"),
+    Score("mia_min_k_plus_plus_auc", "mia/min_k_plus_plus_auc", "MIA Min-K%++ AUC", "0.5 is best"),
+    Score("mmlu_average", "mmlu/acc", "MMLU accuracy", "higher is better"),
+    Score("aggregate-score", "lume/final_score", "final score", "higher is better"),
+)
+BY_LOG_KEY = {s.log_key: s for s in SINGLE_SCORES}
+SCORE_PREFIXES = ("lume/", "mia/", "mmlu/")
+
+
+def split_log_key(split: str, metric: str, task: str | None = None) -> str:
+    return f"lume/{split}/{task}/{metric}" if task else f"lume/{split}/{metric}"
+
+
+def score_label(key: str) -> tuple[str, str | None]:
+    """A log key's plain name and which way is better: `lume/forget/regurgitation` -> `("forget regurgitation
+    (ROUGE-L)", "lower is better")`, `lume/retain/Task2/knowledge` -> `("retain Task2 knowledge (exact match)",
+    "higher is better")`; an unknown key comes back as it is, with None."""
+    if key in BY_LOG_KEY:
+        return BY_LOG_KEY[key].label, BY_LOG_KEY[key].better
+    parts = key.split("/")
+    if len(parts) in (3, 4) and parts[0] == "lume" and parts[1] in SPLITS and parts[-1] in METRIC_WORDS:
+        better = "lower is better" if parts[1] == "forget" else "higher is better"
+        return " ".join(parts[1:-1] + [METRIC_WORDS[parts[-1]]]), better
+    return key, None
+
+
+def flatten_scores(results: Mapping[str, Any]) -> dict[str, float]:
+    """Scalar log keys for TensorBoard/W&B: `lume/task_score`, `lume/forget/Task2/regurgitation`, `mia/auc`,
+    `mmlu/acc`, `lume/final_score`, ... (no text, no ids)."""
+    out: dict[str, float] = {}
+    for split in SPLITS:
+        block = results.get(f"{split}-set")
+        if not block:
+            continue
+        for metric in METRICS:
+            if block.get(OVERALL_KEYS[metric]) is not None:
+                out[split_log_key(split, metric)] = block[OVERALL_KEYS[metric]]
+        for task, scores in block.items():
+            if isinstance(scores, Mapping):
+                for metric in METRICS:
+                    if scores.get(TASK_KEYS[metric]) is not None:
+                        out[split_log_key(split, metric, task)] = scores[TASK_KEYS[metric]]
+    for score in SINGLE_SCORES:
+        if score.value(results) is not None:
+            out[score.log_key] = score.value(results)
+    return {k: float(v) for k, v in out.items()}
