@@ -59,7 +59,8 @@ class UnlearnArguments:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=8, metadata={"help": "LoRA alpha."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules (comma-separated "
-                                                                            "names, or all-linear)."})
+                                                                            "names, or all-linear; method rmu uses "
+                                                                            "its own)."})
     max_length: int = field(default=512, metadata={"help": "Tokens per row at most (longer rows keep their answer)."})
     seed: int = field(default=0, metadata={"help": "Seed of the LoRA initialisation, the row order and the audit."})
     trainer_arg: list = field(default_factory=list, metadata={
@@ -262,8 +263,15 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     modules = args.lora_target_modules
-    lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
+    if config.method == "rmu":  # RMU's own choice of weights: down_proj of its layer and the two before it
+        from .methods.rmu import rmu_lora_config
+
+        lora = rmu_lora_config(config.rmu_layer, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
+                               task_type="CAUSAL_LM")
+        modules = "down_proj of layers {}-{}".format(max(0, config.rmu_layer - 2), config.rmu_layer)
+    else:
+        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                          target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
     columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=columns(forget),
                                 retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora)
