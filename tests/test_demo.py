@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
-from hf_unlearn import demo
+from hf_unlearn import cli, demo
+from hf_unlearn.evaluation import flatten_scores
 
 
 def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
@@ -36,6 +38,19 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
     assert Path(first["paths"]["adapter"], "adapter_config.json").is_file()
     out = capsys.readouterr().out
     assert first["paths"]["plot"] in out and "forget regurgitation" in out
+
+    # its data is on disk (owner-only: forget text), and the printed `hf-unlearn evaluate` command gives its scores
+    data = Path(first["paths"]["data"])
+    assert {p.name for p in data.glob("*.jsonl")} == {"forget_train.jsonl", "retain_train.jsonl"}
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in data.rglob("*.jsonl"))
+    assert Path(first["paths"]["target_model"]).resolve() == cache_dir.resolve()
+    command = first["paths"]["evaluate_command"]
+    assert command in out
+    assert cli.main(shlex.split(command)[1:]) == 0
+    results = json.loads((Path(first["paths"]["output_dir"]) / "eval" / "evaluation_results.jsonl").read_text())
+    scores = flatten_scores(results)
+    for key in ("lume/task_score", "lume/forget/regurgitation", "lume/retain/knowledge", "mia/auc"):
+        assert scores[key] == pytest.approx(first["after"][key], abs=1e-6), key
 
     # a second run reuses the cached model: no memorisation at all, and the same starting scores
     def no_memorising(*args, **kwargs):
