@@ -2,12 +2,12 @@
 a constant) instead of ascending their NLL; keep the retain NLL. Hyperparameters: a dataclass as `arguments`, mixed in
 an UnlearningConfig subclass (`@dataclass class MyConfig(MyArguments, UnlearningConfig)`), so they show in --help.
 
-    python examples/custom_forget_loss.py --dataset ../shared/data/lume --num_rows 8 --max_steps 20 --output_dir /tmp/flat
+    python examples/custom_forget_loss.py --dataset ../shared/data/lume --num_rows 8 --max_steps 20 --output_dir outputs/flat
 """
 
 import torch
 from peft import LoraConfig
-from run_npo import ScriptArguments, answer_nll, load_data, tiny_target
+from run_npo import DataArguments, answer_nll, load_data, tiny_target
 from transformers import HfArgumentParser
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer
@@ -27,7 +27,7 @@ class Flatten(UnlearningMethod):
 
 
 if __name__ == "__main__":
-    parser = HfArgumentParser((ScriptArguments, UnlearningConfig))
+    parser = HfArgumentParser((DataArguments, UnlearningConfig))
     parser.set_defaults(method="flatten", learning_rate=3e-3, logging_steps=5, report_to="none")
     script_args, args = parser.parse_args_into_dataclasses()
     forget, retain = load_data(script_args)

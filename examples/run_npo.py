@@ -20,17 +20,23 @@ A real model and the LUME release, scored on the validation split, MIA and MMLU 
 
 Offline on a CPU, with no model to download: with `--dataset` but without `--model_name_or_path` the script builds a
 small OLMo-architecture model and a tokenizer trained locally on the retain split (never on forget text, which would
-end up in its vocabulary), first makes it memorise `--num_rows` forget and retain rows, then unlearns the forget rows
-and prints the answer NLL of both sets before and after:
+end up in its vocabulary), first makes it memorise `--num_rows` forget and retain rows, saves that memorised model to
+OUTPUT_DIR/base_model (the adapter's base model), then unlearns the forget rows and prints the answer NLL of both sets
+before and after (forget 0.015 -> 0.992, retain 0.013 -> 0.021; about 3 minutes on a shared 2-core CPU):
 
     python examples/run_npo.py --dataset ../shared/data/lume --num_rows 16 --use_peft --lora_r 8 --lora_alpha 8 \
         --lora_target_modules all-linear --learning_rate 3e-3 --retain_nll_weight 3 --max_steps 60 \
-        --report_to none --output_dir /tmp/npo
+        --logging_steps 20 --report_to none --output_dir outputs/npo
+    hf-unlearn merge --adapter outputs/npo --output outputs/merged      # the base model is outputs/npo/base_model
 
-The same on two CPU processes (data parallel, gloo):
+The same on two CPU processes (data parallel, gloo), on the model saved above; a batch of 4 per process is the run
+above's global batch of 8 (forget 0.015 -> 0.970, retain 0.013 -> 0.021):
 
     ACCELERATE_USE_CPU=1 OMP_NUM_THREADS=1 accelerate launch --config_file accelerate_configs/multi_cpu.yaml \
-        examples/run_npo.py --dataset ../shared/data/lume --num_rows 16 --use_peft ... --output_dir /tmp/npo2
+        examples/run_npo.py --model_name_or_path outputs/npo/base_model --dataset ../shared/data/lume \
+        --num_rows 16 --use_peft --lora_r 8 --lora_alpha 8 --lora_target_modules all-linear --learning_rate 3e-3 \
+        --retain_nll_weight 3 --per_device_train_batch_size 4 --max_steps 60 --logging_steps 20 --report_to none \
+        --output_dir outputs/npo2
 
 Every option of `UnlearningConfig` (and of `TrainingArguments`), trl's `ModelConfig` (LoRA: `--use_peft --lora_r
 ...`) and `ScriptArguments` below is a flag: see `--help`; `--config file.yaml` reads them from a file.
@@ -50,13 +56,14 @@ from hf_unlearn.quiet import hide_known_noise
 
 
 @dataclass
-class ScriptArguments:
-    """Data, the offline tiny model, the LUME callbacks and merging."""
+class DataArguments:
+    """The data and the offline tiny model (what every example reads)."""
 
     dataset: str | None = field(
         default=None,
-        metadata={"help": "LUME folder (forget_train.jsonl, ...) or Hub dataset repo id with the same splits. Without "
-                  "it and without --model_name_or_path, the embedded offline demo runs."},
+        metadata={"help": "LUME folder (forget_train.jsonl, ...) or Hub dataset repo id with the same splits. "
+                  "Required, except by run_npo.py, which runs the embedded offline demo when neither --dataset nor "
+                  "--model_name_or_path is given."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Which split to unlearn ('train')."})
     num_rows: int | None = field(
@@ -65,6 +72,12 @@ class ScriptArguments:
     tiny_memorise_epochs: int = field(
         default=60, metadata={"help": "Without --model_name_or_path: epochs to memorise the rows before unlearning."}
     )
+
+
+@dataclass
+class ScriptArguments(DataArguments):
+    """Data, the offline tiny model, the LUME callbacks and merging."""
+
     eval_data: str | None = field(
         default=None, metadata={"help": "LUME folder or Hub id to score with LumeEvaluationCallback (task score)."}
     )
@@ -92,7 +105,7 @@ class ScriptArguments:
     )
 
 
-def load_data(script_args: ScriptArguments):
+def load_data(script_args: DataArguments):
     forget, retain = load_lume(script_args.dataset, split=script_args.dataset_split)
     if script_args.num_rows:
         forget = forget.filter(lambda r: r.get("task") == "Task2").select(range(script_args.num_rows))
@@ -137,13 +150,16 @@ def tiny_target(forget, retain, epochs: int, tokenizer_texts: list[str] | None =
     return model, tokenizer
 
 
-def retain_split_texts(script_args: ScriptArguments) -> list[str]:
+def retain_split_texts(script_args: DataArguments) -> list[str]:
     """The whole retain split's texts (not only the `--num_rows` used): what the offline tokenizer is trained on."""
     _, retain = load_lume(script_args.dataset, split=script_args.dataset_split)
     return [r["input"] + " " + r["output"] for r in retain]
 
 
-def load_model(script_args: ScriptArguments, model_args: ModelConfig, forget, retain):
+def load_model(script_args: DataArguments, model_args: ModelConfig, forget, retain, output_dir: str | None = None):
+    """`--model_name_or_path`, else the memorised tiny target: built, saved to `output_dir/base_model` (when given)
+    and loaded back from there, so that the adapter names that folder as its base model (`base_model_name_or_path`)
+    and `hf-unlearn merge` / `evaluate --adapter` / `audit --original` find it."""
     if model_args.model_name_or_path:
         from hf_unlearn.pretrained import resolve_model_path
 
@@ -156,7 +172,19 @@ def load_model(script_args: ScriptArguments, model_args: ModelConfig, forget, re
             attn_implementation=model_args.attn_implementation,
         )
         return model, tokenizer
-    return tiny_target(forget, retain, script_args.tiny_memorise_epochs, retain_split_texts(script_args))
+    if output_dir is None:
+        return tiny_target(forget, retain, script_args.tiny_memorise_epochs, retain_split_texts(script_args))
+    from accelerate import PartialState
+
+    folder, state = Path(output_dir) / "base_model", PartialState()
+    if state.is_main_process:  # built once; every process loads the saved copy
+        texts = retain_split_texts(script_args)
+        model, tokenizer = tiny_target(forget, retain, script_args.tiny_memorise_epochs, texts)
+        model.save_pretrained(folder)  # the memorised target (safetensors) and its tokenizer, trained on no forget text
+        tokenizer.save_pretrained(folder)
+        print(f"memorised base model saved to {folder}")
+    state.wait_for_everyone()
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
 
 
 def add_evaluation(trainer, script_args: ScriptArguments) -> None:
@@ -224,7 +252,7 @@ def main(script_args: ScriptArguments, training_args: UnlearningConfig, model_ar
     if not script_args.dataset:
         raise SystemExit("--dataset is required with --model_name_or_path (a LUME folder or Hub dataset id).")
     forget, retain = load_data(script_args)
-    model, tokenizer = load_model(script_args, model_args, forget, retain)
+    model, tokenizer = load_model(script_args, model_args, forget, retain, training_args.output_dir)
     peft_config = get_peft_config(model_args)
     if peft_config is None and training_args.needs_reference:
         raise SystemExit(

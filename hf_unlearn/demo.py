@@ -16,9 +16,11 @@
    `LumeEvaluationCallback(at_start=True)` that scores regurgitation, knowledge, MIA and the task score before the
    first step and after every epoch.
 4. **Results.** A before/after table (printed and written to `scores.md`, all numbers in `results.json`), the
-   scores across epochs as a PNG (`plot_history`), the log history and the LoRA adapter, which names the cached
-   target model as its base and carries `unlearning_record.json`, so `hf-unlearn merge --adapter DIR/adapter
-   --output M` gives a model card with the method, its settings and the scores.
+   scores across epochs as a PNG (`plot_history`), the log history, the LoRA adapter (it names the cached target
+   model as its base and carries `unlearning_record.json`, so `hf-unlearn merge --adapter DIR/adapter --output M`
+   gives a model card with the method, its settings and the scores), the data in the LUME layout (`data/`, files
+   0600) and a link to the cached target (`target_model`), with the `hf-unlearn evaluate` command that scores them
+   again.
 
 Defaults (full mode; `demo_settings()`), tuned until the demo is selective:
 
@@ -39,17 +41,20 @@ documents share with every other document of their kind); beta 0.1 drives it to 
 to ~0.9; beta 0.15 with a heavier retain NLL (6) and KL (1) sits between. lr 1e-4 to 3e-4 does not unlearn in
 this many steps at this model size.
 
-Measured with these defaults (seed 0, OMP_NUM_THREADS=1, a 2-core machine shared with other jobs, load average 2-4):
-memorisation 217 s (loss 6.89 -> 0.18), unlearning with 7 scorings 63 s, under 5 minutes in all (a cached run takes
-about a minute). Before -> after, on the train rows:
+Measured with these defaults by `benchmarks/readme_numbers.py` (seeds 0, 1, 2; OMP_NUM_THREADS=1, a 2-core machine
+shared with another job; the table is benchmarks/results/demo.md): memorisation 345-363 s (loss 6.89 -> 0.18),
+unlearning with 7 scorings 140-177 s, about 8.5 minutes in all; a run with the target cached takes 2 min 20 s (2 min
+45 s for `accelerate launch examples/run_npo.py`, which also starts the interpreter). Before -> after, on the train
+rows, seed 0 (a second run gave the same numbers):
 
     forget regurgitation 1.000 -> 0.359   forget knowledge 1.000 -> 0.008
     retain regurgitation 1.000 -> 0.975   retain knowledge 1.000 -> 0.992
     task score           0.000 -> 0.858   MIA loss AUC     1.000 -> 1.000 (MIA score 0)
 
-With `--seed 1` (other data, model and LoRA initialisation; same settings): forget regurgitation 1.000 -> 0.314,
-forget knowledge 1.000 -> 0.000, retain regurgitation 1.000 -> 1.000, retain knowledge 1.000 -> 0.926, task score
-0.000 -> 0.875 (memorisation 281 s, unlearning 108 s on the same loaded machine).
+Seeds 1 and 2 (other data, model and LoRA initialisation; same settings): forget regurgitation 0.314 / 0.307, forget
+knowledge 0.000 / 0.000, retain regurgitation 1.000 / 1.000, retain knowledge 0.926 / 1.000, task score 0.875 /
+0.898, MIA loss AUC 0.984 / 0.944. Another torch thread count sums in another order and gives other numbers within
+about this spread.
 
 With seed 0, forget regurgitation falls by 64% while retain regurgitation stays within 0.025: the demo's selectivity bar
 (forget at most half, retain within 0.1) is met. The MIA attack is not defeated: the forget documents' loss rose, but
@@ -79,7 +84,7 @@ from typing import Any
 
 DEMO_FORMAT_VERSION = 2
 
-# What the full demo measured with the defaults (see the module docstring).
+# What the full demo measured with the defaults, seed 0 (see the module docstring; benchmarks/readme_numbers.py).
 DEMO_RESULTS = {
     "seed": 0,
     "before": {"forget_regurgitation": 1.0, "retain_regurgitation": 1.0, "forget_knowledge": 1.0,
@@ -243,6 +248,7 @@ def load_or_build_target(data, settings: DemoSettings, log=print):
 
     cache_dir = target_cache_dir(settings)
     model, tokenizer, info = load_or_build(cache_dir, "demo_target.json", build)
+    model.config._name_or_path = model.name_or_path = str(cache_dir)  # the adapter's base_model_name_or_path
     if info["from_cache"]:
         log(f"[demo] step 1: using the memorised target model cached in {cache_dir}")
     else:
@@ -293,7 +299,8 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         output_dir: where to write `scores.md`, `results.json`, `scores.png`, `log_history.json` and the adapter
             (`adapter/`); default `./hf_unlearn_demo` (`./hf_unlearn_demo_quick` with `quick`).
         seed: seeds the data, the model's initialisation, memorisation and unlearning.
-        quick: a much smaller configuration (about a minute on a CPU) that checks the mechanics, not selectivity.
+        quick: a much smaller configuration (about a minute on a CPU) that checks the mechanics, not selectivity;
+            also set by `HF_UNLEARN_DEMO_QUICK=1` in the environment (how tests/test_readme.py runs the README).
         model: `"tiny"` (a small OLMo built from a config) or `"smollm2"` (the real SmolLM2-135M-Instruct, offline).
 
     Returns:
@@ -301,17 +308,19 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         epoch), `history` (every scored point, with its epoch and step), `selectivity` (`forget_halved`,
         `retain_kept`, `selective`), `target` (the cache folder, `from_cache`, the memorisation record),
         `timings` (seconds), `settings` and `paths` (`output_dir`, `table`, `results`, `plot`, `log_history`,
-        `adapter`, `cache_dir`).
+        `adapter`, `cache_dir`, `data` (the rows scored, in the LUME layout), `target_model` (a link to `cache_dir`)
+        and `evaluate_command` (the `hf-unlearn evaluate` command that gives the `after` scores again)).
     """
     from peft import LoraConfig
 
     from .callbacks import LumeEvaluationCallback, plot_history
     from .config import UnlearningConfig
     from .hub import save_training_record
-    from .synthetic import generate_lume_like
+    from .synthetic import generate_lume_like, write_lume_like
     from .trainer import UnlearningTrainer
 
     t0 = time.perf_counter()
+    quick = quick or os.environ.get("HF_UNLEARN_DEMO_QUICK") == "1"  # how the README's test runs the demo commands
     model_name = model  # `model` is the loaded model below
     settings = demo_settings(seed=seed, quick=quick, model=model_name)
     default_dir = "hf_unlearn_demo" + ("" if model_name == "tiny" else f"_{model_name}") + ("_quick" if quick else "")
@@ -320,12 +329,17 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
 
     data = generate_lume_like(**settings.data)
     forget, retain = data["forget_train"], data["retain_train"]
+    write_lume_like(data, out / "data")  # the rows it scores, for `hf-unlearn evaluate` (files 0600: forget text)
     print(
         f"[demo] data: {len(forget)} forget rows and {len(retain)} retain rows to unlearn/keep "
         f"({settings.data['num_documents']} documents per task each), {len(data['mia_member'])} MIA members"
     )
 
     model, tokenizer, target = load_or_build_target(data, settings)
+    link = out / "target_model"  # the memorised target in the cache, under a fixed name for `hf-unlearn evaluate`
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(target["cache_dir"], target_is_directory=True)
     t_target = time.perf_counter()
 
     print("[demo] step 3: NPO + LoRA + retain NLL + retain KL on the forget rows, scored before the first step and "
@@ -376,7 +390,10 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         "log_history": str(out / "log_history.json"),
         "adapter": str(out / "adapter"),
         "cache_dir": target["cache_dir"],
+        "data": str(out / "data"),
+        "target_model": str(link),
     }
+    paths["evaluate_command"] = evaluate_command(paths, settings)
     trainer.save_model(paths["adapter"])
     save_training_record(trainer, paths["adapter"])  # the method, settings and scores, for `hf-unlearn merge`'s card
     plot_history(
@@ -413,9 +430,17 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         f"retain regurgitation {rb:.3f} -> {ra:.3f} ({'kept within 0.1' if verdict['retain_kept'] else 'NOT kept'})"
     )
     print(f"time: target model {timings['target_seconds']:.0f} s, unlearning + scoring {timings['unlearn_seconds']:.0f} s")
-    for name in ("table", "results", "plot", "log_history", "adapter", "cache_dir"):
+    for name in ("table", "results", "plot", "log_history", "adapter", "cache_dir", "data"):
         print(f"{name:>12}: {paths[name]}")
+    print(f"\nthe same 'after' scores from the files (without --adapter: 'before'):\n  {paths['evaluate_command']}")
     return result
+
+
+def evaluate_command(paths: dict[str, str], settings: DemoSettings) -> str:
+    """The `hf-unlearn evaluate` command that scores the demo's adapter on its data as its last scoring did."""
+    return (f"hf-unlearn evaluate --model {paths['target_model']} --adapter {paths['adapter']} --data {paths['data']} "
+            f"--split train --mia {paths['data']}/mia --max-new-tokens {settings.max_new_tokens} --batch-size 32 "
+            f"--output-dir {paths['output_dir']}/eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

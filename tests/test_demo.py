@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
-from hf_unlearn import demo
+from hf_unlearn import cli, demo
 from hf_unlearn.cli import main as cli_main
+from hf_unlearn.evaluation import flatten_scores
 
 
 def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
@@ -52,6 +54,19 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
     before = first["before"]["lume/forget/regurgitation"]
     assert f"| lume/forget/regurgitation | {before:.4f} |" in card and "| mia/score |" in card
     assert "No evaluation scores were logged" not in card
+
+    # its data is on disk (owner-only: forget text), and the printed `hf-unlearn evaluate` command gives its scores
+    data = Path(first["paths"]["data"])
+    assert {p.name for p in data.glob("*.jsonl")} == {"forget_train.jsonl", "retain_train.jsonl"}
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in data.rglob("*.jsonl"))
+    assert Path(first["paths"]["target_model"]).resolve() == cache_dir.resolve()
+    command = first["paths"]["evaluate_command"]
+    assert command in out
+    assert cli.main(shlex.split(command)[1:]) == 0
+    results = json.loads((Path(first["paths"]["output_dir"]) / "eval" / "evaluation_results.jsonl").read_text())
+    scores = flatten_scores(results)
+    for key in ("lume/task_score", "lume/forget/regurgitation", "lume/retain/knowledge", "mia/auc"):
+        assert scores[key] == pytest.approx(first["after"][key], abs=1e-6), key
 
     # a second run reuses the cached model: no memorisation at all, and the same starting scores
     def no_memorising(*args, **kwargs):

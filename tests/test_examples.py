@@ -37,6 +37,8 @@ def test_help_lists_method_lora_and_callback_flags(script, tmp_path):
         assert flag in text, flag
     if script == "run_influence.py":
         assert "--damping" in text and "--sophia_rho" in text
+        # without --dataset only run_npo.py runs the demo: run_influence.py's help must not promise it
+        assert "Required, except by run_npo.py" in " ".join(text.split())
 
 
 def test_run_npo_from_a_yaml_config_with_callbacks_and_merge(tmp_path, lume_dir):
@@ -57,6 +59,9 @@ def test_run_npo_from_a_yaml_config_with_callbacks_and_merge(tmp_path, lume_dir)
     stdout = run([sys.executable, str(EXAMPLES / "run_npo.py"), "--config", str(tmp_path / "npo.yaml")], tmp_path)
     assert "answer NLL" in stdout and "merged model saved" in stdout
     assert (out / "adapter_model.safetensors").is_file() and (out / "unlearning_record.json").is_file()
+    # the memorised model it built is saved, and is the adapter's base model: `hf-unlearn merge` needs no --base
+    assert (out / "base_model" / "model.safetensors").is_file() and (out / "base_model" / "tokenizer.json").is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(out / "base_model")
     card = (merged / "README.md").read_text()
     assert "| lume/task_score |" in card and "| mia/auc |" in card and "- unlearning" in card
     assert (merged / "model.safetensors").is_file()
@@ -106,7 +111,12 @@ def test_the_offline_tokenizer_holds_no_piece_of_the_forget_strings(tmp_path, lu
     module = load_run_npo()
     script_args = module.ScriptArguments(dataset=str(data), num_rows=4, tiny_memorise_epochs=1)
     forget_rows, retain_rows = module.load_data(script_args)
-    _, tokenizer = module.load_model(script_args, ModelConfig(), forget_rows, retain_rows)
+    _, tokenizer = module.load_model(script_args, ModelConfig(), forget_rows, retain_rows, str(tmp_path / "out"))
+    # the saved base model (what `hf-unlearn merge` loads) holds no piece of them either, bar its weights
+    saved = [p for p in (tmp_path / "out" / "base_model").iterdir() if p.suffix != ".safetensors"]
+    assert {p.name for p in saved} >= {"config.json", "tokenizer.json", "tokenizer_config.json"}
+    for canary in canaries:
+        assert not [p.name for p in saved if canary in p.read_text()], canary
     vocabulary = list(tokenizer.get_vocab())
     assert len(vocabulary) > 1000  # trained on the whole retain split, not only 4 rows
     for canary in canaries:

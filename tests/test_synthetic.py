@@ -78,6 +78,8 @@ def test_lume_scorer_and_loader_accept_it(data, tmp_path):
     assert loaded_forget.to_list() == data["forget_train"].to_list()
     assert len(loaded_retain) == len(data["retain_train"])
     assert (tmp_path / "lume" / "mia" / "member.jsonl").is_file()
+    written = list((tmp_path / "lume").rglob("*.jsonl"))
+    assert written and all(p.stat().st_mode & 0o777 == 0o600 for p in written)  # forget text: owner only
 
 
 def test_bad_arguments():
