@@ -98,6 +98,27 @@ def _warn_scoring(forget, retain, main_process: bool = True) -> None:
             print(f"warning: {line}", file=sys.stderr)
 
 
+def _selected_rows(args, forget, retain) -> tuple[list[dict], list[dict]]:
+    """The rows to score: those whose id is listed in `--ids` (a file, one id per line), then the first `--max-rows`
+    of each set. An id that matches no row is refused by its line number (ids may be forget-set data)."""
+    forget, retain = [dict(r) for r in forget], [dict(r) for r in retain]
+    if getattr(args, "ids", None):
+        lines = Path(args.ids).read_text(encoding="utf-8-sig").splitlines()
+        wanted = {line.strip(): n for n, line in enumerate(lines, start=1) if line.strip()}
+        known = {str(r.get("id")) for r in forget + retain}
+        unknown = sorted(n for i, n in wanted.items() if i not in known)
+        if unknown:
+            raise ValueError(f"{args.ids}: the id on line(s) {', '.join(map(str, unknown[:10]))} matches no row of the "
+                             f"{args.split} split")
+        forget = [r for r in forget if str(r.get("id")) in wanted]
+        retain = [r for r in retain if str(r.get("id")) in wanted]
+    if args.max_rows:
+        forget, retain = forget[: args.max_rows], retain[: args.max_rows]
+    if not forget and not retain:
+        raise ValueError("no rows left to score after --ids / --max-rows")
+    return forget, retain
+
+
 def evaluate_command(args) -> int:
     from accelerate import Accelerator
 
@@ -105,9 +126,9 @@ def evaluate_command(args) -> int:
     from .evaluation import evaluate_model
 
     accelerator = Accelerator()
+    forget, retain = _selected_rows(args, *load_lume(args.data, split=args.split))  # checked before the model loads
     model, tokenizer = _load_model(args)
     model.to(accelerator.device)
-    forget, retain = load_lume(args.data, split=args.split)
     _warn_scoring(forget, retain, accelerator.is_main_process)
     members = nonmembers = None
     if args.mia:
@@ -116,8 +137,8 @@ def evaluate_command(args) -> int:
     results = evaluate_model(
         model,
         tokenizer,
-        forget_rows=[dict(r) for r in forget],
-        retain_rows=[dict(r) for r in retain],
+        forget_rows=forget,
+        retain_rows=retain,
         mia_members=members,
         mia_nonmembers=nonmembers,
         mmlu=_mmlu_options(args),
@@ -168,10 +189,7 @@ def audit_command(args) -> int:
         return 2
     relearn = RelearnConfig(fraction=args.relearn_fraction, steps=args.relearn_steps,
                             learning_rate=args.relearn_lr, batch_size=args.relearn_batch_size)
-    forget, retain = load_lume(args.data, split=args.split)  # checked before any model is loaded
-    forget, retain = [dict(r) for r in forget], [dict(r) for r in retain]
-    if args.max_rows:
-        forget, retain = forget[: args.max_rows], retain[: args.max_rows]
+    forget, retain = _selected_rows(args, *load_lume(args.data, split=args.split))  # before any model is loaded
     _warn_scoring(forget, retain)
     members = nonmembers = None
     if args.mia:
@@ -307,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mmlu-subjects", help="Comma-separated MMLU subjects (default: all 57).")
     ev.add_argument("--mmlu-fewshot", type=int, default=5, help="Few-shot examples from dev (default: 5).")
     ev.add_argument("--output-dir", required=True, help="Where evaluation_results.jsonl is written.")
+    ev.add_argument("--ids", metavar="FILE",
+                    help="Score only the rows whose id is listed in FILE (one per line; forget and retain rows alike).")
+    ev.add_argument("--max-rows", type=int, default=0,
+                    help="Score only the first N forget and N retain rows (after --ids; 0: all).")
     ev.add_argument(
         "--save-generations",
         action="store_true",

@@ -194,3 +194,15 @@ def test_cli_evaluate_writes_the_task_layout(memorised_model, tokenizer, lume_ro
     assert (out / "generations.jsonl").stat().st_mode & 0o777 == 0o600  # forget-set text: owner only
     assert len(generations) == 12
     assert set(generations[0]) == {"split", "id", "task", "input", "expected_output", "model_output"}
+
+    # a chosen subset: the rows named in an ids file, then at most --max-rows of each set
+    chosen = [generations[0]["id"], generations[-1]["id"]]
+    (tmp_path / "ids.txt").write_text("\n".join(chosen) + "\n")
+    assert cli_main(["evaluate", "--model", str(model_dir), "--data", str(data), "--max-new-tokens", "8",
+                     "--output-dir", str(out), "--save-generations", "--ids", str(tmp_path / "ids.txt")]) == 0
+    subset = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert sorted(g["id"] for g in subset) == sorted(chosen) and {g["split"] for g in subset} == {"forget", "retain"}
+    (tmp_path / "ids.txt").write_text("\n".join(chosen + ["no-such-id"]) + "\n")
+    assert cli_main(["evaluate", "--model", str(model_dir), "--data", str(data), "--output-dir", str(out),
+                     "--ids", str(tmp_path / "ids.txt")]) == 2
+    assert "the id on line(s) 3 matches no row" in capsys.readouterr().err
