@@ -53,7 +53,29 @@ def test_utility_score_and_settings_overrides():
     assert args.learning_rate is None  # not given: the chosen configuration's value is kept
     full, quick = lume_methods.Settings(), lume_methods.quick_settings()
     assert len(full.seeds) >= 3 and set(full.methods) == set(lume_methods.METHODS)
+    assert set(quick.methods) <= set(lume_methods.METHODS)
     assert lume_methods.target_cache_dir(full) != lume_methods.target_cache_dir(quick)
+
+
+def test_method_loras_and_the_chunked_schedule_fit_the_comparison():
+    full = lume_methods.Settings()
+    rmu = lume_methods.lora_config("rmu", full)
+    assert set(rmu.target_modules) == {"down_proj"} and rmu.layers_to_transform == [0, 1, 2]
+    assert lume_methods.METHODS["rmu"]["config"]["rmu_layer"] < full.num_hidden_layers
+    sugd = lume_methods.lora_config("sugd", full)
+    assert set(sugd.target_modules) == {"q_proj", "v_proj", "up_proj", "down_proj"}
+    for key in ("ga", "rmu", "sugd"):  # the comparison's rank and alpha for every adapter
+        lora = lume_methods.lora_config(key, full)
+        assert (lora.r, lora.lora_alpha) == (full.lora_r, full.lora_alpha)
+    # SUGD: the preset's schedule with >1 chunk of the 36 forget rows, each chunk filling whole steps, and as many
+    # passes over each forget row as the other methods' epochs
+    config = lume_methods.method_config("sugd")
+    assert config["method"] == "gd" and config["chunk_restart_optimizer"]
+    assert not set(lume_methods.COMMON_FIELDS) & set(config)
+    chunk, passes = config["forget_chunk_size"], config["epochs_per_chunk"]
+    assert 36 > chunk and 36 % chunk == 0 and (chunk * passes) % full.batch_size == 0
+    assert lume_methods.trainer_epochs("sugd", full) * lume_methods.passes_per_epoch("sugd") == full.epochs
+    assert lume_methods.trainer_epochs("ga", full) == full.epochs and lume_methods.passes_per_epoch("ga") == 1
 
 
 @pytest.mark.slow
@@ -66,16 +88,19 @@ def test_quick_comparison_writes_a_complete_table(tmp_path, monkeypatch, lume_di
     data = json.loads((out / "lume_methods_quick.json").read_text())
     assert (out / "lume_methods_quick.png").stat().st_size > 5000
 
-    # the table has every method, with mean +- std over the seeds
-    for spec in lume_methods.METHODS.values():
-        assert f"| {spec['label']} |" in md
+    # the table has every method run, with mean +- std over the seeds
+    for key in settings.methods:
+        assert f"| {lume_methods.METHODS[key]['label']} |" in md
     assert "target (before)" in md and "±" in md and "## Reading" in md
-    assert len(data["runs"]) == len(lume_methods.METHODS) * len(settings.seeds)
+    assert len(data["runs"]) == len(settings.methods) * len(settings.seeds)
 
-    # every run was scored before the first step and after every epoch; every number is finite and in range
+    # every run was scored before the first step and after every (Trainer) epoch; every number is finite and in range
     for run in data["runs"]:
-        assert [round(p["epoch"]) for p in run["history"]] == list(range(settings.epochs + 1))
-        assert run["history"][0] == pytest.approx({**data["before"], "epoch": 0, "step": 0})
+        epochs = lume_methods.trainer_epochs(run["method"], settings)
+        assert [round(p["epoch"]) for p in run["history"]] == list(range(epochs + 1))
+        passes = lume_methods.passes_per_epoch(run["method"])
+        assert [p["forget_passes"] for p in run["history"]] == [e * passes for e in range(epochs + 1)]
+        assert run["history"][0] == pytest.approx({**data["before"], "epoch": 0, "step": 0, "forget_passes": 0})
         for point in run["history"]:
             for key in ("final/train", "final/validation", "train/task_score", "validation/task_score",
                         "mia/score", "mia/auc", "utility/score", "train/forget/regurgitation",
@@ -102,7 +127,21 @@ def test_quick_comparison_writes_a_complete_table(tmp_path, monkeypatch, lume_di
     assert again_md.split("## What was run")[1] == md.split("## What was run")[1]
 
     # a second invocation reuses the cached target model and (with --resume) the finished runs
+    assert "rmu" in settings.methods
     again = lume_methods.main(["--quick", "--data", str(lume_dir), "--output-dir", str(out), "--resume",
-                               "--methods", "ga"])
+                               "--methods", "rmu"])
     assert again["timings"]["reused_runs"] == len(settings.seeds)
     assert "cached" in (out / "lume_methods_quick.md").read_text()
+
+    # --merge takes the runs of a results JSON and runs only what it lacks (none here): its report is the same runs
+    merged = lume_methods.main(["--quick", "--data", str(lume_dir), "--output-dir", str(tmp_path / "merged"),
+                                "--merge", str(tmp_path / "again" / "lume_methods_quick.json")])
+    assert merged["timings"]["merged_runs"] == len(data["runs"]) and merged["runs"] == data["runs"]
+    assert "`--merge`" in (tmp_path / "merged" / "lume_methods_quick.md").read_text()
+    # ... and refuses a JSON of other settings
+    other = json.loads((tmp_path / "again" / "lume_methods_quick.json").read_text())
+    other["settings"]["learning_rate"] *= 2
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="learning_rate"):
+        lume_methods.main(["--quick", "--data", str(lume_dir), "--output-dir", str(tmp_path / "merged"),
+                           "--merge", str(tmp_path / "other.json")])
