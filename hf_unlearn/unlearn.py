@@ -226,6 +226,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .audit import PROBES, audit_model, write_audit
+    from .audit.relearn import document_of
     from .audit.run import score_rows
     from .data.documents import load_rows
     from .hub import MADE_BY_US, check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
@@ -251,7 +252,8 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     eval_retain = load_rows(args.eval_retain, "eval-retain", **split)[0] if args.eval_retain else []
     members, nonmembers = _mia_documents(args, forget_documents)
     config = build_config(args, out)
-    if "relearn" in probes and len({r.get("document", r["id"][:-3]) for r in forget}) < 2:
+    documents = len({document_of(r, i) for i, r in enumerate(forget)})
+    if "relearn" in probes and documents < 2:
         probes.remove("relearn")  # it holds out whole documents: one document leaves nothing to measure
         progress("[unlearn] the relearning probe needs at least 2 forget documents: skipped")
 
@@ -319,7 +321,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                      "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
         "paper": method.paper,
         "rows": {"forget": len(forget), "retain": len(retain),
-                 "forget_documents": len({r.get("document", r["id"][:-3]) for r in forget})},
+                 "forget_documents": documents},
         "eval_rows": {"forget": len(eval_forget), "retain": len(eval_retain)} if (eval_forget or eval_retain) else None,
         "mia": {"members": len(members), "nonmembers": len(nonmembers)} if members else None,
         "scores": scores, "train_seconds": train_seconds,
