@@ -122,7 +122,7 @@ def _selected_rows(args, forget, retain) -> tuple[list[dict], list[dict]]:
 def evaluate_command(args) -> int:
     from accelerate import Accelerator
 
-    from .data import load_lume, read_jsonl
+    from .data import load_lume, read_mia_documents
     from .evaluation import evaluate_model
 
     accelerator = Accelerator()
@@ -132,8 +132,7 @@ def evaluate_command(args) -> int:
     _warn_scoring(forget, retain, accelerator.is_main_process)
     members = nonmembers = None
     if args.mia:
-        members = [row["document"] for row in read_jsonl(Path(args.mia) / "member.jsonl")]
-        nonmembers = [row["document"] for row in read_jsonl(Path(args.mia) / "nonmember.jsonl")]
+        members, nonmembers = read_mia_documents(args.mia)
     results = evaluate_model(
         model,
         tokenizer,
@@ -179,7 +178,7 @@ def audit_command(args) -> int:
     from accelerate import Accelerator
 
     from .audit import PROBES, RelearnConfig, audit_model, write_audit
-    from .data import load_lume, read_jsonl
+    from .data import load_lume, read_mia_documents
 
     probes = [p.strip() for p in args.probes.split(",") if p.strip()]
     unknown = [p for p in probes if p not in PROBES]
@@ -193,8 +192,7 @@ def audit_command(args) -> int:
     _warn_scoring(forget, retain)
     members = nonmembers = None
     if args.mia:
-        members = [row["document"] for row in read_jsonl(Path(args.mia) / "member.jsonl")]
-        nonmembers = [row["document"] for row in read_jsonl(Path(args.mia) / "nonmember.jsonl")]
+        members, nonmembers = read_mia_documents(args.mia)
     accelerator = Accelerator()
     unlearned, tokenizer = _load_model(args)
     if args.adapter:  # the attacks act on the weights a user would ship: the merged model

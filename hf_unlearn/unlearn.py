@@ -128,11 +128,10 @@ def _documents(path: str) -> list[str]:
 
 
 def _mia_documents(args: UnlearnArguments, forget_documents: list[str]):
-    from .data import read_jsonl
+    from .data import read_mia_documents
 
     if args.mia:
-        return ([r["document"] for r in read_jsonl(Path(args.mia) / "member.jsonl")],
-                [r["document"] for r in read_jsonl(Path(args.mia) / "nonmember.jsonl")])
+        return read_mia_documents(args.mia)
     if args.holdout:
         if not forget_documents:
             raise ValueError("--holdout needs forget documents to compare with: the forget rows hold no "

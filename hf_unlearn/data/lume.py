@@ -28,6 +28,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [row for _, row in _read_jsonl_lines(Path(path))]
 
 
+def read_mia_documents(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(members, nonmembers): the `document` field of `member.jsonl` and `nonmember.jsonl` in `folder` (LUME's MIA
+    layout)."""
+    return tuple([row["document"] for row in read_jsonl(Path(folder) / f"{name}.jsonl")]
+                 for name in ("member", "nonmember"))
+
+
 def _read_jsonl_lines(path: Path) -> list[tuple[int, dict]]:
     """`(line number, row)` for each non-blank line, so that later checks can name the line."""
     if not path.is_file():
