@@ -183,5 +183,8 @@ def test_method_raises_forget_nll_of_a_memorised_model(name, memorised_model, me
     after = forget_nll(model, tokenizer, forget)
     assert before < 0.5  # memorised
     assert after > before + 1.0, (before, after)
-    term = TERMS[settings["method"]]
-    assert trainer.state.log_history[-2][term] < trainer.state.log_history[0][term]
+    if name != "satimp":
+        # SatImp's token weight p^b1 (1 - p)^b2 vanishes both at p = 1 and at p = 0: its loss first grows in size
+        # and then shrinks back as the tokens are forgotten, so only the forget NLL above says it worked.
+        term = TERMS[settings["method"]]
+        assert trainer.state.log_history[-2][term] < trainer.state.log_history[0][term]
