@@ -183,8 +183,11 @@ def test_method_raises_forget_nll_of_a_memorised_model(name, memorised_model, me
     after = forget_nll(model, tokenizer, forget)
     assert before < 0.5  # memorised
     assert after > before + 1.0, (before, after)
-    if name != "satimp":
-        # SatImp's token weight p^b1 (1 - p)^b2 vanishes both at p = 1 and at p = 0: its loss first grows in size
-        # and then shrinks back as the tokens are forgotten, so only the forget NLL above says it worked.
-        term = TERMS[settings["method"]]
-        assert trainer.state.log_history[-2][term] < trainer.state.log_history[0][term]
+    term = TERMS[settings["method"]]
+    losses = [entry[term] for entry in trainer.state.log_history[:-1]]
+    if name == "satimp":
+        # SatImp's token weight p^b1 (1 - p)^b2 vanishes both at p = 1 and at p = 0: its (negative) loss first grows
+        # in size as the memorised tokens loosen, then shrinks back as they are forgotten.
+        assert min(losses) < losses[0] and min(losses) < losses[-1], losses
+    else:
+        assert losses[-1] < losses[0], losses
