@@ -37,7 +37,7 @@ from hf_unlearn.metrics import (
     generate_one_at_a_time,
     lume_scores_from_generations,
 )
-from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
+from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -31,8 +31,8 @@ What is run
    are other documents than the train documents (no shared id stem). Full mode: 36 forget_train rows and 30 rows
    in each other split, about 12k tokens, most of them in the long (~400-token) Task1/Task3 sentence completions.
 2. **Target model** (`load_or_build_target`): a byte-level BPE tokenizer trained on the text of all four LUME
-   splits (not on the nonmembers) and a small OLMo-architecture model (`hf_unlearn.tiny`) that memorises every
-   row of the four subsets (input, output and EOS, loss on every token, `hf_unlearn.tiny.memorise`), as the LUME
+   splits (not on the nonmembers) and a small OLMo-architecture model (`hf_unlearn.support.tiny`) that memorises every
+   row of the four subsets (input, output and EOS, loss on every token, `hf_unlearn.support.tiny.memorise`), as the LUME
    organisers' target model had memorised all of its data: 40 epochs at AdamW lr 3e-3, then 10 more at 1e-3 with a
    fresh optimizer (batch 8). Measured while sizing it: after the 40 epochs the loss was 0.50 and regurgitation
    only 0.47-0.66; the 10 epochs at 1e-3 took the loss to 0.08 and regurgitation and knowledge to 1.0 on all four
@@ -173,7 +173,7 @@ import torch  # noqa: E402
 
 from hf_unlearn.callbacks import LumeEvaluationCallback  # noqa: E402
 from hf_unlearn.config import PRESETS, sugd_lora_config  # noqa: E402
-from hf_unlearn.demo import cache_root  # noqa: E402
+from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.evaluation import evaluate_model, flatten_scores, lume_generations  # noqa: E402
 from hf_unlearn.metrics import lume_scores_from_generations, row_kind  # noqa: E402
 from hf_unlearn.metrics.lume import QUESTION_ANSWERING, SENTENCE_COMPLETION  # noqa: E402
@@ -406,7 +406,8 @@ def target_cache_dir(settings: Settings) -> Path:
 
 def load_or_build_target(settings: Settings, subset: Subset, data_dir: Path, log=print):
     """The memorised target model and its tokenizer, from the cache or built (then cached); and its record."""
-    from hf_unlearn.tiny import load_or_build, memorise, tiny_causal_lm, train_tokenizer
+    from hf_unlearn.cache import load_or_build
+    from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
 
     def build():
         start = time.perf_counter()
@@ -517,21 +518,11 @@ class ComparisonCallback(LumeEvaluationCallback):
                          max_new_tokens=max_new_tokens, batch_size=batch_size)
         self.subset, self.ppl_target, self.before = subset, ppl_target, before
 
-    def evaluate(self) -> dict[str, float]:
-        trainer = self.trainer
-        started = time.monotonic()
-        if trainer.state.global_step == 0 and self.before is not None:
-            scores = dict(self.before)
-        else:
-            scores = score_model(trainer.model, trainer.processing_class, self.subset, self.max_new_tokens,
-                                 self.batch_size, self.ppl_target)
-        self.last_results = scores
-        self.last_duration = time.monotonic() - started
-        self._last_scored_step = trainer.state.global_step
-        should_log = trainer.control.should_log  # as the base class: do not swallow the step's loss log
-        trainer.log(dict(scores))
-        trainer.control.should_log = should_log
-        return scores
+    def score(self) -> dict[str, float]:
+        if self.trainer.state.global_step == 0 and self.before is not None:
+            return dict(self.before)
+        return score_model(self.trainer.model, self.trainer.processing_class, self.subset, self.max_new_tokens,
+                           self.batch_size, self.ppl_target)
 
 
 # ---- one unlearning run ----------------------------------------------------------------------------------------------

@@ -68,7 +68,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import statistics
 import sys
@@ -91,7 +90,7 @@ lume_methods = importlib.util.module_from_spec(_spec)
 sys.modules["lume_methods"] = lume_methods
 _spec.loader.exec_module(lume_methods)
 
-from hf_unlearn.demo import cache_root  # noqa: E402
+from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.evaluation import evaluate_model, flatten_scores  # noqa: E402
 from hf_unlearn.metrics import evaluate_mmlu, generate_completions  # noqa: E402
 
@@ -323,7 +322,8 @@ def load_or_build_target(settings: Settings, data: Data, log=print):
     from peft import LoraConfig, get_peft_model
 
     from hf_unlearn.pretrained import load_model_and_tokenizer
-    from hf_unlearn.tiny import load_cached, load_or_build, memorise
+    from hf_unlearn.cache import load_cached, load_or_build
+    from hf_unlearn.support.tiny import memorise
 
     rows = memorisation_rows(data)
 

@@ -1,4 +1,4 @@
-"""The demo numbers the README quotes: run the embedded demo (`hf_unlearn.demo.run_demo`, full settings) once per
+"""The demo numbers the README quotes: run the embedded demo (`hf_unlearn.support.demo.run_demo`, full settings) once per
 seed and print its before/after scores, their spread over the runs and the time each run took.
 
     python benchmarks/readme_numbers.py                      # seeds 0 1 2; writes benchmarks/results/demo.md
@@ -34,7 +34,7 @@ def report(runs: list[dict], quick: bool) -> str:
     lines = ["# The embedded demo over seeds (`python benchmarks/readme_numbers.py`)", ""]
     if quick:
         lines += ["**Quick configuration (HF_UNLEARN_DEMO_QUICK=1): mechanics only, not the README's numbers.**", ""]
-    lines += ["Before -> after unlearning, on the train rows (`hf_unlearn/demo.py` has the settings).", "",
+    lines += ["Before -> after unlearning, on the train rows (`hf_unlearn/support/demo.py` has the settings).", "",
               "| score | " + " | ".join(head) + " | mean after | range after |",
               "|---|" + "---:|" * (len(runs) + 2)]
     for label, key in ROWS:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Where the markdown report is written (default benchmarks/results/demo.md).")
     args = parser.parse_args(argv)
 
-    from hf_unlearn.demo import run_demo
+    from hf_unlearn.support.demo import run_demo
 
     runs = []
     for i, seed in enumerate(args.seeds):

@@ -95,7 +95,7 @@ def load_rows(data: Path, max_tokens: int, size: str = "small"):
     4 retain rows."""
     from datasets import Dataset
 
-    from hf_unlearn.tiny import train_tokenizer
+    from hf_unlearn.support.tiny import train_tokenizer
 
     train = {s: read_jsonl(data / "lume" / f"{s}_train.jsonl") for s in ("forget", "retain")}
     if size in PRETRAINED:
@@ -127,7 +127,7 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     from peft import LoraConfig, get_peft_model
 
     from hf_unlearn import UnlearningConfig, UnlearningTrainer
-    from hf_unlearn.tiny import tiny_causal_lm
+    from hf_unlearn.support.tiny import tiny_causal_lm
 
     tokenizer, forget, retain = rows
     cuda = torch.cuda.is_available()

@@ -1,6 +1,6 @@
 """Unlearn a forget set with NPO + LoRA (+ retain NLL + retain KL), or any baseline method, with `UnlearningTrainer`.
 
-With no arguments it runs the embedded offline demo (`hf_unlearn.demo.run_demo`: a small OLMo model memorises a
+With no arguments it runs the embedded offline demo (`hf_unlearn.support.demo.run_demo`: a small OLMo model memorises a
 synthetic LUME-like data set, then NPO + LoRA unlearns its forget split, scored by the LUME callbacks every epoch):
 
     accelerate launch --config_file accelerate_configs/single_process.yaml examples/run_npo.py [--output_dir DIR]
@@ -141,7 +141,7 @@ def tiny_target(forget, retain, epochs: int, tokenizer_texts: list[str] | None =
     Its tokenizer is trained on `tokenizer_texts` (default: the retain rows), never on the forget rows: trained on
     them, its vocabulary would hold pieces of the forget strings (names, numbers), saved and pushed with the model.
     """
-    from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
+    from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
 
     texts = tokenizer_texts if tokenizer_texts is not None else [r["input"] + " " + r["output"] for r in retain]
     tokenizer = train_tokenizer(texts, vocab_size=2048)
@@ -235,10 +235,10 @@ def save_and_merge(trainer, script_args: ScriptArguments, output_dir: str) -> No
 
 def run_demo_instead(training_args) -> dict:
     try:
-        from hf_unlearn.demo import run_demo
+        from hf_unlearn.support.demo import run_demo
     except ImportError as error:
         raise SystemExit(
-            f"The embedded demo (hf_unlearn.demo) is not available ({error}). Pass --dataset DIR (and optionally "
+            f"The embedded demo (hf_unlearn.support.demo) is not available ({error}). Pass --dataset DIR (and optionally "
             "--model_name_or_path) to run on your own data."
         ) from None
     given = training_args.output_dir if training_args.output_dir != "trainer_output" else None

@@ -6,7 +6,7 @@ from .callbacks import LumeEvaluationCallback, TimeBudgetCallback, plot_history
 from .config import InfluenceUnlearningConfig, UnlearningConfig
 from .data import DataValidationError, load_lume
 from .influence import InfluenceUnlearningTrainer
-from .synthetic import generate_lume_like, write_lume_like
+from .support.synthetic import generate_lume_like, write_lume_like
 from .trainer import UnlearningTrainer
 
 __all__ = [

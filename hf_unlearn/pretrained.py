@@ -87,7 +87,7 @@ def file_sha256(path: Path) -> str:
 
 
 def converted_dir(spec: OfflineModel, sha256: str) -> Path:
-    from .demo import cache_root
+    from .cache import cache_root
 
     return cache_root() / "models" / f"{Path(spec.hub_id).name.lower()}-{sha256[:16]}"
 
@@ -119,7 +119,7 @@ def convert_gguf(path: Path):
 
 def offline_model_path(name: str, log=None) -> Path:
     """The cached safetensors folder of the offline model `name`, converting the GGUF file first if needed."""
-    from .tiny import load_cached, save_cached
+    from .cache import save_cached
 
     spec = OFFLINE_MODELS[name]
     path = gguf_file(spec)

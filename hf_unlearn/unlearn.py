@@ -63,7 +63,8 @@ class UnlearnArguments:
                                                                             "its own)."})
     max_length: int = field(default=512, metadata={"help": "Tokens per row at most (longer rows keep their answer)."})
     seed: int = field(default=0, metadata={"help": "Seed of the LoRA initialisation, the row order and the audit."})
-    trainer_arg: list = field(default_factory=list, metadata={
+    trainer_arg: list[str] = field(default_factory=list, metadata={
+        "action": "extend", "metavar": "NAME=VALUE",  # repeatable, or several after one flag
         "help": "Any other UnlearningConfig field, as NAME=VALUE (repeatable), e.g. lr_scheduler_type=constant."})
     eval_forget: str | None = field(default=None, metadata={
         "help": "Forget rows or documents not trained on, scored before and after (e.g. other copies or phrasings of "
@@ -228,7 +229,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from .audit.relearn import document_of
     from .audit.run import score_rows
     from .data.documents import load_rows
-    from .hub import MADE_BY_US, check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
+    from .hub import check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
     from .pretrained import resolve_model_path
     from .trainer import UnlearningTrainer
 

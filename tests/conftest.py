@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_unlearn.tiny import memorise, tiny_causal_lm, train_tokenizer
+from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -22,7 +22,7 @@ from hf_unlearn.audit import (
     split_documents,
 )
 from hf_unlearn.audit.run import attack_verdict, audit_plot, probe_verdict
-from hf_unlearn.tiny import tiny_causal_lm
+from hf_unlearn.support.tiny import tiny_causal_lm
 
 # ---- quantization ------------------------------------------------------------------------------------------------
 

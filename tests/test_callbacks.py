@@ -131,6 +131,31 @@ def test_plot_labels_say_what_each_line_is_and_which_way_is_better(tmp_path):
     assert "higher loss than unseen ones" in [t.get_text() for ax in flat_low.axes for t in ax.texts][0]
 
 
+class StepCallback(LumeEvaluationCallback):
+    """A subclass scoring its own way through the `score` hook: the step it scored at, and a norm of the weights."""
+
+    def score(self):
+        norm = sum(p.detach().float().norm().item() for p in self.trainer.model.parameters() if p.requires_grad)
+        return {"custom/step": float(self.trainer.state.global_step), "custom/lora_norm": norm}
+
+
+def test_score_hook_logs_a_subclass_scores_on_the_callback_schedule(tiny_model, tokenizer, memorised_rows, tmp_path):
+    forget, retain = memorised_rows["forget"], memorised_rows["retain"]
+    config = make_config(tmp_path, method="npo", max_steps=5, learning_rate=3e-3, logging_steps=1)
+    trainer = UnlearningTrainer(model=lora(tiny_model, nonzero=False), args=config,
+                                forget_dataset=Dataset.from_list(forget), retain_dataset=Dataset.from_list(retain),
+                                processing_class=tokenizer)
+    callback = StepCallback(trainer, mia_members=["a b c"], mia_nonmembers=["d e f"], every=2, unit="step")
+    trainer.add_callback(callback)
+    trainer.train()
+    scored = [e for e in trainer.state.log_history if "custom/step" in e]
+    # before the first step, every 2 steps, and the final step that fell between scheduled points
+    assert [(e["step"], e["custom/step"]) for e in scored] == [(0, 0.0), (2, 2.0), (4, 4.0), (5, 5.0)]
+    assert scored[0]["custom/lora_norm"] != scored[-1]["custom/lora_norm"]  # scored the model as it trained
+    assert len([e for e in trainer.state.log_history if "loss" in e]) == 5  # the step losses still logged
+    assert callback.last_duration >= 0 and callback.last_results is None
+
+
 def test_callback_refuses_incomplete_parts(tiny_model, tokenizer, memorised_rows, tmp_path):
     with pytest.raises(ValueError, match="Give both forget_rows and retain_rows"):
         LumeEvaluationCallback(None, forget_rows=memorised_rows["forget"])

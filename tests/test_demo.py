@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_unlearn import cli, demo
+from hf_unlearn import cli
+from hf_unlearn.support import demo
 from hf_unlearn.cli import main as cli_main
 from hf_unlearn.evaluation import flatten_scores
 
@@ -72,7 +73,7 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
     def no_memorising(*args, **kwargs):
         raise AssertionError("the second run memorised again instead of using the cache")
 
-    monkeypatch.setattr("hf_unlearn.tiny.memorise", no_memorising)
+    monkeypatch.setattr("hf_unlearn.support.tiny.memorise", no_memorising)
     monkeypatch.setattr(demo, "build_target_model", no_memorising)
     second = demo.run_demo(output_dir=str(tmp_path / "run2"), seed=0, quick=True)
     assert second["target"]["from_cache"]

@@ -127,12 +127,12 @@ def test_the_offline_tokenizer_holds_no_piece_of_the_forget_strings(tmp_path, lu
 
 @pytest.mark.parametrize("output_dir", [None, "given"])
 def test_run_npo_without_model_and_dataset_runs_the_demo(output_dir, tmp_path, monkeypatch):
-    """The default invocation hands over to hf_unlearn.demo.run_demo (itself tested with the demo)."""
-    demo = pytest.importorskip("hf_unlearn.demo", reason="hf_unlearn/demo.py is written in parallel")
+    """The default invocation hands over to hf_unlearn.support.demo.run_demo (itself tested with the demo)."""
     from transformers import TrainingArguments
     from trl import ModelConfig
 
     from hf_unlearn import UnlearningConfig
+    from hf_unlearn.support import demo
 
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs) or {})

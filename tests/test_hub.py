@@ -29,7 +29,7 @@ from hf_unlearn.hub import (
     save_training_record,
     scores_from_history,
 )
-from hf_unlearn.tiny import pad_rows
+from hf_unlearn.support.tiny import pad_rows
 
 from .conftest import short_rows
 from .test_trainer import lora, make_config

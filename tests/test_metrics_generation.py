@@ -7,7 +7,7 @@ import torch
 
 from hf_unlearn.metrics.generation import decode_like_task, generate_completions, generate_one_at_a_time
 from hf_unlearn.metrics.lume import lume_scores_from_generations, score_lume
-from hf_unlearn.tiny import tiny_causal_lm
+from hf_unlearn.support.tiny import tiny_causal_lm
 
 
 @pytest.fixture(autouse=True)

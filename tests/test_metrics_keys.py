@@ -35,3 +35,18 @@ def test_the_cli_table_prints_the_tables_labels():
     table = format_table(RESULTS)
     assert "task score" in table and "MIA loss AUC                 0.9500" in table and "final score" not in table
     assert "forget   Task2          0.4000          -" in table
+
+
+def test_tables_show_scores_in_one_order_with_the_tables_labels():
+    from hf_unlearn.support.demo import format_before_after
+    from hf_unlearn.metrics.keys import table_order
+
+    flat = flatten_scores({**RESULTS, "aggregate-score": 0.5})
+    shuffled = dict(reversed(list({**flat, "epoch": 3.0, "loss": 0.1}.items())))
+    assert table_order(shuffled) == [
+        "lume/forget/regurgitation", "lume/retain/regurgitation", "lume/retain/knowledge",
+        "lume/forget/Task2/regurgitation", "lume/retain/Task2/regurgitation", "lume/retain/Task2/knowledge",
+        "lume/task_score", "mia/auc", "mia/score", "lume/final_score"]
+    table = format_before_after(flat, {"lume/forget/regurgitation": 0.1})
+    assert table.splitlines()[2] == "| forget regurgitation (ROUGE-L) | 0.400 | 0.100 |"
+    assert "| MIA loss AUC | 0.950 | - |" in table and "epoch" not in table

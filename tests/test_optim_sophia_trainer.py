@@ -7,7 +7,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from hf_unlearn.optim import SophiaG, causal_lm_gnb_loss, get_optimizer_cls, unwrap_optimizer
-from hf_unlearn.tiny import tiny_causal_lm
+from hf_unlearn.support.tiny import tiny_causal_lm
 
 MAX_LENGTH = 48
 BATCH_SIZE = 2

@@ -88,6 +88,19 @@ def test_the_readme_blocks_are_found_and_few_are_skipped():
     assert len(skipped) <= MAX_SKIPPED, [b.name for b in skipped]
 
 
+def test_the_layout_names_every_module_and_support_code_lives_apart():
+    layout = README.read_text().split("## Layout", 1)[1].split("```")[1]
+    package = REPO_ROOT / "hf_unlearn"
+    names = {p.relative_to(REPO_ROOT).as_posix() for p in package.glob("*.py") if p.name != "__init__.py"}
+    names |= {p.relative_to(REPO_ROOT).as_posix() + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    names -= {"hf_unlearn/support/"}  # its modules are named one by one
+    names |= {p.relative_to(REPO_ROOT).as_posix() for p in (package / "support").glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(n for n in names if not re.search(rf"^{re.escape(n)}\s", layout, re.M))
+    assert not missing, f"README layout omits {missing}"
+    library = layout.split("Support code", 1)[0]
+    assert "support/" not in library and "hf_unlearn/support/tiny.py" in layout
+
+
 def test_every_command_calls_the_project_environment_by_its_path():
     """No block needs an activated environment: each program comes from `.venv/bin/` (bar `python3 -m venv`)."""
     for block in BLOCKS:
@@ -137,7 +150,7 @@ def repository_files() -> list[str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """(repository copy, environment) shared by every block, in README order."""
-    from hf_unlearn.demo import cache_root
+    from hf_unlearn.cache import cache_root
 
     root = tmp_path_factory.mktemp("readme")
     repo = root / "repo"

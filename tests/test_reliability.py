@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import signal
 import subprocess

@@ -34,7 +34,7 @@ from hf_unlearn.losses import answer_positions
 from hf_unlearn.metrics.generation import decode_like_task, prompt_token_ids
 from hf_unlearn.metrics.lume import lume_scores_from_generations, row_kind
 from hf_unlearn.reference import Reference
-from hf_unlearn.tiny import pad_rows
+from hf_unlearn.support.tiny import pad_rows
 
 from .test_trainer import make_config
 
@@ -411,7 +411,7 @@ def test_resolve_model_path_passes_other_names_through(monkeypatch, tmp_path):
 
 def test_demo_target_on_smollm2_memorises_through_a_merged_adapter(lume_rows):
     """`hf-unlearn demo --model smollm2`'s target: LoRA memorisation of the rows, merged into a plain model."""
-    from hf_unlearn import demo
+    from hf_unlearn.support import demo
 
     settings = demo.demo_settings(model="smollm2", quick=True)
     settings.memorise.update(epochs=2, stop_loss=None)

@@ -6,7 +6,7 @@ import pytest
 
 from hf_unlearn.data import load_lume
 from hf_unlearn.metrics.lume import lume_scores_from_generations, row_kind
-from hf_unlearn.synthetic import SPLIT_NAMES, TASKS, documents_of, generate_lume_like, write_lume_like
+from hf_unlearn.support.synthetic import SPLIT_NAMES, TASKS, documents_of, generate_lume_like, write_lume_like
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""hf_unlearn.tiny.memorise: grouping by length, the stopping loss and the KL anchor to the base model."""
+"""hf_unlearn.support.tiny.memorise: grouping by length, the stopping loss and the KL anchor to the base model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from hf_unlearn.losses import kl_per_token
-from hf_unlearn.tiny import _encode, memorise, pad_rows, tiny_causal_lm
+from hf_unlearn.support.tiny import _encode, memorise, pad_rows, tiny_causal_lm
 
 from .conftest import short_rows
 

@@ -17,7 +17,7 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 
 from hf_unlearn import DataValidationError, InfluenceUnlearningConfig, UnlearningConfig, UnlearningTrainer
-from hf_unlearn.tiny import tiny_causal_lm
+from hf_unlearn.support.tiny import tiny_causal_lm
 
 from .conftest import short_rows
 

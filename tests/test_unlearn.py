@@ -176,3 +176,26 @@ def test_unlearn_refuses_bad_input_before_loading_a_model(tmp_path, capsys):
     assert cli_main(args + ["--forget", str(tmp_path / "f.txt"), "--trainer-arg", "no_such_field=1"]) == 2
     assert "no_such_field" in capsys.readouterr().err
     assert not (tmp_path / "out" / "adapter").exists()
+
+
+def test_unlearn_options_are_the_dataclass_fields_through_hf_argument_parser(capsys):
+    import dataclasses
+
+    from hf_unlearn.cli import build_parser
+    from hf_unlearn.unlearn import UnlearnArguments
+
+    base = ["unlearn", "--model", "m", "--forget", "f", "--retain", "r", "--output-dir", "o"]
+    args = build_parser().parse_args(base + ["--trainer-arg", "a=1", "--trainer_arg", "b=2", "c=3",
+                                             "--trust-remote-code", "--learning-rate", "1e-4"])
+    job = UnlearnArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(UnlearnArguments)})
+    assert job.trainer_arg == ["a=1", "b=2", "c=3"] and job.trust_remote_code is True and job.learning_rate == 1e-4
+    defaults = build_parser().parse_args(base)
+    assert defaults.trainer_arg == [] and defaults.trust_remote_code is False and defaults.retain_kl_weight == 3.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["unlearn", "--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(UnlearnArguments):  # every field is an option, with its help and default
+        assert f"--{f.name.replace('_', '-')}" in text or f"--{f.name}" in text, f.name
+    assert "Weight of the retain KL(model || reference) term. (default: 3.0)" in " ".join(text.split())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["unlearn", "--model", "m"])  # the required fields are required

@@ -27,8 +27,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..evaluation import evaluate_mia, lume_generations, map_across_processes
 from ..metrics.lume import lume_scores_from_generations
 from .memorization import mean_memorization, row_memorization

@@ -7,7 +7,7 @@ record see) and a plain name for people, with which way is better.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,3 +83,14 @@ def flatten_scores(results: Mapping[str, Any]) -> dict[str, float]:
         if score.value(results) is not None:
             out[score.log_key] = score.value(results)
     return {k: float(v) for k, v in out.items()}
+
+
+def table_order(keys: Iterable[str]) -> list[str]:
+    """The score log keys among `keys` in the order tables show them: each split's overall scores, then each task's
+    (in task order), then the single scores in `SINGLE_SCORES` order; keys that are not scores are left out."""
+    keys = set(keys)
+    tasks = sorted({k.split("/")[2] for k in keys if k.count("/") == 3 and k.startswith("lume/")})
+    order = [split_log_key(s, m) for s in SPLITS for m in METRICS]
+    order += [split_log_key(s, m, t) for s in SPLITS for t in tasks for m in METRICS]
+    order += [s.log_key for s in SINGLE_SCORES]
+    return [k for k in order if k in keys]

@@ -82,6 +82,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache import cache_root
+from ..metrics.keys import score_label, table_order
+
 DEMO_FORMAT_VERSION = 2
 
 # What the full demo measured with the defaults, seed 0 (see the module docstring; benchmarks/readme_numbers.py).
@@ -167,15 +170,6 @@ def demo_settings(seed: int = 0, quick: bool = False, model: str = "tiny") -> De
     )
 
 
-def cache_root() -> Path:
-    """`$HF_UNLEARN_CACHE`, else `$HF_HOME/hf_unlearn`, else `$XDG_CACHE_HOME/hf_unlearn` or `~/.cache/hf_unlearn`."""
-    if os.environ.get("HF_UNLEARN_CACHE"):
-        return Path(os.environ["HF_UNLEARN_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hf_unlearn"
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hf_unlearn"
-
-
 def target_cache_dir(settings: DemoSettings) -> Path:
     """Where the memorised target model of these settings is cached: `<cache_root>/demo/<hash>`."""
     key = {"version": DEMO_FORMAT_VERSION, "data": settings.data, "model": settings.model, "memorise": settings.memorise}
@@ -201,7 +195,7 @@ def build_target_model(data, settings: DemoSettings, log=print):
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from .pretrained import load_model_and_tokenizer
+        from ..pretrained import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(settings.model["pretrained"], dtype=torch.float32, log=log)
         torch.manual_seed(settings.data["seed"])
@@ -234,7 +228,7 @@ def load_or_build_target(data, settings: DemoSettings, log=print):
 
     Returns (model, tokenizer, info) where info has `cache_dir`, `from_cache` and the memorisation record.
     """
-    from .tiny import load_or_build
+    from ..cache import load_or_build
 
     def build():
         model, tokenizer, seconds, losses = build_target_model(data, settings, log)
@@ -260,26 +254,13 @@ def _score_entries(log_history) -> list[dict]:
     return [entry for entry in log_history if "lume/task_score" in entry]
 
 
-TABLE_ROWS = [
-    ("forget regurgitation", "lume/forget/regurgitation"),
-    ("forget knowledge", "lume/forget/knowledge"),
-    ("retain regurgitation", "lume/retain/regurgitation"),
-    ("retain knowledge", "lume/retain/knowledge"),
-    *[(f"{s} {t} {k}", f"lume/{s}/{t}/{k}") for s in ("forget", "retain") for t in ("Task1", "Task2", "Task3")
-      for k in ("regurgitation", "knowledge")],
-    ("MIA loss AUC", "mia/auc"),
-    ("MIA score", "mia/score"),
-    ("task score", "lume/task_score"),
-]
-
-
 def format_before_after(before: dict[str, float], after: dict[str, float]) -> str:
     """A markdown table of the logged scores before and after unlearning."""
     lines = ["| score | before | after |", "|---|---:|---:|"]
-    for label, key in TABLE_ROWS:
-        if key in before or key in after:
-            b, a = before.get(key), after.get(key)
-            lines.append(f"| {label} | {'-' if b is None else f'{b:.3f}'} | {'-' if a is None else f'{a:.3f}'} |")
+    for key in table_order({**before, **after}):  # labels and order from the one table of result keys
+        b, a = before.get(key), after.get(key)
+        lines.append(f"| {score_label(key)[0]} | {'-' if b is None else f'{b:.3f}'} | "
+                     f"{'-' if a is None else f'{a:.3f}'} |")
     return "\n".join(lines)
 
 
@@ -313,11 +294,11 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
     """
     from peft import LoraConfig
 
-    from .callbacks import LumeEvaluationCallback, plot_history
-    from .config import UnlearningConfig
-    from .hub import save_training_record
+    from ..callbacks import LumeEvaluationCallback, plot_history
+    from ..config import UnlearningConfig
+    from ..hub import save_training_record
     from .synthetic import generate_lume_like, write_lume_like
-    from .trainer import UnlearningTrainer
+    from ..trainer import UnlearningTrainer
 
     t0 = time.perf_counter()
     quick = quick or os.environ.get("HF_UNLEARN_DEMO_QUICK") == "1"  # how the README's test runs the demo commands
