@@ -91,8 +91,9 @@ sys.modules["lume_methods"] = lume_methods
 _spec.loader.exec_module(lume_methods)
 
 from hf_unlearn.cache import cache_root  # noqa: E402
-from hf_unlearn.evaluation import evaluate_model, flatten_scores  # noqa: E402
+from hf_unlearn.evaluation import flatten_scores  # noqa: E402
 from hf_unlearn.metrics import evaluate_mmlu, generate_completions  # noqa: E402
+from hf_unlearn.metrics.mia import document_token_stats, mia_scores_from_stats  # noqa: E402
 
 REPO_ROOT = HERE.parent
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -113,6 +114,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "npo_nll_kl_prompt": dict(label="NPO+NLL+KL, loss on prompt too", trainer="unlearning",
                               config=dict(method="npo", beta=0.5, retain_nll_weight=1.0, retain_kl_weight=0.5,
                                           loss_on_prompt=True)),
+    "npo_nll_kl_token_prompt": dict(label="NPO (per token)+NLL+KL, loss on prompt too", trainer="unlearning",
+                                    config=dict(method="npo", npo_level="token", beta=0.5, retain_nll_weight=1.0,
+                                                retain_kl_weight=0.5, loss_on_prompt=True)),
     "libu": dict(label="LIBU", trainer="influence",
                  config=dict(method="gd", retain_nll_weight=1.0, damping=1e-3, sophia_rho=0.04, hessian_interval=10,
                              unlearn_optim="sophia")),
@@ -266,10 +270,20 @@ def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, mm
     for name in ("train", "validation"):
         results = lume_methods.lume_scores(model, tokenizer, rows[f"forget_{name}"], rows[f"retain_{name}"], caps, 16)
         scores.update({f"{name}/{k[len('lume/'):]}": v for k, v in flatten_scores(results).items()})
-    mia = evaluate_model(model, tokenizer, mia_members=data.subset.members, mia_nonmembers=data.nonmembers,
-                         batch_size=8)
-    scores.update({k: v for k, v in flatten_scores(mia).items() if k.startswith("mia/")})
+    scores.update(mia_losses(model, tokenizer, data))
     scores.update(general_ability(model, tokenizer, data, settings, mmlu))
+    return scores
+
+
+def mia_losses(model, tokenizer, data: Data) -> dict[str, float]:
+    """The MIA attacks' AUCs and score, and the mean whole-document loss of the members and of the nonmembers (how
+    far apart they are is what the loss attack reads)."""
+    members, nonmembers = list(data.subset.members), list(data.nonmembers)
+    stats = document_token_stats(model, tokenizer, members + nonmembers, batch_size=4)
+    mia = mia_scores_from_stats(stats[:len(members)], stats[len(members):], members, nonmembers)
+    scores = {k: v for k, v in flatten_scores(mia).items() if k.startswith("mia/")}
+    scores["mia/member_loss"] = statistics.mean(s.loss for s in stats[:len(members)])
+    scores["mia/nonmember_loss"] = statistics.mean(s.loss for s in stats[len(members):])
     return scores
 
 
@@ -380,11 +394,17 @@ def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, 
     """The target's scores, computed once and kept beside the cached target."""
     path = Path(info["cache_dir"]).parent / f"{Path(info['cache_dir']).name}-scores.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    scores = score_model(model, tokenizer, data, settings, caps)
-    scores["seconds"] = time.perf_counter() - t0
-    path.write_text(json.dumps(scores))
+        scores = json.loads(path.read_text())
+        if "mia/member_loss" in scores:
+            return scores
+        scores.update(mia_losses(model, tokenizer, data))  # scores cached before the members' loss was recorded
+    else:
+        t0 = time.perf_counter()
+        scores = score_model(model, tokenizer, data, settings, caps)
+        scores["seconds"] = time.perf_counter() - t0
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(scores))
+    os.replace(tmp, path)  # atomic: runs started together may all read it
     return scores
 
 
@@ -486,7 +506,8 @@ def lume_columns(split: str) -> list[tuple[str, str]]:
             ("task score", f"{split}/task_score")]
 
 
-COMMON = [("MIA AUC", "mia/auc"), ("MIA score", "mia/score"), ("held-out ppl", "general/ppl"),
+COMMON = [("MIA AUC", "mia/auc"), ("MIA score", "mia/score"), ("members' loss", "mia/member_loss"),
+          ("held-out ppl", "general/ppl"),
           ("gen. knowledge", "general/knowledge"), ("MMLU", "general/mmlu")]
 
 
@@ -526,6 +547,8 @@ def group_label(run: dict) -> str:
         parts.append(f"+{s['retain_general']} {source} general docs in retain")
     if s.get("lora_target_modules", "all-linear") != "all-linear":
         parts.append(f"LoRA on {s['lora_target_modules']}")
+    if c.get("npo_level") == "token":
+        parts.append("per-token NPO")
     if c.get("loss_on_prompt"):
         parts.append("loss on prompt")
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"
@@ -546,7 +569,9 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
             for check, ok in verdict["checks"].items():
                 failed[check] = failed.get(check, 0) + (not ok)
         failures = "; ".join(f"{check} ({n})" for check, n in failed.items() if n) or "none"
-        cells = [cell([run["scores"][k] for run in mine], k) if k in mine[0]["scores"] else "" for _, k in columns]
+        # runs scored before a key existed leave its cell to the runs that have it
+        cells = [cell(values, k) if (values := [run["scores"][k] for run in mine if k in run["scores"]]) else ""
+                 for _, k in columns]
         lines.append(f"| {group_label(mine[0])} | {len(mine)} | {sum(v['selective'] for v in verdicts)}/{len(mine)} "
                      f"| {failures} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

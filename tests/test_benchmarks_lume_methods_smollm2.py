@@ -73,3 +73,27 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
         assert "retain_general_source" in str(error)
     else:
         raise AssertionError("an unknown source was accepted")
+
+
+def test_mia_losses_are_the_documents_mean_losses_beside_the_attacks(tiny_model, tokenizer, lume_rows):
+    import pytest
+
+    from hf_unlearn.metrics import document_losses_one_at_a_time
+
+    docs = [r["input"] + " " + r["output"] for r in lume_rows["forget_train"][:6]]
+    data = bench.Data(subset=type("Subset", (), {"members": docs[:2]})(), nonmembers=docs[2:], utility=[], mix=[],
+                      general_questions=[], anchor_documents=[], anchor_chats=[])
+    scores = bench.mia_losses(tiny_model, tokenizer, data)
+    losses = document_losses_one_at_a_time(tiny_model, tokenizer, docs)
+    assert scores["mia/member_loss"] == pytest.approx(sum(losses[:2]) / 2, rel=1e-4)
+    assert scores["mia/nonmember_loss"] == pytest.approx(sum(losses[2:]) / 4, rel=1e-4)
+    assert {"mia/auc", "mia/score"} <= set(scores)
+    lume = {f"{split}/{part}/{kind}": 1.0 for split in ("train", "validation") for part in ("forget", "retain")
+            for kind in ("regurgitation", "knowledge")}
+    full = {**lume, "general/ppl": 20.0, "general/knowledge": 0.3, **scores}
+    runs = [{"method": "npo_nll_kl", "chosen": bench.method_config("npo_nll_kl", bench.Settings()),
+             "settings": bench.dataclasses.asdict(bench.Settings(seeds=(s,))), "scores": dict(full)} for s in (0, 1)]
+    del runs[0]["scores"]["mia/member_loss"]  # a run scored before the key existed
+    table = bench.results_table(full, runs, "train").splitlines()
+    column = table[0].split(" | ").index("members' loss")
+    assert table[3].split(" | ")[column] == f"{scores['mia/member_loss']:.3f}"  # the run that has it
