@@ -52,13 +52,17 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   0.289 -> 0.184. The paper's settings (beta 0.5, lr 1e-4, gamma 1, delta 0.5, r = alpha = 5, 5 epochs) forget
   nothing: forget regurgitation 0.917 -> 0.851, knowledge 1.0. NPO + NLL 4 + KL 1 at lr 2e-3 met the LUME criteria
   on 3 seeds but raised ppl by 24-71% in every setting.
-- Current target (2026-12-02, `--anchor_weight 1`): 83 min on shared cores; train regurgitation 0.79 / 0.81,
-  validation 0.78 / 0.92, knowledge 1.0, MIA AUC 1; held-out ppl 20.0, general knowledge 0.281, MMLU 0.289.
-- Runs are scored without MMLU (`--run_mmlu 0`) and take 14-16 min (training 10 min at ~20 s a step, scoring 4 min).
-- On the current target, NPO + NLL 4, lr 2e-3, 5 epochs: retain KL 1 misses only the perplexity bar (ppl 24.9,
-  +24%); retain KL 4 misses only forget regurgitation (0.439 against the 0.396 allowed; ppl 21.8). LoRA on the MLP
-  only, or 8 general documents in the retain set, cost more general ability. KL 3 meets every bar but general
-  knowledge (0.281 -> 0.221, 0.05 allowed); every setting loses 0.04-0.06 of it. See the results file.
+- First anchored target (2026-12-02, `--anchor_weight 1`, 1 thread; runs in
+  results/lume_methods_smollm2_first_anchored.md): ppl 20.0, general knowledge 0.281, MMLU 0.289. NPO + NLL 4,
+  lr 2e-3, 5 epochs: retain KL 1 misses only the perplexity bar (+24%); KL 4 only forget regurgitation (0.439
+  against 0.396); KL 3 every bar but general knowledge (0.281 -> 0.221). MLP-only LoRA or general documents in the
+  retain set cost more general ability.
+- Current target (the same settings rebuilt 2026-12-02 at 2 threads on an otherwise idle machine: 53 min): train
+  regurgitation 0.79 / 0.82, validation 0.80 / 0.81, knowledge 1.0, MIA AUC 1 (members' loss 0.52, nonmembers'
+  2.92); held-out ppl 20.3, general knowledge 0.276, MMLU 0.298.
+- Runs are scored without MMLU (`--run_mmlu 0`) and take 15-18 min, two at a time (training 11-14 min, scoring 4-5).
+- On the current target, NPO beta 0.5 + NLL 4 + KL 3, lr 2e-3, 5 epochs, 3 seeds: given train, every bar holds but
+  general knowledge on 2 seeds (0.212, 0.207 against 0.226 allowed); given validation, all bars on 3 of 3 seeds.
 """
 
 from __future__ import annotations

@@ -105,8 +105,10 @@ def test_influence_step_raises_forget_nll_and_spares_retain_more_than_a_plain_st
 ):
     forget, retain = memorised_rows["forget"], memorised_rows["retain"]
     model = lora(memorised_model, nonzero=False)  # fresh LoRA: only B has gradients, and only B moves
-    # A tiny memorised model has a tiny Fisher (1e-8 .. 1e-6): the damping must be of that order for it to matter.
-    config = make_config(tmp_path, per_device_train_batch_size=4, damping=1e-7, influence_lr=3e-5)
+    # A tiny memorised model has a tiny Fisher (median 1e-11, top percentile 1e-8): the damping must be of that order
+    # for it to matter. At 1e-8 the step spares the retain rows about 0.4x as much as a plain step of its norm; at
+    # 1e-7 only 0.8x, too close to the bar to hold across thread counts.
+    config = make_config(tmp_path, per_device_train_batch_size=4, damping=1e-8, influence_lr=3e-6)
     trainer = make_trainer(model, tokenizer, forget, retain, config)
     params = trainer.influence_parameters()
     fisher, _ = trainer.compute_fisher(params)
@@ -127,7 +129,7 @@ def test_influence_step_raises_forget_nll_and_spares_retain_more_than_a_plain_st
     plain = [g * (norm / grad_norm) for g in forget_grad]  # theta + lr' * g_f with the same update norm
     influence, baseline = nll_after(preconditioned), nll_after(plain)
     assert influence[0] > before[0] + 0.1, (before, influence)  # ascent: the forget NLL rises
-    assert abs(influence[1] - before[1]) < 0.8 * abs(baseline[1] - before[1]), (before, influence, baseline)
+    assert abs(influence[1] - before[1]) < 0.7 * abs(baseline[1] - before[1]), (before, influence, baseline)
 
     # The trainer's own step applies exactly that update and reports it.
     nll_after([torch.zeros_like(p) for p in params])
