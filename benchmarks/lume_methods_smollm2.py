@@ -57,12 +57,18 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   lr 2e-3, 5 epochs: retain KL 1 misses only the perplexity bar (+24%); KL 4 only forget regurgitation (0.439
   against 0.396); KL 3 every bar but general knowledge (0.281 -> 0.221). MLP-only LoRA or general documents in the
   retain set cost more general ability.
-- Current target (the same settings rebuilt 2026-12-02 at 2 threads on an otherwise idle machine: 53 min): train
-  regurgitation 0.79 / 0.82, validation 0.80 / 0.81, knowledge 1.0, MIA AUC 1 (members' loss 0.52, nonmembers'
-  2.92); held-out ppl 20.3, general knowledge 0.276, MMLU 0.298.
-- Runs are scored without MMLU (`--run_mmlu 0`) and take 15-18 min, two at a time (training 11-14 min, scoring 4-5).
-- On the current target, NPO beta 0.5 + NLL 4 + KL 3, lr 2e-3, 5 epochs, 3 seeds: given train, every bar holds but
-  general knowledge on 2 seeds (0.212, 0.207 against 0.226 allowed); given validation, all bars on 3 of 3 seeds.
+- Current target (the same settings rebuilt 2026-12-05 at 2 threads beside the test suite: 30 min, 1079 + 738 s of
+  memorising): train regurgitation 0.815 / 0.829 (forget / retain), validation 0.785 / 0.893, knowledge 1.0, MIA
+  AUC 1 (members' loss 0.456, nonmembers' 2.902); held-out ppl 20.2, general knowledge 0.276, MMLU 0.281.
+  (An earlier rebuild, whose runs were lost with their cache, gave ppl 20.3, general knowledge 0.276, MMLU 0.298:
+  a rebuild at another thread count is a slightly different model.)
+- Runs are scored without MMLU (`--run_mmlu 0`) and take 9-14 min, two at a time (training 6-10 min, scoring 3).
+- **Selective on the current target:** NPO beta 1.0 + retain NLL 4 + KL 3, lr 2e-3, 5 epochs, LoRA r 8 all-linear
+  (`--beta 1 --retain_nll_weight 4 --retain_kl_weight 3 --learning_rate 2e-3`): every bar on 3 of 3 seeds given
+  train, and on 3 of 3 seeds given validation. Beta 0.5 with the same weights (on the earlier rebuild) lost too much
+  general knowledge on 2 of 3 seeds (0.212, 0.207 against 0.226 allowed), likely because NPO's gradient weight
+  `2 sigmoid(beta log(pi / pi_ref))` falls faster with a larger beta as the forget answers become unlikely: the
+  forget push stops sooner instead of spreading further.
 """
 
 from __future__ import annotations

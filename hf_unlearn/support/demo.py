@@ -99,7 +99,7 @@ DEMO_RESULTS = {
 
 
 # NPO + retain NLL + KL on SmolLM2-135M-Instruct (benchmarks/results/lume_methods_smollm2.md).
-SMOLLM2_UNLEARN = {"beta": 0.5, "retain_nll_weight": 4.0, "retain_kl_weight": 1.0, "learning_rate": 2e-3, "epochs": 5}
+SMOLLM2_UNLEARN = {"beta": 1.0, "retain_nll_weight": 4.0, "retain_kl_weight": 3.0, "learning_rate": 2e-3, "epochs": 5}
 
 
 @dataclass
