@@ -69,6 +69,12 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   general knowledge on 2 of 3 seeds (0.212, 0.207 against 0.226 allowed), likely because NPO's gradient weight
   `2 sigmoid(beta log(pi / pi_ref))` falls faster with a larger beta as the forget answers become unlikely: the
   forget push stops sooner instead of spreading further.
+- The paper's settings forget nothing (forget regurgitation 0.815 -> 0.791, knowledge 1.0); GA, GD and KL at lr
+  2e-3 (seed 0) take every score to 0 (ppl 6e48, 6e13, 1e30). Plain NPO and LIBU have not been run on this target.
+- MIA (seed 0, the selective settings): answers only, members' loss 0.456 -> 0.69, AUC 1; loss on the prompt too
+  (`npo_nll_kl_prompt`) 0.71, AUC 1, and less forgotten; per-token NPO with loss on the prompt
+  (`npo_nll_kl_token_prompt`) 1.86, AUC 0.95 (MIA score 0.10), but not selective (general knowledge -0.064, ppl
+  +26%, forget knowledge 0.81).
 """
 
 from __future__ import annotations
