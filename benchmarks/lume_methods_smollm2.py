@@ -70,7 +70,9 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   `2 sigmoid(beta log(pi / pi_ref))` falls faster with a larger beta as the forget answers become unlikely: the
   forget push stops sooner instead of spreading further.
 - The paper's settings forget nothing (forget regurgitation 0.815 -> 0.791, knowledge 1.0); GA, GD and KL at lr
-  2e-3 (seed 0) take every score to 0 (ppl 6e48, 6e13, 1e30). Plain NPO and LIBU have not been run on this target.
+  2e-3 take every score to about 0 on 3 of 3 seeds (ppl 1e20 or more), as does LIBU; plain NPO (beta 0.5, no
+  retain terms) to ppl 196 +- 112 and general knowledge 0.003 (3 seeds). The paper's row has seed 0 only.
+- Issue #14's methods (simnpo, undial, wga, satimp, rmu on layer 7, the sugd preset) are in METHODS, not run yet.
 - MIA (seed 0, the selective settings): answers only, members' loss 0.456 -> 0.69, AUC 1; loss on the prompt too
   (`npo_nll_kl_prompt`) 0.71, AUC 1, and less forgotten; per-token NPO with loss on the prompt
   (`npo_nll_kl_token_prompt`) 1.86, AUC 0.95 (MIA score 0.10), but not selective (general knowledge -0.064, ppl
@@ -136,6 +138,24 @@ METHODS: dict[str, dict[str, Any]] = {
     "libu": dict(label="LIBU", trainer="influence",
                  config=dict(method="gd", retain_nll_weight=1.0, damping=1e-3, sophia_rho=0.04, hessian_interval=10,
                              unlearn_optim="sophia")),
+    # The registry's newer methods (issue #14), as in lume_methods.py: each method file's defaults, retain NLL 1.
+    "simnpo": dict(label="SimNPO", trainer="unlearning",
+                   config=dict(method="simnpo", simnpo_beta=4.5, simnpo_delta=0.0, simnpo_forget_weight=0.125,
+                               retain_nll_weight=1.0)),
+    "undial": dict(label="UNDIAL", trainer="unlearning",
+                   config=dict(method="undial", undial_beta=10.0, retain_nll_weight=1.0)),
+    "wga": dict(label="WGA", trainer="unlearning", config=dict(method="wga", wga_beta=1.0, retain_nll_weight=1.0)),
+    "satimp": dict(label="SatImp", trainer="unlearning",
+                   config=dict(method="satimp", satimp_beta1=5.0, satimp_beta2=1.0, retain_nll_weight=1.0)),
+    # RMU on layer 7 of the 30 (the WMDP paper's layer of 32), LoRA on down_proj of layers 5-7 (`rmu_lora_config`).
+    "rmu": dict(label="RMU", trainer="unlearning", lora="rmu",
+                config=dict(method="rmu", rmu_layer=7, rmu_steering_coeff=None, rmu_steering_scale=5.0,
+                            rmu_alpha=1200.0)),
+    # The task winner's chunked gradient difference: the "sugd-lora" preset (its LoRA targets q, v, up, down) with
+    # this comparison's lr, batch, rank and alpha; 3 chunks of the 24 forget rows; one Trainer epoch is the whole
+    # schedule, so it makes epochs_per_chunk (4) passes over each forget row where the others make `epochs` (5).
+    "sugd": dict(label="SUGD", trainer="unlearning", lora="sugd", preset="sugd-lora",
+                 config=dict(forget_chunk_size=8)),
 }
 
 
@@ -429,7 +449,9 @@ def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, 
 
 def method_config(key: str, settings: Settings) -> dict[str, Any]:
     spec = METHODS[key]
-    config = dict(spec["config"])
+    preset = ({k: v for k, v in lume_methods.PRESETS[spec["preset"]].items() if k not in lume_methods.COMMON_FIELDS}
+              if "preset" in spec else {})
+    config = {**preset, **spec["config"]}
     if key.startswith("npo") and key != "npo_nll_kl_paper":  # the paper's row keeps the paper's values
         if settings.beta:
             config["beta"] = settings.beta
@@ -457,10 +479,35 @@ def lora_modules(spec: str) -> str | list[str]:
     return spec if spec == "all-linear" else [name.strip() for name in spec.split(",") if name.strip()]
 
 
+def lora_config(key: str, settings: Settings, chosen: dict[str, Any]):
+    """The LoRA adapter of method `key`: RMU's and SUGD's own targets (as in lume_methods.py), else
+    `settings.lora_target_modules`; rank and alpha from `chosen`."""
+    from peft import LoraConfig
+
+    from hf_unlearn.config import sugd_lora_config
+    from hf_unlearn.methods.rmu import rmu_lora_config
+
+    common = dict(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"])
+    kind = METHODS[key].get("lora")
+    if kind == "rmu":
+        return rmu_lora_config(METHODS[key]["config"]["rmu_layer"], **common)
+    if kind == "sugd":
+        return sugd_lora_config(**common)
+    return LoraConfig(target_modules=lora_modules(settings.lora_target_modules), **common)
+
+
+def trainer_epochs(key: str, settings: Settings) -> int:
+    """`settings.epochs`, or for the chunked schedule (one Trainer epoch is the whole schedule) the number of whole
+    schedules that makes at most `settings.epochs` passes over each forget row (at least one)."""
+    config = method_config(key, settings)["config"]
+    if config.get("forget_chunk_size"):
+        return max(1, settings.epochs // config.get("epochs_per_chunk", 1))
+    return settings.epochs
+
+
 def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_dir: str, work_dir: Path):
     """The trainer of one method and seed on a fresh copy of the target, given the `settings.given` subsets."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
 
@@ -475,7 +522,7 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     config = config_cls(
         output_dir=str(work_dir / f"{key}-seed{seed}"), seed=seed, data_seed=seed, report_to="none",
         save_strategy="no", logging_steps=2, learning_rate=chosen["learning_rate"], lr_scheduler_type="constant",
-        num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=trainer_epochs(key, settings), per_device_train_batch_size=settings.batch_size,
         max_length=settings.max_length, disable_tqdm=False, **chosen["config"],
     )
     set_seed(seed)
@@ -485,8 +532,7 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     trainer = trainer_cls(
         model=model, args=config, forget_dataset=Dataset.from_list(data.subset.rows[f"forget_{given}"]),
         retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
-        peft_config=LoraConfig(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
-                               target_modules=lora_modules(settings.lora_target_modules)),
+        peft_config=lora_config(key, settings, chosen),
     )
     trainer.remove_callback(PrinterCallback)
     return trainer

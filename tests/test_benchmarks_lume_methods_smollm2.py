@@ -53,6 +53,21 @@ def test_method_settings_and_overrides():
     assert paper["config"] == {"method": "npo", "beta": 0.5, "retain_nll_weight": 1.0, "retain_kl_weight": 0.5}
 
 
+def test_new_methods_build_valid_configs_with_their_own_lora_and_schedule():
+    from hf_unlearn import UnlearningConfig
+
+    settings = bench.Settings()
+    for key in ("simnpo", "undial", "wga", "satimp", "rmu", "sugd"):
+        chosen = bench.method_config(key, settings)
+        UnlearningConfig(output_dir="unused", **chosen["config"])  # validates against the method registry
+    assert set(bench.lora_config("rmu", settings, bench.method_config("rmu", settings)).target_modules) == {"down_proj"}
+    sugd = bench.method_config("sugd", settings)
+    assert sugd["config"]["method"] == "gd" and sugd["config"]["forget_chunk_size"] == 8
+    assert set(bench.lora_config("sugd", settings, sugd).target_modules) == {"q_proj", "v_proj", "up_proj", "down_proj"}
+    # one Trainer epoch is the whole chunked schedule: 5 // 4 passes per chunk -> 1; the others keep `epochs`
+    assert bench.trainer_epochs("sugd", settings) == 1 and bench.trainer_epochs("simnpo", settings) == settings.epochs
+
+
 def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     settings = bench.Settings(anchor_weight=1.0)
     old_run = {"settings": {k: v for k, v in bench.dataclasses.asdict(bench.Settings()).items()
