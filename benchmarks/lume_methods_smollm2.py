@@ -71,7 +71,7 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   forget push stops sooner instead of spreading further.
 - The paper's settings forget nothing (forget regurgitation 0.815 -> 0.791, knowledge 1.0); GA, GD and KL at lr
   2e-3 take every score to about 0 on 3 of 3 seeds (ppl 1e20 or more), as does LIBU; plain NPO (beta 0.5, no
-  retain terms) to ppl 196 +- 112 and general knowledge 0.003 (3 seeds). The paper's row has seed 0 only.
+  retain terms) to ppl 196 +- 112 and general knowledge 0.003 (3 seeds). The paper's row: 3 seeds, forget regurgitation 0.800 +- 0.008.
 - Issue #14's methods (simnpo, undial, wga, satimp, rmu on layer 7, the sugd preset) are in METHODS, not run yet.
 - MIA (seed 0, the selective settings): answers only, members' loss 0.456 -> 0.69, AUC 1; loss on the prompt too
   (`npo_nll_kl_prompt`) 0.71, AUC 1, and less forgotten; per-token NPO with loss on the prompt
