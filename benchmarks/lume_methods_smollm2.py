@@ -138,15 +138,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "libu": dict(label="LIBU", trainer="influence",
                  config=dict(method="gd", retain_nll_weight=1.0, damping=1e-3, sophia_rho=0.04, hessian_interval=10,
                              unlearn_optim="sophia")),
-    # The registry's newer methods (issue #14), as in lume_methods.py: each method file's defaults, retain NLL 1.
-    "simnpo": dict(label="SimNPO", trainer="unlearning",
-                   config=dict(method="simnpo", simnpo_beta=4.5, simnpo_delta=0.0, simnpo_forget_weight=0.125,
-                               retain_nll_weight=1.0)),
-    "undial": dict(label="UNDIAL", trainer="unlearning",
-                   config=dict(method="undial", undial_beta=10.0, retain_nll_weight=1.0)),
-    "wga": dict(label="WGA", trainer="unlearning", config=dict(method="wga", wga_beta=1.0, retain_nll_weight=1.0)),
-    "satimp": dict(label="SatImp", trainer="unlearning",
-                   config=dict(method="satimp", satimp_beta1=5.0, satimp_beta2=1.0, retain_nll_weight=1.0)),
+    # The registry's newer methods (issue #14): lume_methods.py's entries (each method file's defaults, retain NLL 1).
+    **{key: lume_methods.METHODS[key] for key in ("simnpo", "undial", "wga", "satimp")},
     # RMU on layer 7 of the 30 (the WMDP paper's layer of 32), LoRA on down_proj of layers 5-7 (`rmu_lora_config`).
     "rmu": dict(label="RMU", trainer="unlearning", lora="rmu",
                 config=dict(method="rmu", rmu_layer=7, rmu_steering_coeff=None, rmu_steering_scale=5.0,
