@@ -632,8 +632,15 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
     return "\n".join(lines)
 
 
-def modules_text(settings: dict) -> str:
-    spec = settings.get("lora_target_modules", "all-linear")
+def modules_text(run: dict) -> str:
+    """Where a run's LoRA went: RMU's and SUGD's own targets (see `lora_config`), else the settings' modules."""
+    kind = METHODS.get(run["method"], {}).get("lora")
+    if kind == "rmu":
+        layer = METHODS[run["method"]]["config"]["rmu_layer"]
+        return f"down_proj of decoder layers {max(0, layer - 2)}-{layer}"
+    if kind == "sugd":
+        return "q_proj, v_proj, up_proj, down_proj"
+    spec = run["settings"].get("lora_target_modules", "all-linear")
     return "all linear layers" if spec == "all-linear" else spec
 
 
@@ -650,7 +657,7 @@ def settings_lines(runs: list[dict]) -> list[str]:
     for mine in groups(runs).values():
         run = mine[0]
         out.append(f"- {group_label(run)}: `{json.dumps(run['chosen']['config'])}`, LoRA r={run['chosen']['lora_r']} "
-                   f"alpha={run['chosen']['lora_alpha']} on {modules_text(run['settings'])}, batch {run['settings']['batch_size']} "
+                   f"alpha={run['chosen']['lora_alpha']} on {modules_text(run)}, batch {run['settings']['batch_size']} "
                    f"forget + {run['settings']['batch_size']} retain rows, given the {run['given']} subsets, seeds "
                    f"{', '.join(str(r['seed']) for r in mine)}; {statistics.mean(r['train_seconds'] for r in mine):.0f} s "
                    f"of training and {statistics.mean(r['seconds'] - r['train_seconds'] for r in mine):.0f} s of "

@@ -229,3 +229,15 @@ def test_sampler_epochs_cycle_the_retain_set_and_are_reproducible():
     other = ForgetRetainSampler(num_forget=5, num_retain=3, seed=2)
     other.set_epoch(2)
     assert list(other) != epochs[2]
+
+
+def test_pad_is_the_one_padding_routine_for_both_sides():
+    from hf_unlearn.data.collator import pad, pad_ids
+
+    ids, mask = pad_ids([[5, 6, 7], [8], []], 0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]] and mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    ids, mask = pad_ids([[5, 6, 7], [8]], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert pad([[1], [2, 3]], -100).tolist() == [[1, -100], [2, 3]]
+    with pytest.raises(ValueError, match="side must be 'right' or 'left', got 'middle'"):
+        pad([[1]], 0, side="middle")

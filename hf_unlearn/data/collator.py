@@ -54,19 +54,28 @@ def tokenize_dataset(dataset, tokenizer, name: str, max_length: int, loss_on_pro
     return features
 
 
-def pad(sequences: list[list[Any]], value: Any, dtype=torch.long) -> torch.Tensor:
-    """Right-pad a list of lists into a `(batch, longest)` tensor."""
+def pad(sequences: list[list[Any]], value: Any, dtype=torch.long, side: str = "right") -> torch.Tensor:
+    """Pad a list of lists into a `(batch, longest)` tensor, on the right (training, scoring) or on the left
+    (batched generation, whose new tokens must start at the same column in every row). The one padding routine."""
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}.")
     width = max(len(s) for s in sequences)
     out = torch.full((len(sequences), width), value, dtype=dtype)
     for i, s in enumerate(sequences):
-        out[i, : len(s)] = torch.tensor(s, dtype=dtype)
+        if s:
+            target = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+            out[i, target] = torch.tensor(s, dtype=dtype)
     return out
+
+
+def pad_ids(rows: list[list[int]], pad_token_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """`(input_ids, attention_mask)` of token-id rows padded on `side`."""
+    return pad(rows, pad_token_id, side=side), pad([[1] * len(r) for r in rows], 0, side=side)
 
 
 def pad_features(rows: list[dict], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded `(input_ids, attention_mask, labels)` of tokenised rows (`tokenize_row`'s features)."""
-    return (pad([r["input_ids"] for r in rows], pad_token_id), pad([[1] * len(r["input_ids"]) for r in rows], 0),
-            pad([r["labels"] for r in rows], IGNORE_INDEX))
+    return (*pad_ids([r["input_ids"] for r in rows], pad_token_id), pad([r["labels"] for r in rows], IGNORE_INDEX))
 
 
 class UnlearningCollator:

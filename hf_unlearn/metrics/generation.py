@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from hf_unlearn.data.collator import pad_ids
 from hf_unlearn.metrics._model_state import evaluation_mode, model_device
 
 DEFAULT_BATCH_SIZE = 32
@@ -129,13 +130,8 @@ def _generate_left_padded(
     model: torch.nn.Module, rows: list[list[int]], pad_id: int, kwargs: dict[str, Any]
 ) -> list[list[int]]:
     """One `generate` call on token-id rows padded on the left by hand; returns each row's new tokens."""
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, row in enumerate(rows):
-        if row:
-            input_ids[j, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[j, width - len(row) :] = 1
+    input_ids, attention_mask = pad_ids(rows, pad_id, side="left")
+    width = input_ids.shape[1]
     device = model_device(model)
     output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs)
     return output[:, width:].tolist()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_unlearn.data.collator import pad_ids
 from hf_unlearn.metrics._model_state import evaluation_mode, model_device
 
 DEFAULT_BATCH_SIZE = 8
@@ -82,12 +83,7 @@ def document_token_stats(
     with evaluation_mode(model):
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                input_ids[j, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                attention_mask[j, : len(encoded[i])] = 1
+            input_ids, attention_mask = pad_ids([encoded[i] for i in rows], pad_id)
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
             logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
             for j, i in enumerate(rows):
