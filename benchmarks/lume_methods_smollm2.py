@@ -73,8 +73,8 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   2e-3 take every score to about 0 on 3 of 3 seeds (ppl 1e20 or more), as does LIBU; plain NPO (beta 0.5, no
   retain terms) to ppl 196 +- 112 and general knowledge 0.003 (3 seeds). The paper's row: 3 seeds, forget regurgitation 0.800 +- 0.008.
 - Issue #14's methods (lr 2e-3, 5 epochs, their files' defaults, retain NLL 1; given train): UNDIAL (beta 10) is
-  selective on 3/3 seeds (task score 0.876 +- 0.019, ppl 20.3), better than the chosen NPO settings; WGA (2 seeds)
-  forgets and moves the MIA score (0.59) but triples the perplexity and halves general knowledge; SimNPO and SatImp
+  selective on 3/3 seeds (task score 0.876 +- 0.019, ppl 20.3), better than the chosen NPO settings; WGA (3 seeds)
+  forgets and moves the MIA score (0.53) but triples the perplexity and halves general knowledge; SimNPO and SatImp
   keep forget knowledge (0.60, 0.94) and raise ppl 40-50%; RMU on layer 7 does not move (its forget MSE stays at
   ~636); the sugd preset (2 seeds) breaks the model (ppl 1.9e4).
 - MIA (seed 0, the selective settings): answers only, members' loss 0.456 -> 0.69, AUC 1; loss on the prompt too
