@@ -222,48 +222,56 @@ BASELINES = ("ga", "gd", "kl", "npo")  # the organisers' baselines, which the cl
 COMMON_FIELDS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs")
 
 
-def method_config(key: str) -> dict[str, Any]:
-    """The config fields that define method `key` here: its preset's (without the comparison's common lr, batch and
-    epochs), then its entry's `config`."""
-    spec = METHODS[key]
+def method_config(key: str, methods: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The config fields that define method `key` of `methods` (default `METHODS`): its preset's (without the
+    comparison's common lr, batch and epochs), then its entry's `config`."""
+    spec = (METHODS if methods is None else methods)[key]
     preset = {k: v for k, v in PRESETS[spec["preset"]].items() if k not in COMMON_FIELDS} if "preset" in spec else {}
     return {**preset, **spec["config"]}
 
 
-def passes_per_epoch(key: str) -> int:
+def passes_per_epoch(key: str, methods: dict[str, dict[str, Any]] | None = None) -> int:
     """Passes over each forget row in one Trainer epoch: `epochs_per_chunk` with the chunked schedule (one epoch is
     the whole schedule), else 1."""
-    config = method_config(key)
+    config = method_config(key, methods)
     return config.get("epochs_per_chunk", 1) if config.get("forget_chunk_size") else 1
 
 
-def trainer_epochs(key: str, settings: Settings) -> int:
+def trainer_epochs(key: str, settings: Settings, methods: dict[str, dict[str, Any]] | None = None) -> int:
     """Trainer epochs of method `key`: `settings.epochs` passes over the forget set, so `settings.epochs //
     passes_per_epoch` whole schedules for the chunked one (at least one)."""
-    return max(1, settings.epochs // passes_per_epoch(key))
+    return max(1, settings.epochs // passes_per_epoch(key, methods))
 
 
-def lora_config(key: str, settings: Settings):
-    """The LoRA adapter of method `key`, rank and alpha `settings.lora_r`/`lora_alpha` for all: on all linear layers;
-    RMU's `rmu_lora_config(rmu_layer)` (down_proj of that layer and the two before it); SUGD's `sugd_lora_config()`
-    (q, v, up and down projections)."""
+def lora_config(key: str, settings: Settings, methods: dict[str, dict[str, Any]] | None = None, *, r: int | None = None,
+                lora_alpha: int | None = None, target_modules: str | list[str] = "all-linear"):
+    """The LoRA adapter of method `key` of `methods` (default `METHODS`), rank and alpha `r`/`lora_alpha` (default
+    `settings.lora_r`/`lora_alpha`): RMU's `rmu_lora_config(rmu_layer)` (down_proj of that layer and the two before
+    it); SUGD's `sugd_lora_config()` (q, v, up and down projections); else on `target_modules`."""
     from peft import LoraConfig
 
-    common = dict(task_type="CAUSAL_LM", r=settings.lora_r, lora_alpha=settings.lora_alpha)
-    kind = METHODS[key].get("lora", "all-linear")
+    spec = (METHODS if methods is None else methods)[key]
+    common = dict(task_type="CAUSAL_LM", r=settings.lora_r if r is None else r,
+                  lora_alpha=settings.lora_alpha if lora_alpha is None else lora_alpha)
+    kind = spec.get("lora")
     if kind == "rmu":
-        return rmu_lora_config(METHODS[key]["config"]["rmu_layer"], **common)
+        return rmu_lora_config(spec["config"]["rmu_layer"], **common)
     if kind == "sugd":
         return sugd_lora_config(**common)
-    return LoraConfig(target_modules="all-linear", **common)
+    return LoraConfig(target_modules=target_modules, **common)
 
 
-def lora_description(key: str) -> str:
-    kind = METHODS[key].get("lora", "all-linear")
-    if kind == "rmu":
-        layer = METHODS[key]["config"]["rmu_layer"]
-        return f"down_proj of layers {max(0, layer - 2)}-{layer} (rmu_lora_config({layer}))"
-    return "q/v/up/down projections (sugd_lora_config)" if kind == "sugd" else "all linear layers"
+def lora_description(config) -> str:
+    """Where a built `peft.LoraConfig` puts its adapters, in words."""
+    modules = config.target_modules
+    text = "all linear layers" if modules == "all-linear" else ", ".join(sorted(modules))
+    layers = config.layers_to_transform
+    if layers is not None:
+        layers = [layers] if isinstance(layers, int) else sorted(layers)
+        span = (f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1))
+                else ", ".join(map(str, layers)))
+        text += f" of decoder layers {span}"
+    return text
 
 
 @dataclass
@@ -877,7 +885,7 @@ def write_report(out_dir: Path, stem: str, settings: Settings, counts: dict, tar
         f"({math.ceil(counts['forget_train']['rows'] / settings.batch_size)} steps each), seeds "
         f"{', '.join(map(str, settings.seeds))}. The methods: "
         + "; ".join(f"{METHODS[k]['label']} = {json.dumps(method_config(k))}"
-                    + (f", LoRA on {lora_description(k)}" if METHODS[k].get("lora") else "")
+                    + (f", LoRA on {lora_description(lora_config(k, settings))}" if METHODS[k].get("lora") else "")
                     for k in settings.methods) + ".",
         "  GA/GD/KL/NPO are the organisers' baselines (they ran them with full fine-tuning; here they train the"
         " same LoRA adapter as the others). NPO+NLL+KL is NPO + LoRA + retain NLL (gamma 1) + retain KL (delta 0.5), "

@@ -445,10 +445,7 @@ def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, 
 
 
 def method_config(key: str, settings: Settings) -> dict[str, Any]:
-    spec = METHODS[key]
-    preset = ({k: v for k, v in lume_methods.PRESETS[spec["preset"]].items() if k not in lume_methods.COMMON_FIELDS}
-              if "preset" in spec else {})
-    config = {**preset, **spec["config"]}
+    spec, config = METHODS[key], lume_methods.method_config(key, METHODS)
     if key.startswith("npo") and key != "npo_nll_kl_paper":  # the paper's row keeps the paper's values
         if settings.beta:
             config["beta"] = settings.beta
@@ -477,29 +474,10 @@ def lora_modules(spec: str) -> str | list[str]:
 
 
 def lora_config(key: str, settings: Settings, chosen: dict[str, Any]):
-    """The LoRA adapter of method `key`: RMU's and SUGD's own targets (as in lume_methods.py), else
+    """The LoRA adapter of method `key` (`lume_methods.lora_config`): RMU's and SUGD's own targets, else
     `settings.lora_target_modules`; rank and alpha from `chosen`."""
-    from peft import LoraConfig
-
-    from hf_unlearn.config import sugd_lora_config
-    from hf_unlearn.methods.rmu import rmu_lora_config
-
-    common = dict(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"])
-    kind = METHODS[key].get("lora")
-    if kind == "rmu":
-        return rmu_lora_config(METHODS[key]["config"]["rmu_layer"], **common)
-    if kind == "sugd":
-        return sugd_lora_config(**common)
-    return LoraConfig(target_modules=lora_modules(settings.lora_target_modules), **common)
-
-
-def trainer_epochs(key: str, settings: Settings) -> int:
-    """`settings.epochs`, or for the chunked schedule (one Trainer epoch is the whole schedule) the number of whole
-    schedules that makes at most `settings.epochs` passes over each forget row (at least one)."""
-    config = method_config(key, settings)["config"]
-    if config.get("forget_chunk_size"):
-        return max(1, settings.epochs // config.get("epochs_per_chunk", 1))
-    return settings.epochs
+    return lume_methods.lora_config(key, settings, METHODS, r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
+                                    target_modules=lora_modules(settings.lora_target_modules))
 
 
 def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_dir: str, work_dir: Path):
@@ -519,8 +497,8 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     config = config_cls(
         output_dir=str(work_dir / f"{key}-seed{seed}"), seed=seed, data_seed=seed, report_to="none",
         save_strategy="no", logging_steps=2, learning_rate=chosen["learning_rate"], lr_scheduler_type="constant",
-        num_train_epochs=trainer_epochs(key, settings), per_device_train_batch_size=settings.batch_size,
-        max_length=settings.max_length, disable_tqdm=False, **chosen["config"],
+        num_train_epochs=lume_methods.trainer_epochs(key, settings, METHODS),
+        per_device_train_batch_size=settings.batch_size, max_length=settings.max_length, disable_tqdm=False, **chosen["config"],
     )
     set_seed(seed)
     given = settings.given
@@ -636,24 +614,21 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
     return "\n".join(lines)
 
 
+def run_settings(run: dict) -> Settings:
+    """The settings a run was made with (runs recorded before a field existed had its default)."""
+    return Settings(**{k: tuple(v) if isinstance(v, list) else v
+                       for k, v in {**dataclasses.asdict(Settings()), **run["settings"]}.items()})
+
+
 def modules_text(run: dict) -> str:
-    """Where a run's LoRA went: RMU's and SUGD's own targets (see `lora_config`), else the settings' modules."""
-    kind = METHODS.get(run["method"], {}).get("lora")
-    if kind == "rmu":
-        layer = METHODS[run["method"]]["config"]["rmu_layer"]
-        return f"down_proj of decoder layers {max(0, layer - 2)}-{layer}"
-    if kind == "sugd":
-        return "q_proj, v_proj, up_proj, down_proj"
-    spec = run["settings"].get("lora_target_modules", "all-linear")
-    return "all linear layers" if spec == "all-linear" else spec
+    """Where a run's LoRA went: the adapter `lora_config` builds for it, in words."""
+    return lume_methods.lora_description(lora_config(run["method"], run_settings(run), run["chosen"]))
 
 
 def same_target(run: dict, settings: Settings) -> bool:
     """Whether a cached run was made on the target `settings` describes (runs recorded before a field existed had
     its default)."""
-    recorded = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in {**dataclasses.asdict(Settings()), **run["settings"]}.items()})
-    return recorded.target_key() == settings.target_key()
+    return run_settings(run).target_key() == settings.target_key()
 
 
 def settings_lines(runs: list[dict]) -> list[str]:

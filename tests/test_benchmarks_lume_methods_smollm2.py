@@ -65,7 +65,13 @@ def test_new_methods_build_valid_configs_with_their_own_lora_and_schedule():
     assert sugd["config"]["method"] == "gd" and sugd["config"]["forget_chunk_size"] == 8
     assert set(bench.lora_config("sugd", settings, sugd).target_modules) == {"q_proj", "v_proj", "up_proj", "down_proj"}
     # one Trainer epoch is the whole chunked schedule: 5 // 4 passes per chunk -> 1; the others keep `epochs`
-    assert bench.trainer_epochs("sugd", settings) == 1 and bench.trainer_epochs("simnpo", settings) == settings.epochs
+    assert bench.lume_methods.trainer_epochs("sugd", settings, bench.METHODS) == 1
+    assert bench.lume_methods.trainer_epochs("simnpo", settings, bench.METHODS) == settings.epochs
+    # the report describes the adapter each run's LoRA config builds
+    runs = {key: {"method": key, "settings": {}, "chosen": bench.method_config(key, settings)} for key in ("rmu", "sugd")}
+    assert bench.modules_text(runs["rmu"]) == "down_proj of decoder layers 5-7"
+    assert bench.modules_text(runs["sugd"]) == "down_proj, q_proj, up_proj, v_proj"
+    assert bench.modules_text({**runs["rmu"], "method": "undial"}) == "all linear layers"
 
 
 def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
