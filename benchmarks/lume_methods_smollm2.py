@@ -76,7 +76,7 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   selective on 3/3 seeds (task score 0.876 +- 0.019, ppl 20.3), better than the chosen NPO settings; WGA (3 seeds)
   forgets and moves the MIA score (0.53) but triples the perplexity and halves general knowledge; SimNPO and SatImp
   keep forget knowledge (0.60, 0.94) and raise ppl 40-50%; RMU on layer 7 does not move (its forget MSE stays at
-  ~636); the sugd preset (2 seeds) breaks the model (ppl 1.9e4).
+  ~636); the sugd preset breaks the model (ppl 1.6e4).
 - MIA (seed 0, the selective settings): answers only, members' loss 0.456 -> 0.69, AUC 1; loss on the prompt too
   (`npo_nll_kl_prompt`) 0.71, AUC 1, and less forgotten; per-token NPO with loss on the prompt
   (`npo_nll_kl_token_prompt`) 1.86, AUC 0.95 (MIA score 0.10), but not selective (general knowledge -0.064, ppl
