@@ -1,15 +1,19 @@
-"""Does our LoRA unlearning survive int8 and int4 quantization, relearning and shorter prompts?
+"""Does our LoRA unlearning survive int8 and int4 quantization, relearning, shorter prompts and paraphrases?
 
     python benchmarks/audit.py --model tiny                       # the tiny comparison target (lume_methods.py)
-    python benchmarks/audit.py --model smollm2 -- --anchor_weight 1 --learning_rate 2e-3 \\
-        --retain_nll_weight 4 --retain_kl_weight 1              # the SmolLM2 target (lume_methods_smollm2.py)
+    python benchmarks/audit.py --model smollm2 -- --anchor_weight 1 --learning_rate 2e-3 --beta 1 \\
+        --retain_nll_weight 4 --retain_kl_weight 3              # the SmolLM2 target (lume_methods_smollm2.py)
+    python benchmarks/audit.py --model tofu                       # a tiny target that memorised TOFU (paraphrases)
 
 For each method (`--methods`, default NPO+NLL+KL and GD) and seed it unlearns the forget_train subset from the
 benchmark's cached target with that benchmark's settings (everything after `--` goes to its Settings), merges the
 adapter, and runs `hf_unlearn.audit.audit_model` on the given subsets (forget_train and retain_train rows, the MIA
 members against the nonmembers): int8 and int4 round-to-nearest quantization, a relearning fine-tune on half the
-forget documents measured on the other half, prompts cut to 50% and 25%. LUME rows carry no paraphrases, so that
-probe is reported as not run.
+forget documents measured on the other half, prompts cut to 50% and 25%, questions asked through their paraphrase.
+LUME rows carry no paraphrases, so that probe is reported as not run for tiny and smollm2; `--model tofu` is for it:
+the tiny comparison's architecture and settings, with a tokenizer trained on TOFU's text, memorising TOFU's forget01
+(2 fictitious authors, 40 questions, each with TOFU's paraphrased question) and the first 2 authors as retain rows
+(`tofu_rows`); MIA members are the forget rows' texts, nonmembers holdout01's.
 
 It writes `benchmarks/results/audit.{md,json}` (one section per model and method, kept from earlier invocations for
 the other model) and `audit_<model>_<method>.png`. Numbers, verdicts and settings only: no row text.
@@ -54,21 +58,37 @@ from hf_unlearn.audit.run import audit_markdown, audit_plot  # noqa: E402
 DEFAULT_METHODS = ("npo_nll_kl", "gd")
 
 
-def prepare(model: str, rest: list[str]):
-    """(benchmark module, its settings, a function (key, seed, work_dir) -> trainer, rows, MIA docs, cap)."""
-    if model == "tiny":
-        bench = lume_methods
-        parser = argparse.ArgumentParser()
-        bench.add_dataclass_arguments(parser, bench.Settings)
-        settings = bench.Settings(**bench.dataclass_overrides(parser.parse_args(rest), bench.Settings))
-        subset = bench.select_subset(bench.DEFAULT_DATA, settings.docs_per_task, settings.num_members,
-                                     settings.num_utility_documents)
-        _, tokenizer, info = bench.load_or_build_target(settings, subset, bench.DEFAULT_DATA)
-        target_dir = info["cache_dir"]
+TOFU = lume_methods.REPO_ROOT.parent / "shared" / "data" / "tofu"
+TOFU_ROWS_PER_AUTHOR = 20  # full.jsonl holds 200 fictitious authors x 20 questions, in author order
 
-        def trainer(key, seed, work):
-            return bench.build_trainer(key, seed, settings, subset, target_dir, work)
-    else:
+
+def tofu_rows(tofu_dir: Path = TOFU, retain_authors: int = 2) -> tuple[list[dict], list[dict], list[str], list[str]]:
+    """TOFU's forget01 (the last 2 authors' 40 questions, with their `paraphrased_question`) and the first
+    `retain_authors` authors' questions as rows (`id`, `input` = question, `output` = answer, `task`, `document` = the
+    author); the forget rows' and holdout01's question + answer texts as MIA members and nonmembers.
+
+    The ids end in `sc1`, so an answer is scored by ROUGE-L recall (TOFU's own metric) as regurgitation; exact match of
+    a whole-sentence answer would say little. The relearning attack holds out whole authors."""
+    full = lume_methods.read_jsonl(tofu_dir / "full.jsonl")
+    index = {row["question"]: i for i, row in enumerate(full)}
+
+    def row(source: dict, i: int) -> dict:
+        author = i // TOFU_ROWS_PER_AUTHOR
+        return {"id": f"tofu{author:03d}q{i % TOFU_ROWS_PER_AUTHOR:02d}sc1", "input": source["question"],
+                "output": source["answer"], "task": "tofu", "document": f"author{author:03d}",
+                **({"paraphrased_question": source["paraphrased_question"]} if "paraphrased_question" in source else {})}
+
+    forget = [row(r, index[r["question"]]) for r in lume_methods.read_jsonl(tofu_dir / "forget01_perturbed.jsonl")]
+    retain = [row(r, i) for i, r in enumerate(full[: retain_authors * TOFU_ROWS_PER_AUTHOR])]
+    holdout = lume_methods.read_jsonl(tofu_dir / "holdout01.jsonl")
+    return (forget, retain, [f"{r['input']} {r['output']}" for r in forget],
+            [f"{r['question']} {r['answer']}" for r in holdout])
+
+
+def prepare(model: str, rest: list[str]):
+    """(benchmark module, its settings, target folder, a function (key, seed, work_dir) -> trainer, (forget, retain)
+    rows, (MIA members, nonmembers), generation cap)."""
+    if model == "smollm2":
         bench = _load("lume_methods_smollm2")
         parser = argparse.ArgumentParser()
         bench.lume_methods.add_dataclass_arguments(parser, bench.Settings)
@@ -79,9 +99,32 @@ def prepare(model: str, rest: list[str]):
 
         def trainer(key, seed, work):
             return bench.build_trainer(key, seed, settings, data, target_dir, work)
+    else:
+        bench = lume_methods
+        parser = argparse.ArgumentParser()
+        bench.add_dataclass_arguments(parser, bench.Settings)
+        settings = bench.Settings(**bench.dataclass_overrides(parser.parse_args(rest), bench.Settings))
+        if model == "tofu":
+            forget, retain, members, nonmembers = tofu_rows()
+            plain = [{k: r[k] for k in ("id", "input", "output", "task")} for r in forget + retain]  # what trains
+            subset = bench.Subset({"forget_train": plain[: len(forget)], "retain_train": plain[len(forget):],
+                                   "forget_validation": [], "retain_validation": []}, members, nonmembers, [])
+            texts = [f"{r['question']} {r['answer']}" for r in bench.read_jsonl(TOFU / "full.jsonl")]
+            _, tokenizer, info = bench.load_or_build_target(settings, subset, TOFU, corpus="tofu",
+                                                            tokenizer_texts=texts)
+        else:
+            subset = bench.select_subset(bench.DEFAULT_DATA, settings.docs_per_task, settings.num_members,
+                                         settings.num_utility_documents)
+            _, tokenizer, info = bench.load_or_build_target(settings, subset, bench.DEFAULT_DATA)
+        target_dir = info["cache_dir"]
+
+        def trainer(key, seed, work):
+            return bench.build_trainer(key, seed, settings, subset, target_dir, work)
+    if model != "tofu":
+        forget, retain = subset.rows["forget_train"], subset.rows["retain_train"]
+        members, nonmembers = subset.members, subset.nonmembers
     caps = lume_methods.generation_caps(tokenizer, subset)
-    rows = (subset.rows["forget_train"], subset.rows["retain_train"])
-    return bench, settings, target_dir, trainer, rows, (subset.members, subset.nonmembers), max(caps.values())
+    return bench, settings, target_dir, trainer, (forget, retain), (members, nonmembers), max(caps.values())
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -90,7 +133,9 @@ def main(argv=None) -> dict[str, Any]:
     mine = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    parser.add_argument("--model", choices=("tiny", "smollm2", "tofu"), default="tiny",
+                        help="tiny and smollm2: the LUME comparisons' targets; tofu: a tiny target that memorised "
+                        "TOFU's forget01 and two retain authors (its questions carry paraphrases).")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="Method keys of the benchmark.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probes", default=",".join(PROBES))

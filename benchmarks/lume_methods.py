@@ -407,20 +407,24 @@ def select_subset(data_dir: Path, docs_per_task: int, num_members: int, num_util
 # ---- the memorised target model ----------------------------------------------------------------------------------
 
 
-def target_cache_dir(settings: Settings) -> Path:
-    digest = hashlib.sha256(json.dumps(settings.target_key(), sort_keys=True).encode()).hexdigest()[:16]
+def target_cache_dir(settings: Settings, corpus: str = "lume") -> Path:
+    key = settings.target_key() if corpus == "lume" else {**settings.target_key(), "corpus": corpus}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_root() / "lume_methods" / digest
 
 
-def load_or_build_target(settings: Settings, subset: Subset, data_dir: Path, log=print):
-    """The memorised target model and its tokenizer, from the cache or built (then cached); and its record."""
+def load_or_build_target(settings: Settings, subset: Subset, data_dir: Path, log=print, corpus: str = "lume",
+                         tokenizer_texts: Sequence[str] | None = None):
+    """The memorised target model and its tokenizer, from the cache or built (then cached); and its record. The
+    tokenizer is trained on `tokenizer_texts`, by default the text of the four LUME splits in `data_dir`; another
+    `corpus` (a name: it keys the cache) gives other subset rows and texts."""
     from hf_unlearn.cache import load_or_build
     from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
 
     def build():
         start = time.perf_counter()
-        texts = [row["input"] + " " + row["output"]
-                 for split in SPLITS for row in read_jsonl(data_dir / f"{split}.jsonl")]
+        texts = tokenizer_texts if tokenizer_texts is not None else [
+            row["input"] + " " + row["output"] for split in SPLITS for row in read_jsonl(data_dir / f"{split}.jsonl")]
         tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
         model = tiny_causal_lm(
             tokenizer, arch="olmo", hidden_size=settings.hidden_size, num_hidden_layers=settings.num_hidden_layers,
@@ -438,11 +442,11 @@ def load_or_build_target(settings: Settings, subset: Subset, data_dir: Path, log
                                    batch_size=settings.memorise_batch_size, max_length=settings.max_length, seed=stage)
         seconds = time.perf_counter() - start
         log(f"[lume_methods] memorised in {seconds:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.4f})")
-        record = {"settings": settings.target_key(), "memorise_seconds": seconds, "memorise_losses": losses,
-                  "num_parameters": n_params}
+        record = {"settings": settings.target_key(), "corpus": corpus, "memorise_seconds": seconds,
+                  "memorise_losses": losses, "num_parameters": n_params}
         return model, tokenizer, record
 
-    cache_dir = target_cache_dir(settings)
+    cache_dir = target_cache_dir(settings, corpus)
     model, tokenizer, info = load_or_build(cache_dir, "target.json", build)
     if info["from_cache"]:
         log(f"[lume_methods] target model: cached in {cache_dir}")
@@ -470,8 +474,8 @@ def generation_caps(tokenizer, subset: Subset, max_new_tokens: int = 0) -> dict[
     if max_new_tokens:
         return {SENTENCE_COMPLETION: max_new_tokens, QUESTION_ANSWERING: max_new_tokens}
     rows = [row for split in SPLITS for row in subset.rows[split]]
-    return {kind: 8 + max(len(tokenizer(row["output"], add_special_tokens=False)["input_ids"]) for row in rows
-                          if row_kind(row["id"]) == kind)
+    return {kind: 8 + max((len(tokenizer(row["output"], add_special_tokens=False)["input_ids"]) for row in rows
+                           if row_kind(row["id"]) == kind), default=0)
             for kind in (SENTENCE_COMPLETION, QUESTION_ANSWERING)}
 
 

@@ -168,6 +168,9 @@ def test_verdicts_read_the_share_that_comes_back():
     assert "nothing measurable was forgotten" in attack_verdict("int4", 0.9, 0.88, 0.9)[1]
     assert "holds" in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]
     assert "weaker" in probe_verdict("prefix25", 0.8, 0.6, 0.9, 0.3)[1]
+    # a probe the original model hardly answers is flagged: there was little on those prompts to forget
+    assert "tests little" in probe_verdict("paraphrase", 0.21, 0.0, 1.0, 0.12)[1]
+    assert "tests little" not in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]
 
 
 def test_audit_plot_names_each_probe_in_words_and_explains_a_mia_score_of_zero(tmp_path):

@@ -40,6 +40,9 @@ PROBES = ("int8", "int4", "relearn", "prefix50", "prefix25", "paraphrase")
 METRIC = "forget/regurgitation"  # what every verdict is read from
 SURVIVES, FAILS = 0.2, 0.5  # recovered share: below SURVIVES the forgetting survives; from FAILS it does not
 HOLDS_MARGIN = 0.15  # a data probe holds when its forgotten share is within this of the full rows' share
+# A data probe whose rows the original model completes at under this share of its full-prompt score tests little:
+# there was little on those prompts to forget (e.g. a small model that memorised questions it cannot paraphrase).
+WEAK_PROBE = 0.5
 
 ATTACK_WORDS = {"int8": "8-bit quantization", "int4": "4-bit quantization",
                 "relearn": "a relearning fine-tune on the other forget documents"}
@@ -94,10 +97,13 @@ def probe_verdict(name: str, original: float, unlearned: float, full_original: f
     if original <= 0 or full_original <= 0:
         return None, f"{head}: the original model does not complete these rows, so the probe shows nothing"
     share, full = 1 - unlearned / original, 1 - full_unlearned / full_original
+    weak = (f"; but the original model scores only {original:.2f} on these prompts against {full_original:.2f} on the "
+            "full ones, so the probe tests little" if original < WEAK_PROBE * full_original else "")
     if share >= full - HOLDS_MARGIN:
-        return share, f"{head}: the forgetting holds with {what} ({share:.0%} forgotten, {full:.0%} on full prompts)"
+        return share, (f"{head}: the forgetting holds with {what} ({share:.0%} forgotten, {full:.0%} on full "
+                       f"prompts){weak}")
     return share, (f"{head}: the forgetting is weaker with {what} ({share:.0%} forgotten against {full:.0%} on full "
-                   "prompts)")
+                   f"prompts){weak}")
 
 
 def audit_model(
