@@ -172,7 +172,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from hf_unlearn.callbacks import LumeEvaluationCallback  # noqa: E402
-from hf_unlearn.config import PRESETS, sugd_lora_config  # noqa: E402
+from hf_unlearn.config import PRESETS, describe_lora_targets, sugd_lora_config  # noqa: E402
 from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.evaluation import evaluate_model, flatten_scores, lume_generations  # noqa: E402
 from hf_unlearn.metrics import lume_scores_from_generations, row_kind  # noqa: E402
@@ -259,19 +259,6 @@ def lora_config(key: str, settings: Settings, methods: dict[str, dict[str, Any]]
     if kind == "sugd":
         return sugd_lora_config(**common)
     return LoraConfig(target_modules=target_modules, **common)
-
-
-def lora_description(config) -> str:
-    """Where a built `peft.LoraConfig` puts its adapters, in words."""
-    modules = config.target_modules
-    text = "all linear layers" if modules == "all-linear" else ", ".join(sorted(modules))
-    layers = config.layers_to_transform
-    if layers is not None:
-        layers = [layers] if isinstance(layers, int) else sorted(layers)
-        span = (f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1))
-                else ", ".join(map(str, layers)))
-        text += f" of decoder layers {span}"
-    return text
 
 
 @dataclass
@@ -889,7 +876,7 @@ def write_report(out_dir: Path, stem: str, settings: Settings, counts: dict, tar
         f"({math.ceil(counts['forget_train']['rows'] / settings.batch_size)} steps each), seeds "
         f"{', '.join(map(str, settings.seeds))}. The methods: "
         + "; ".join(f"{METHODS[k]['label']} = {json.dumps(method_config(k))}"
-                    + (f", LoRA on {lora_description(lora_config(k, settings))}" if METHODS[k].get("lora") else "")
+                    + (f", LoRA on {describe_lora_targets(lora_config(k, settings))}" if METHODS[k].get("lora") else "")
                     for k in settings.methods) + ".",
         "  GA/GD/KL/NPO are the organisers' baselines (they ran them with full fine-tuning; here they train the"
         " same LoRA adapter as the others). NPO+NLL+KL is NPO + LoRA + retain NLL (gamma 1) + retain KL (delta 0.5), "

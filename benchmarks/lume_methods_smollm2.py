@@ -622,7 +622,7 @@ def run_settings(run: dict) -> Settings:
 
 def modules_text(run: dict) -> str:
     """Where a run's LoRA went: the adapter `lora_config` builds for it, in words."""
-    return lume_methods.lora_description(lora_config(run["method"], run_settings(run), run["chosen"]))
+    return lume_methods.describe_lora_targets(lora_config(run["method"], run_settings(run), run["chosen"]))
 
 
 def same_target(run: dict, settings: Settings) -> bool:

@@ -382,6 +382,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def describe_lora_targets(config) -> str:
+    """Where a `peft.LoraConfig` puts its adapters, in words: "all linear layers", or the module names (sorted), with
+    "of decoder layers 5-7" when it is restricted to some layers (RMU's)."""
+    modules = config.target_modules
+    text = ("all linear layers" if modules == "all-linear" else modules if isinstance(modules, str)
+            else ", ".join(sorted(modules)))
+    layers = config.layers_to_transform
+    if layers is not None:
+        layers = [layers] if isinstance(layers, int) else sorted(layers)
+        span = (f"{layers[0]}-{layers[-1]}" if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1))
+                else ", ".join(map(str, layers)))
+        text += f" of decoder layer{'s' if len(layers) > 1 else ''} {span}"
+    return text
+
+
 def sugd_lora_config(**kwargs):
     """The LoRA of the `"sugd-lora"` preset: r 16, alpha 32 on the q, v, up and down projections."""
     from peft import LoraConfig

@@ -108,8 +108,8 @@ def _lora_settings(peft_model) -> dict[str, Any]:
     config = peft_model.peft_config[peft_model.active_adapter]
     peft_type = getattr(config, "peft_type", "")
     settings = {"peft_type": str(getattr(peft_type, "value", peft_type))}
-    for name in ("r", "lora_alpha", "lora_dropout", "target_modules"):
-        if hasattr(config, name):
+    for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform"):
+        if getattr(config, name, None) is not None:  # layers_to_transform: only when restricted (RMU's adapter)
             value = getattr(config, name)
             settings[name] = sorted(value) if isinstance(value, (set, frozenset)) else value
     return _jsonable(settings)

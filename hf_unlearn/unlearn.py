@@ -228,6 +228,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from .audit import PROBES, audit_model, write_audit
     from .audit.relearn import document_of
     from .audit.run import score_rows
+    from .config import describe_lora_targets
     from .data.documents import load_rows
     from .hub import check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
     from .pretrained import resolve_model_path
@@ -270,7 +271,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
 
         lora = rmu_lora_config(config.rmu_layer, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
                                task_type="CAUSAL_LM")
-        modules = "down_proj of layers {}-{}".format(max(0, config.rmu_layer - 2), config.rmu_layer)
+        modules = describe_lora_targets(lora)
     else:
         lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                           target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])

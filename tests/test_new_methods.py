@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 
 from hf_unlearn import UnlearningTrainer
+from hf_unlearn.config import describe_lora_targets, sugd_lora_config
 from hf_unlearn.methods import rmu_lora_config
 
 from .conftest import short_rows
@@ -128,6 +129,12 @@ def test_rmu_lora_config_adapts_down_proj_of_the_three_layers_up_to_the_steered_
     model = get_peft_model(tiny_model, rmu_lora_config(2, r=4))
     trained = {n.split(".lora_")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trained == {f"base_model.model.model.layers.{i}.mlp.down_proj" for i in (0, 1, 2)}
+    # described as built (the unlearn job's record and the benchmarks' reports)
+    assert describe_lora_targets(rmu_lora_config(2, r=4)) == "down_proj of decoder layers 0-2"
+    assert describe_lora_targets(sugd_lora_config()) == "down_proj, q_proj, up_proj, v_proj"
+    assert describe_lora_targets(LoraConfig(target_modules=["up_proj"], layers_to_transform=[1, 3])) == \
+        "up_proj of decoder layers 1, 3"
+    assert describe_lora_targets(LoraConfig(target_modules="all-linear")) == "all linear layers"
 
 
 def test_rmu_layer_beyond_the_model_is_refused(tiny_model, tokenizer, rows, tmp_path):
