@@ -52,7 +52,7 @@ def _load(name: str):
 
 lume_methods = _load("lume_methods")
 
-from hf_unlearn.audit import PROBES, RelearnConfig, audit_model, verdicts  # noqa: E402
+from hf_unlearn.audit import PROBES, RelearnConfig, audit_model, judge, verdicts  # noqa: E402
 from hf_unlearn.audit.run import audit_markdown, audit_plot  # noqa: E402
 
 DEFAULT_METHODS = ("npo_nll_kl", "gd")
@@ -144,10 +144,15 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="", help="Appended to the section names (e.g. for other relearn settings).")
     parser.add_argument("--output-dir", default=str(HERE / "results"))
-    parser.add_argument("--report", action="store_true", help="Only rewrite audit.md from audit.json.")
+    parser.add_argument("--report", action="store_true",
+                        help="Only judge audit.json's runs again (current verdicts) and rewrite audit.md.")
     args = parser.parse_args(mine)
-    if args.report:
-        record = json.loads((Path(args.output_dir) / "audit.json").read_text())
+    if args.report:  # the verdicts judged again from the stored scores (they may come from an earlier version)
+        path = Path(args.output_dir) / "audit.json"
+        record = json.loads(path.read_text())
+        for results in record["runs"].values():
+            judge(results)
+        path.write_text(json.dumps(record, indent=1) + "\n")
         write_markdown(record, Path(args.output_dir))
         return record
     torch.set_num_threads(args.threads)

@@ -21,7 +21,7 @@ from hf_unlearn.audit import (
     relearn,
     split_documents,
 )
-from hf_unlearn.audit.run import attack_verdict, audit_plot, probe_verdict
+from hf_unlearn.audit.run import attack_verdict, audit_plot, judge, probe_verdict
 from hf_unlearn.support.tiny import tiny_causal_lm
 
 # ---- quantization ------------------------------------------------------------------------------------------------
@@ -168,9 +168,32 @@ def test_verdicts_read_the_share_that_comes_back():
     assert "nothing measurable was forgotten" in attack_verdict("int4", 0.9, 0.88, 0.9)[1]
     assert "holds" in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]
     assert "weaker" in probe_verdict("prefix25", 0.8, 0.6, 0.9, 0.3)[1]
+    # an attack that also breaks the retain side is no evidence that the forgetting survives
+    assert "damages the model" in attack_verdict("int4", 0.81, 0.39, 0.29, 0.86, 0.22)[1]
+    assert "damages the model" not in attack_verdict("int4", 0.81, 0.39, 0.29, 0.86, 0.80)[1]
+    assert "damages the model" not in attack_verdict("int4", 0.81, 0.39, 0.80, 0.86, 0.22)[1]  # it came back all the same
     # a probe the original model hardly answers is flagged: there was little on those prompts to forget
     assert "tests little" in probe_verdict("paraphrase", 0.21, 0.0, 1.0, 0.12)[1]
     assert "tests little" not in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]
+
+
+def test_judge_recomputes_every_verdict_from_the_stored_scores():
+    def scores(forget, retain):
+        return {"forget/regurgitation": forget, "retain/regurgitation": retain}
+
+    results = {"models": {"original": scores(0.8, 0.9), "unlearned": scores(0.4, 0.9)}, "probes": {
+        "int4": {"kind": "attack", "original": scores(0.8, 0.9), "unlearned": scores(0.4, 0.9),
+                 "attacked": scores(0.3, 0.2), "verdict": "old"},
+        "relearn": {"kind": "attack", "original": scores(0.7, 0.9), "unlearned": scores(0.3, 0.9),
+                    "attacked": scores(0.6, 0.9), "verdict": "old"},
+        "prefix50": {"kind": "probe", "rows": 4, "original": {"forget/regurgitation": 0.6},
+                     "unlearned": {"forget/regurgitation": 0.3}, "verdict": "old"},
+        "paraphrase": {"kind": "probe", "rows": 0, "verdict": "paraphrase: not run"}}}
+    judged = judge(results)["probes"]
+    assert "damages the model" in judged["int4"]["verdict"] and judged["int4"]["recovered"] == pytest.approx(-0.25)
+    assert "does not survive" in judged["relearn"]["verdict"] and judged["relearn"]["recovered"] == pytest.approx(0.75)
+    assert judged["prefix50"]["forgotten_share"] == pytest.approx(0.5) and "holds" in judged["prefix50"]["verdict"]
+    assert judged["paraphrase"]["verdict"] == "paraphrase: not run"
 
 
 def test_audit_plot_names_each_probe_in_words_and_explains_a_mia_score_of_zero(tmp_path):

@@ -12,11 +12,12 @@ from .memorization import (exact_memorization, extraction_strength, mean_memoriz
 from .probes import paraphrase_rows, prefix_rows
 from .quantization import SCHEMES, quantization_scales, quantize_model, quantize_weight
 from .relearn import RelearnConfig, relearn, split_documents
-from .run import PROBES, audit_markdown, audit_model, verdicts, write_audit
+from .run import PROBES, audit_markdown, audit_model, judge, verdicts, write_audit
 
 __all__ = [
     "PROBES", "SCHEMES", "RelearnConfig", "audit_markdown", "audit_model", "exact_memorization",
-    "extraction_strength", "mean_memorization", "memorization_scores", "row_memorization", "paraphrase_rows", "prefix_rows", "quantization_scales",
+    "extraction_strength", "judge", "mean_memorization", "memorization_scores", "row_memorization", "paraphrase_rows",
+    "prefix_rows", "quantization_scales",
     "quantize_model", "quantize_weight", "relearn", "split_documents", "teacher_forced_predictions", "verdicts",
     "write_audit",
 ]
