@@ -172,6 +172,10 @@ def test_verdicts_read_the_share_that_comes_back():
     assert "damages the model" in attack_verdict("int4", 0.81, 0.39, 0.29, 0.86, 0.22)[1]
     assert "damages the model" not in attack_verdict("int4", 0.81, 0.39, 0.29, 0.86, 0.80)[1]
     assert "damages the model" not in attack_verdict("int4", 0.81, 0.39, 0.80, 0.86, 0.22)[1]  # it came back all the same
+    # a rounding that breaks the original model too (the control) tests nothing (SmolLM2 under int4: 0.83 -> 0.31)
+    verdict = attack_verdict("int4", 0.81, 0.39, 0.29, 0.86, 0.22, 0.83, 0.31)[1]
+    assert "breaks the original model too" in verdict and "no test" in verdict
+    assert "breaks the original" not in attack_verdict("int8", 0.81, 0.39, 0.36, 0.86, 0.86, 0.83, 0.82)[1]
     # a probe the original model hardly answers is flagged: there was little on those prompts to forget
     assert "tests little" in probe_verdict("paraphrase", 0.21, 0.0, 1.0, 0.12)[1]
     assert "tests little" not in probe_verdict("prefix50", 0.8, 0.2, 0.9, 0.3)[1]

@@ -131,6 +131,9 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     assert "Method: `npo`" in card and "retain_kl_weight" in card and "forget/regurgitation" in card
     assert "## Audit" in card and "int8:" in card
     assert (out / "merged" / "model.safetensors").is_file() and (out / "audit" / "audit.json").is_file()
+    # the quantization control is the model before unlearning (its adapter dropped), rounded: int8 keeps its recall
+    control = json.loads((out / "audit" / "audit.json").read_text())["probes"]["int8"]["original_attacked"]
+    assert control["forget/regurgitation"] == pytest.approx(before["forget/regurgitation"], abs=0.1)
     _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
     # a second run may write into the folder it made, a foreign folder is refused before anything loads
     foreign = tmp_path / "foreign"

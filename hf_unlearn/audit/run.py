@@ -2,7 +2,8 @@
 
 Probes (`PROBES`):
 
-- `int8`, `int4`: the unlearned model's weights rounded (`quantization.quantize_model`), scored on all rows;
+- `int8`, `int4`: the unlearned model's weights rounded (`quantization.quantize_model`), scored on all rows, with
+  the original model rounded the same way as the control (does the rounding leave this model usable at all?);
 - `relearn`: a copy fine-tuned on part of the forget documents (`relearn.relearn`), scored on the others (the
   original and the unlearned model are scored on those same rows);
 - `prefix50`, `prefix25`: sentence-completion prompts cut to 50% and 25% of their words (`probes.prefix_rows`);
@@ -82,17 +83,24 @@ def probe_score(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, 
 
 
 def attack_verdict(name: str, original: float, unlearned: float, attacked: float,
-                   retain_unlearned: float | None = None, retain_attacked: float | None = None
+                   retain_unlearned: float | None = None, retain_attacked: float | None = None,
+                   retain_original: float | None = None, retain_original_attacked: float | None = None
                    ) -> tuple[float | None, str]:
-    """(recovered share, one plain sentence) for an attack on the model; with the retain regurgitation of the
+    """(recovered share, one plain sentence) for an attack on the model. With the retain regurgitation of the
     unlearned and the attacked model, a verdict that the forgetting (partly) survives says so when the attack damaged
-    the model (retain down by more than `DAMAGED`)."""
+    the model (retain down by more than `DAMAGED`); with that of the original before and under the same attack (the
+    quantization control), an attack that breaks the original model too is said to test nothing here."""
     what = ATTACK_WORDS[name]
     head = f"{name}: forget regurgitation {unlearned:.2f} -> {attacked:.2f} (original {original:.2f})"
     forgotten = original - unlearned
     if forgotten < 0.05:
         return None, f"{head}: nothing measurable was forgotten, so {what} has nothing to bring back"
     recovered = (attacked - unlearned) / forgotten
+    if None not in (retain_original, retain_original_attacked) and \
+            retain_original - retain_original_attacked > DAMAGED:
+        return recovered, (f"{head}: {what} breaks the original model too (its retain regurgitation "
+                           f"{retain_original:.2f} -> {retain_original_attacked:.2f}), so it is no test of the "
+                           "forgetting on this model")
     if recovered >= FAILS:
         return recovered, f"{head}: the forgetting does not survive {what} ({recovered:.0%} of it comes back)"
     damaged = (f"; but it also takes retain regurgitation {retain_unlearned:.2f} -> {retain_attacked:.2f}: it damages "
@@ -113,7 +121,8 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
             # quantization is scored on all rows (its original/unlearned are the models'); relearn on the unseen ones
             probe["recovered"], probe["verdict"] = attack_verdict(
                 name, probe["original"][METRIC], probe["unlearned"][METRIC], probe["attacked"][METRIC],
-                probe["unlearned"].get(RETAIN), probe["attacked"].get(RETAIN))
+                probe["unlearned"].get(RETAIN), probe["attacked"].get(RETAIN), probe["original"].get(RETAIN),
+                probe.get("original_attacked", {}).get(RETAIN))
         elif probe.get("rows"):
             probe["forgotten_share"], probe["verdict"] = probe_verdict(
                 name, probe["original"][METRIC], probe["unlearned"][METRIC], base[METRIC], after[METRIC])
@@ -188,8 +197,15 @@ def audit_model(
             quantize_model(attacked, name)
             scores = scored(attacked, f"the unlearned model under {name}")
             del attacked
+            # the control: the same rounding of the original shows whether it leaves this model usable at all
+            control = copy.deepcopy(original)
+            if hasattr(control, "unload"):  # a peft model under disable_adapter() (the unlearn job's original)
+                control = control.unload()  # its base weights, the adapter dropped (not merged)
+            quantize_model(control, name)
+            original_attacked = scored(control, f"the original model under {name}")
+            del control
             results["probes"][name] = {"kind": "attack", "rows": len(forget_rows), "original": base,
-                                       "unlearned": after, "attacked": scores}
+                                       "unlearned": after, "attacked": scores, "original_attacked": original_attacked}
         elif name == "relearn":
             seen, unseen = split_documents(forget_rows, relearn_config.fraction, relearn_config.seed)
             say(f"[audit] relearning on {len(seen)} forget rows, {relearn_config.steps} steps")
@@ -241,6 +257,9 @@ def audit_markdown(results: Mapping[str, Any]) -> str:
                 for which in ("original", "unlearned"):
                     lines.append(f"| {which}, unseen documents | {probe['rows']} | "
                                  + " | ".join(_fmt(probe[which].get(k)) for k in keys) + " |")
+            if "original_attacked" in probe:
+                lines.append(f"| original + {name} | {probe['rows']} | "
+                             + " | ".join(_fmt(probe["original_attacked"].get(k)) for k in keys) + " |")
             lines.append(f"| unlearned + {name} | {probe['rows']} | "
                          + " | ".join(_fmt(probe["attacked"].get(k)) for k in keys) + " |")
         elif probe.get("rows"):
