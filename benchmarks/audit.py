@@ -191,11 +191,39 @@ def main(argv=None) -> dict[str, Any]:
     return record
 
 
+ATTACKS = ("int8", "int4", "relearn")
+
+
+def attack_cell(probe: dict | None) -> str:
+    """One cell of the summary: the share that comes back, and what the verdict says about the attack itself."""
+    if probe is None:
+        return ""
+    if probe.get("recovered") is None:
+        return "nothing forgotten"
+    cell = f"{max(probe['recovered'], 0):.0%} back"
+    if "breaks the original model too" in probe["verdict"]:
+        return cell + "; breaks the original too: no test"
+    return cell + ("; damages the model" if "damages the model" in probe["verdict"] else "")
+
+
 def write_markdown(record: dict, out_dir: Path) -> None:
     lines = ["# Does the forgetting hold? Audits of LoRA unlearning", "",
              "`python benchmarks/audit.py` (see its docstring): each method unlearns the forget_train subset of the "
              "benchmark's memorised target, the adapter is merged, and `hf_unlearn.audit.audit_model` scores the "
-             "target, the unlearned model and each attack on the given forget and retain rows.", ""]
+             "target, the unlearned model and each attack on the given forget and retain rows.", "",
+             "## Summary: what each attack brings back", "",
+             "Forget and retain regurgitation of the target -> the unlearned model; for each attack, the share of the "
+             "forgotten forget regurgitation that comes back (under 20%: the forgetting survives; "
+             "from 50%: it does not), and whether the attack broke the original model too (the quantization control) "
+             "or took the retain regurgitation down by more than 0.2 (it damages the model).", "",
+             "| run | forget reg. | retain reg. | " + " | ".join(ATTACKS) + " |",
+             "|---|---|---|" + "---|" * len(ATTACKS)]
+    for name, results in record["runs"].items():
+        o, u = results["models"]["original"], results["models"]["unlearned"]
+        lines.append(f"| {name} | " + " | ".join(f"{o[k]:.2f} -> {u[k]:.2f}" for k in ("forget/regurgitation",
+                                                                                     "retain/regurgitation"))
+                     + " | " + " | ".join(attack_cell(results["probes"].get(a)) for a in ATTACKS) + " |")
+    lines.append("")
     for name, results in record["runs"].items():
         b = results["benchmark"]
         lines += [f"## {name} (seed {b['seed']}; training {b['train_seconds']:.0f} s, audit {b['audit_seconds']:.0f} s, "

@@ -46,3 +46,13 @@ def test_tofu_smollm2_rows_are_written_for_their_owner_only_and_the_target_is_ke
     first = tofu.target_cache_dir()
     tofu.MEMORISE = {**tofu.MEMORISE, "epochs": 1}
     assert tofu.target_cache_dir() != first
+
+
+def test_summary_cells_say_what_comes_back_and_what_the_attack_did_to_the_model():
+    assert bench.attack_cell(None) == ""
+    assert bench.attack_cell({"recovered": None, "verdict": "int8: ... nothing measurable"}) == "nothing forgotten"
+    assert bench.attack_cell({"recovered": -0.1, "verdict": "int8: ... survives"}) == "0% back"
+    assert bench.attack_cell({"recovered": 0.13, "verdict": "relearn: ... it damages the model, ..."}) == \
+        "13% back; damages the model"
+    assert bench.attack_cell({"recovered": 0.0, "verdict": "int4: ... breaks the original model too ..."}) == \
+        "0% back; breaks the original too: no test"
