@@ -65,7 +65,8 @@ for the task's own NPO baseline (MIA score 0.08).
 through a merged LoRA adapter (r = 32, at most 20 cosine epochs at lr 1e-3, stopped below a mean loss of 0.05), then
 NPO + retain NLL + KL with the settings that were selective on real LUME rows in benchmarks/lume_methods_smollm2.py
 (`SMOLLM2_UNLEARN`), scored before the first step and after the last epoch only. Seed 0 on an idle 2-core machine:
-8 min 28 s (memorising 240 s, loss 4.80 -> 0.52; unlearning and scoring 263 s); forget regurgitation 0.765 -> 0.322,
+8 min 28 s (memorising 240 s, loss 4.80 -> 0.52; unlearning and scoring 263 s), and 14 min 15 s in a second timing
+with an empty cache (461 s + 384 s); forget regurgitation 0.765 -> 0.322,
 forget knowledge 0.925 -> 0, retain regurgitation 0.767 -> 0.857, retain knowledge 0.900 -> 0.900, task score 0.817.
 
 `quick=True` is a much smaller configuration (a ~0.2M-parameter model, 3 documents per task, two short epochs) for
