@@ -6,11 +6,11 @@
 LUME rows carry no paraphrases and the tiny TOFU target of `benchmarks/audit.py --model tofu` cannot answer
 paraphrased questions (it memorised strings), so this run gives the paraphrase probe a model that can:
 
-1. **Target** (`load_or_build_target`): SmolLM2-135M-Instruct (`hf_unlearn.pretrained`, offline) memorises TOFU's
-   forget01 (the last 2 of its 200 fictitious authors, 40 questions) and the first 2 authors (40 questions, the retain
-   set) through a LoRA adapter that is then merged: r = alpha = 32 on all linear layers, AdamW lr 1e-3 with a cosine
-   schedule, at most 20 epochs of 8 rows, stopping at a mean loss of 0.05 (the SmolLM2 demo's recipe). Cached under
-   the cache root, keyed by these settings.
+1. **Target** (`load_or_build_target`, the SmolLM2 demo's builder): SmolLM2-135M-Instruct (`hf_unlearn.pretrained`,
+   offline) memorises TOFU's forget01 (the last 2 of its 200 fictitious authors, 40 questions) and the first 2
+   authors (40 questions, the retain set) through a LoRA adapter that is then merged: r = alpha = 32 on all linear
+   layers, AdamW lr 1e-3 with a cosine schedule, at most 20 epochs of 8 rows, stopping at a mean loss of 0.05 (the
+   SmolLM2 demo's recipe). Cached under the cache root, keyed by these settings.
 2. **Unlearning and audit**: `hf-unlearn unlearn` at its defaults (NPO + retain NLL + KL, LoRA r 8), the forget01
    rows (with TOFU's `paraphrased_question`) against the retain authors, holdout01 as the MIA nonmembers; its audit
    runs every probe: int8, int4, relearning on one author measured on the other, questions cut to 50% and 25%, and the
@@ -57,28 +57,21 @@ VERSION = 1
 def target_cache_dir() -> Path:
     key = {"version": VERSION, "model": "smollm2", "data": "tofu forget01 + 2 retain authors", "lora_r": LORA_R,
            "memorise": MEMORISE}
-    return cache_root() / "audit_tofu_smollm2" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root() / "audit_tofu_smollm2" / digest
 
 
 def load_or_build_target(forget: list[dict], retain: list[dict], log=print):
-    """The memorised SmolLM2 target (merged), from the cache or built; and its record (with `cache_dir`)."""
-    from peft import LoraConfig, get_peft_model
-
+    """The memorised SmolLM2 target (merged), from the cache or built by the SmolLM2 demo's builder
+    (`hf_unlearn.support.demo.build_target_model`: a LoRA adapter of rank `LORA_R` memorises the rows, then is
+    merged); its record (with `cache_dir`)."""
     from hf_unlearn.cache import load_or_build
-    from hf_unlearn.pretrained import load_model_and_tokenizer
-    from hf_unlearn.support.tiny import memorise
+    from hf_unlearn.support.demo import DemoSettings, build_target_model
 
     def build():
-        start = time.perf_counter()
-        model, tokenizer = load_model_and_tokenizer("smollm2", dtype=torch.float32, log=log)
-        torch.manual_seed(0)
-        peft_model = get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=LORA_R, target_modules="all-linear"))
-        rows = [{"input": r["input"], "output": r["output"]} for r in forget + retain]
-        log(f"[tofu-smollm2] memorising {len(rows)} rows through a LoRA adapter (r={LORA_R})...")
-        losses = memorise(peft_model, tokenizer, rows, seed=0, progress=True, **MEMORISE)
-        model = peft_model.merge_and_unload()
-        seconds = time.perf_counter() - start
-        log(f"[tofu-smollm2] memorised in {seconds:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.4f})")
+        settings = DemoSettings(data={"seed": 0}, model={"pretrained": "smollm2", "lora_r": LORA_R}, memorise=MEMORISE)
+        model, tokenizer, seconds, losses = build_target_model({"forget_train": forget, "retain_train": retain},
+                                                               settings, log)
         return model, tokenizer, {"memorise": MEMORISE, "lora_r": LORA_R, "memorise_seconds": seconds,
                                   "memorise_losses": losses}
 
@@ -107,7 +100,7 @@ def write_markdown(record: dict, out_dir: Path) -> None:
         f"{record['date']}, a 2-core CPU machine, {record['threads']} torch thread(s). Target: memorised in "
         f"{target['memorise_seconds']:.0f} s (mean loss {losses[0]:.3f} -> {losses[-1]:.4f}); the job (training, "
         f"scoring and audit) took {record['job_seconds'] / 60:.1f} min.", "",
-        "## The job's report", "", "```", format_report(result).replace("\n\nFiles", "").strip(), "```", "",
+        "## The job's report", "", "```", format_report(result).strip(), "```", "",
         "## The audit", "", audit_markdown(audit).split("\n", 2)[2].replace("## ", "### ").strip(), "",
         "![audit](audit_tofu_smollm2.png)", ""]))
 

@@ -214,7 +214,8 @@ def format_report(result: dict) -> str:
     notes = result.get("caveats") or []
     if notes:
         lines += ["", "Caveats"] + [f"- {c}" for c in notes]
-    lines += ["", "Files"] + [f"  {k}: {v}" for k, v in result["paths"].items()]
+    if result["paths"]:  # none in a record whose files were temporary (benchmarks/audit_tofu_smollm2.py)
+        lines += ["", "Files"] + [f"  {k}: {v}" for k, v in result["paths"].items()]
     return "\n".join(line for line in lines if line is not None)
 
 
