@@ -153,6 +153,13 @@ METHODS: dict[str, dict[str, Any]] = {
     # schedule, so it makes epochs_per_chunk (4) passes over each forget row where the others make `epochs` (5).
     "sugd": dict(label="SUGD", trainer="unlearning", lora="sugd", preset="sugd-lora",
                  config=dict(forget_chunk_size=8)),
+    # Issue #28: whole documents pulled to the unseen level of the calibration documents (`--num_calibration`).
+    "anchored": dict(label="Anchored (band)", trainer="unlearning",
+                     config=dict(method="anchored", forget_unit="documents", retain_nll_weight=4.0,
+                                 retain_kl_weight=3.0)),
+    "anchored_quantiles": dict(label="Anchored (quantiles)", trainer="unlearning",
+                               config=dict(method="anchored", anchor_target="quantiles", forget_unit="documents",
+                                           retain_nll_weight=4.0, retain_kl_weight=3.0)),
 }
 
 
@@ -189,6 +196,17 @@ class Settings:
     retain_nll_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
     retain_kl_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
+    num_calibration: int = field(
+        default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
+                             "that steer the anchored method and the stopping rule, with docs_per_task unseen Task1 "
+                             "and Task2 documents beside them (the forget set's mix); 0: none."})
+    num_evaluation: int = field(
+        default=0, metadata={"help": "Further unseen Task3 documents: the nonmembers of the reported MIA (instead of "
+                             "the Wikipedia nonmembers), never used in training or stopping; 0: Wikipedia."})
+    stop_band: float = field(
+        default=0.0, metadata={"help": "Stop once the forget documents' loss AUC against the calibration documents "
+                               "is within 0.5 +- this, and restore the best state (0: no stopping rule)."})
+    stop_every: int = field(default=5, metadata={"help": "Steps between the stopping rule's checks."})
     retain_general: int = field(
         default=0, metadata={"help": "Of the general documents the target memorised, this many join the retain set "
                              "(each split in half into a sentence-completion row), so the retain terms cover general "
@@ -238,6 +256,8 @@ class Data:
     general_questions: list[dict]  # {question, answer, source}
     anchor_documents: list[str]
     anchor_chats: list[dict]  # TOFU full.jsonl {question, answer}: fictitious authors, not the general questions
+    calibration_rows: list[dict] = field(default_factory=list)  # forget_train rows of unseen documents
+    evaluation_documents: list[str] = field(default_factory=list)  # unseen Task3 documents: the reported MIA's
 
 
 def load_data(settings: Settings, data_dir: Path = SHARED) -> Data:
@@ -253,8 +273,34 @@ def load_data(settings: Settings, data_dir: Path = SHARED) -> Data:
     questions = [{"question": row["question"], "answer": row["answer"], "source": name}
                  for name in ("world_facts", "real_authors")
                  for row in lume_methods.read_jsonl(data_dir / "tofu" / f"{name}.jsonl")]
+    calibration, evaluation = unseen_documents(lume, settings)
     return Data(subset, docs[:a], docs[a:b], docs[b:c], questions, docs[c:d],
-                [{"question": row["question"], "answer": row["answer"]} for row in chats])
+                [{"question": row["question"], "answer": row["answer"]} for row in chats], calibration, evaluation)
+
+
+def unseen_documents(lume: Path, settings: Settings) -> tuple[list[dict], list[str]]:
+    """Documents of the forget set's kind that the target never memorised, in two disjoint parts (issue #28):
+    calibration rows (all forget_train rows of the next `docs_per_task` Task1 and Task2 documents after the chosen
+    ones, and of the next `num_calibration` Task3 MIA members) and evaluation documents (the whole texts, from
+    mia/member.jsonl, of the `num_evaluation` Task3 members after those)."""
+    if not settings.num_calibration and not settings.num_evaluation:
+        return [], []
+    rows = lume_methods.read_jsonl(lume / "forget_train.jsonl")
+    member_docs = {row["id"]: row["document"] for row in lume_methods.read_jsonl(lume / "mia" / "member.jsonl")}
+    calibration, evaluation = [], []
+    for task in lume_methods.TASKS:
+        stems = list(dict.fromkeys(lume_methods.document_stem(r["id"]) for r in rows if r["task"] == task
+                                   and (task != "Task3" or lume_methods.document_stem(r["id"]) in member_docs)))
+        taken = settings.num_members if task == "Task3" else settings.docs_per_task
+        extra = settings.num_calibration if task == "Task3" else settings.docs_per_task
+        calibration += stems[taken : taken + extra] if settings.num_calibration else []
+        if task == "Task3":
+            evaluation = stems[taken + extra : taken + extra + settings.num_evaluation]
+            if len(evaluation) < settings.num_evaluation:
+                raise ValueError(f"{settings.num_evaluation} evaluation documents asked for, {len(evaluation)} left")
+    calibration_rows = [{k: r[k] for k in ("id", "input", "output", "task")} for r in rows
+                        if lume_methods.document_stem(r["id"]) in set(calibration)]
+    return calibration_rows, [member_docs[stem] for stem in evaluation]
 
 
 def anchor_rows(data: Data, tokenizer) -> list[str]:
@@ -311,7 +357,8 @@ def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, mm
 def mia_losses(model, tokenizer, data: Data) -> dict[str, float]:
     """The MIA attacks' AUCs and score, and the mean whole-document loss of the members and of the nonmembers (how
     far apart they are is what the loss attack reads)."""
-    members, nonmembers = list(data.subset.members), list(data.nonmembers)
+    members = list(data.subset.members)
+    nonmembers = list(data.evaluation_documents or data.nonmembers)  # unseen documents of the same kind if any
     stats = document_token_stats(model, tokenizer, members + nonmembers, batch_size=4)
     mia = mia_scores_from_stats(stats[:len(members)], stats[len(members):], members, nonmembers)
     scores = {k: v for k, v in flatten_scores(mia).items() if k.startswith("mia/")}
@@ -428,6 +475,8 @@ def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, 
     path = Path(info["cache_dir"]).parent / f"{Path(info['cache_dir']).name}-scores.json"
     if path.is_file():
         scores = json.loads(path.read_text())
+        if data.evaluation_documents:  # the attack against these nonmembers: not what the cached scores hold
+            return {**scores, **mia_losses(model, tokenizer, data)}
         if "mia/member_loss" in scores:
             return scores
         scores.update(mia_losses(model, tokenizer, data))  # scores cached before the members' loss was recorded
@@ -504,12 +553,25 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     given = settings.given
     general = data.mix if settings.retain_general_source == "mix" else data.anchor_documents
     retain = data.subset.rows[f"retain_{given}"] + general_retain_rows(general[: settings.retain_general])
+    forget = data.subset.rows[f"forget_{given}"]
+    anchored = config.method == "anchored"
+    if (anchored or settings.stop_band) and not data.calibration_rows:
+        raise ValueError(f"{key} needs calibration documents: set --num_calibration")
     trainer = trainer_cls(
-        model=model, args=config, forget_dataset=Dataset.from_list(data.subset.rows[f"forget_{given}"]),
+        model=model, args=config, forget_dataset=Dataset.from_list(forget),
         retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
         peft_config=lora_config(key, settings, chosen),
+        **({"calibration_dataset": Dataset.from_list(data.calibration_rows)} if anchored else {}),
     )
     trainer.remove_callback(PrinterCallback)
+    if settings.stop_band:  # the stopping rule on whole documents (no question texts), as the attack scores them
+        from hf_unlearn import UnseenLevelStoppingCallback
+        from hf_unlearn.data import rows_to_documents
+
+        documents = lambda rows: rows_to_documents(rows, questions=False)  # noqa: E731
+        trainer.add_callback(UnseenLevelStoppingCallback(
+            trainer, documents(forget), documents(data.calibration_rows), documents(retain),
+            every_n_steps=settings.stop_every, auc_band=settings.stop_band))
     return trainer
 
 
@@ -544,8 +606,17 @@ def lume_columns(split: str) -> list[tuple[str, str]]:
 
 
 COMMON = [("MIA AUC", "mia/auc"), ("MIA score", "mia/score"), ("members' loss", "mia/member_loss"),
+          ("nonmembers' loss", "mia/nonmember_loss"), ("zlib AUC", "mia/zlib_auc"), ("Min-K% AUC", "mia/min_k_auc"),
+          ("Min-K%++ AUC", "mia/min_k_plus_plus_auc"), ("exposed", "mia/exposed_share"),
           ("held-out ppl", "general/ppl"),
-          ("gen. knowledge", "general/knowledge"), ("MMLU", "general/mmlu")]
+          ("gen. knowledge", "general/knowledge"), ("MMLU", "general/mmlu"), ("final", "final")]
+
+
+def with_final(scores: dict, given: str) -> dict:
+    """`scores` and the task's final-score form: the mean of the task score (on the given subsets), the MIA score
+    and MMLU, where all three were measured."""
+    parts = [scores.get(f"{given}/task_score"), scores.get("mia/score"), scores.get("general/mmlu")]
+    return {**scores, "final": statistics.mean(parts)} if None not in parts else scores
 
 
 def cell(values: list[float], key: str) -> str:
@@ -595,6 +666,7 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
     other = "validation" if given == "train" else "train"
     columns = ([(f"given: {n}", k) for n, k in lume_columns(given)]
                + [(f"not given: {n}", k) for n, k in lume_columns(other)] + COMMON)
+    before = with_final(before, given)
     lines = ["| method | seeds | selective | failed checks (runs) | " + " | ".join(n for n, _ in columns) + " |",
              "|---|---|---|---|" + "---:|" * len(columns),
              "| target (before) | | | | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in columns)
@@ -607,8 +679,8 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
                 failed[check] = failed.get(check, 0) + (not ok)
         failures = "; ".join(f"{check} ({n})" for check, n in failed.items() if n) or "none"
         # runs scored before a key existed leave its cell to the runs that have it
-        cells = [cell(values, k) if (values := [run["scores"][k] for run in mine if k in run["scores"]]) else ""
-                 for _, k in columns]
+        scored = [with_final(run["scores"], given) for run in mine]
+        cells = [cell(values, k) if (values := [sc[k] for sc in scored if k in sc]) else "" for _, k in columns]
         lines.append(f"| {group_label(mine[0])} | {len(mine)} | {sum(v['selective'] for v in verdicts)}/{len(mine)} "
                      f"| {failures} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -690,9 +762,8 @@ def plot(before: dict, runs: list[dict], path: Path, title: str) -> None:
 
 
 def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, before: dict, runs: list[dict],
-                 hold_runs: list[dict], command: str) -> dict[str, str]:
+                 hold_runs: list[dict], command: str, stem: str = "lume_methods_smollm2") -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "lume_methods_smollm2"
     paths = {"table": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json", "plot": out_dir / f"{stem}.png"}
     base = info["base_scores"]
     if runs:
@@ -713,7 +784,12 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
         f"{settings.num_members} that are MIA members), with all their rows: "
         + "; ".join(f"{split} {c['documents']} documents, {c['rows']} rows" for split, c in counts.items()
                     if isinstance(c, dict))
-        + f". MIA: {len(data.subset.members)} members against {len(data.nonmembers)} nonmembers; held-out perplexity "
+        + f". MIA: {len(data.subset.members)} members against "
+        + (f"{len(data.evaluation_documents)} unseen Task3 documents of mia/member.jsonl (evaluation documents, never "
+           f"memorised, never used in training or stopping; {len(data.calibration_rows)} forget_train rows of other "
+           "unseen documents are the calibration set that steers the anchored method and the stopping rule)"
+           if data.evaluation_documents else f"{len(data.nonmembers)} Wikipedia nonmembers")
+        + "; held-out perplexity "
         f"on {len(data.utility)} other nonmember documents; {len(data.mix)} further nonmember documents mixed into "
         f"memorisation as general text; general knowledge: {len(data.general_questions)} TOFU questions "
         "(world_facts + real_authors) through the chat template; MMLU: lm-eval, 0-shot, the first "
@@ -763,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hold", metavar="METHOD", default=None,
                         help="Also run METHOD given the validation subsets (the settings chosen on train).")
     parser.add_argument("--output-dir", default=str(HERE / "results"))
+    parser.add_argument("--name", default="lume_methods_smollm2", help="File name stem of the report.")
     lume_methods.add_dataclass_arguments(parser, Settings, default_word="default")
     return parser
 
@@ -785,11 +862,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.report:  # every run cached for this target, whatever its settings: one table row per setting
         cached = [run for run in (json.loads(path.read_text())
                                   for path in sorted((Path(info["cache_dir"]).parent / "runs").glob("*/*.json")))
-                  if same_target(run, settings)]
+                  if same_target(run, settings)
+                  and run_settings(run).num_evaluation == settings.num_evaluation]  # the same MIA nonmembers
         runs = [run for run in cached if run["given"] == "train"]
         hold_runs = [run for run in cached if run["given"] == "validation"]
         command = "python benchmarks/lume_methods_smollm2.py --report"
-        paths = write_report(Path(args.output_dir), settings, data, info, before, runs, hold_runs, command)
+        paths = write_report(Path(args.output_dir), settings, data, info, before, runs, hold_runs, command, args.name)
         print(Path(paths["table"]).read_text())
         return {"before": before, "runs": runs, "hold_runs": hold_runs, "paths": paths}
     runs = run_all(settings, data, info, caps, before, settings.methods, args.resume)
@@ -798,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         hold = dataclasses.replace(settings, given="validation")
         hold_runs = run_all(hold, data, info, caps, before, (args.hold,), args.resume)
     command = "python benchmarks/lume_methods_smollm2.py" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
-    paths = write_report(Path(args.output_dir), settings, data, info, before, runs, hold_runs, command)
+    paths = write_report(Path(args.output_dir), settings, data, info, before, runs, hold_runs, command, args.name)
     print(Path(paths["table"]).read_text())
     return {"before": before, "runs": runs, "hold_runs": hold_runs, "paths": paths}
 

@@ -5,6 +5,8 @@ an UnlearningConfig subclass (`@dataclass class MyConfig(MyArguments, Unlearning
     python examples/custom_forget_loss.py --dataset ../shared/data/lume --num_rows 8 --max_steps 20 --output_dir outputs/flat
 """
 
+# hf_unlearn before torch: importing it sets OpenMP's passive wait policy, read when torch loads (threads.py).
+import hf_unlearn  # noqa: F401  isort: skip
 import torch
 from peft import LoraConfig
 from run_npo import DataArguments, answer_nll, load_data, tiny_target

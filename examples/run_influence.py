@@ -43,6 +43,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import InfluenceUnlearningConfig, InfluenceUnlearningTrainer
 from hf_unlearn.quiet import hide_known_noise
+from hf_unlearn.threads import configure_threads
 
 
 def main(script_args: ScriptArguments, training_args: InfluenceUnlearningConfig, model_args: ModelConfig) -> None:
@@ -75,5 +76,6 @@ def main(script_args: ScriptArguments, training_args: InfluenceUnlearningConfig,
 
 if __name__ == "__main__":
     hide_known_noise()
+    configure_threads()  # one per free core, unless OMP_NUM_THREADS (accelerate launch sets it) says otherwise
     parser = TrlParser((ScriptArguments, InfluenceUnlearningConfig, ModelConfig))
     main(*parser.parse_args_and_config())

@@ -47,12 +47,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# hf_unlearn before torch: importing it sets OpenMP's passive wait policy, read when torch loads (threads.py).
+import hf_unlearn  # noqa: F401  isort: skip
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_lume
 from hf_unlearn.quiet import hide_known_noise
+from hf_unlearn.threads import configure_threads
 
 
 @dataclass
@@ -289,5 +292,6 @@ def report_answer_nll(trainer, tokenizer, forget, retain, before: dict[str, floa
 
 if __name__ == "__main__":
     hide_known_noise()
+    configure_threads()  # one per free core, unless OMP_NUM_THREADS (accelerate launch sets it) says otherwise
     parser = TrlParser((ScriptArguments, UnlearningConfig, ModelConfig))
     main(*parser.parse_args_and_config())

@@ -51,12 +51,16 @@ def _rows_hash(rows) -> str | None:
 def run_fingerprint(trainer) -> dict:
     """Hashes of the tokenised forget and retain rows and the run's settings (see the module docstring)."""
     dataset = trainer.train_dataset
-    return {
+    fingerprint = {
         "forget": _rows_hash(dataset.forget),
         "retain": _rows_hash(dataset.retain),
         "settings": {**trainer.args.method_hyperparameters(),
                      **{name: getattr(trainer.args, name, None) for name in RUN_SETTINGS}},
     }
+    calibration = getattr(trainer, "calibration", None)
+    if calibration is not None:  # only where there is one, so older checkpoints keep their fingerprint
+        fingerprint["calibration"] = _rows_hash(calibration.features)
+    return fingerprint
 
 
 def check_fingerprint(trainer, folder: str) -> None:

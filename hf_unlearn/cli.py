@@ -24,6 +24,8 @@ import os
 import sys
 from pathlib import Path
 
+from .threads import THREADS_HELP, configure_threads
+
 
 def _load_model(args, name: str | None = None, adapter: str | None = None):
     """The model `name` (default `--model`) with `adapter` (default `--adapter`) loaded on it, and its tokenizer."""
@@ -283,6 +285,7 @@ def _add_scoring_options(command: argparse.ArgumentParser, dtype: str, dtype_hel
                          help=dtype_help)
     command.add_argument("--trust-remote-code", action="store_true",
                          help="Allow the model's own code to run (off by default).")
+    command.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
 
 
@@ -345,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                     help="Load (and save) dtype of the base model (default: the checkpoint's own).")
     mg.add_argument("--trust-remote-code", action="store_true", help="Allow the model's own code to run (off by default).")
+    mg.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     mg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     mg.set_defaults(func=merge_command)
 
@@ -411,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "mmlu_limit", None) is not None and args.mmlu_limit >= 1:
         args.mmlu_limit = int(args.mmlu_limit)
     try:
+        configure_threads(getattr(args, "threads", None))
         return args.func(args)
     except _user_errors() as err:  # bad input: one line that names what is wrong; --debug shows the traceback
         if args.debug:

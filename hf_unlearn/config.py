@@ -17,6 +17,7 @@ from .optim import SophiaG, get_optimizer_cls
 from .optim.sophia import DEFAULT_HESSIAN_INTERVAL, DEFAULT_RHO
 
 REFERENCES = ("auto", "base", "adapter_copy")
+FORGET_UNITS = ("rows", "documents")
 # TrainingArguments' float settings that scale the updates (ours are found from the annotations).
 _FINITE_TRAINING_ARGUMENTS = (
     "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "warmup_ratio",
@@ -49,7 +50,15 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
             carry loss.
         max_length (`int`, *optional*, defaults to `512`):
             Maximum tokens of a sequence (`input` + `output` + EOS). Longer rows are truncated with a warning,
-            keeping the answer tokens first; no row is dropped.
+            keeping the answer tokens first; no row is dropped. A document (`forget_unit="documents"`) longer than
+            this is cut into consecutive windows of this length instead.
+        forget_unit (`str`, *optional*, defaults to `"rows"`):
+            What one forget item is. `"rows"`: a prompt/answer row whose answer tokens carry loss. `"documents"`: a
+            whole text, tokenised as a membership-inference attack scores it (no EOS added) with every token carrying
+            loss: a `text` column if the forget set has one, else its rows grouped into documents by id (LUME:
+            the sentence-completion rows of a document joined back into it; a question row becomes the text of its
+            question and answer; see `hf_unlearn.data.documents.rows_to_documents`). The calibration documents of
+            method `"anchored"` are read the same way.
         precompute_ref_log_probs (`bool`, *optional*, defaults to `False`):
             Compute the reference token log-probs of every forget row once before training (one pass over the forget
             set) instead of at every step, for the methods that read them (`"npo"`). Gives the same loss; saves a
@@ -141,7 +150,14 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
     )
     max_length: int = field(
         default=512,
-        metadata={"help": "Maximum tokens per sequence; longer rows are truncated with a warning, answer kept first."},
+        metadata={"help": "Maximum tokens per sequence; longer rows are truncated with a warning, answer kept first "
+                          "(a document is cut into windows)."},
+    )
+    forget_unit: str = field(
+        default="rows",
+        metadata={"help": "'rows': prompt/answer rows, answer tokens carry loss; 'documents': whole texts (a 'text' "
+                          "column, or rows grouped by document id), every token carries loss, as the MIA scores them.",
+                  "choices": list(FORGET_UNITS)},
     )
     precompute_ref_log_probs: bool = field(
         default=False,
@@ -241,6 +257,8 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.max_unlearning_time is not None and self.max_unlearning_time <= 0:
             raise ValueError(f"max_unlearning_time must be a positive number of seconds, got {self.max_unlearning_time}.")
+        if self.forget_unit not in FORGET_UNITS:
+            raise ValueError(f"forget_unit must be one of {FORGET_UNITS}, got {self.forget_unit!r}.")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 tokens, got {self.max_length}.")
         method.check()

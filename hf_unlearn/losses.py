@@ -272,3 +272,34 @@ def steering_vector(dim: int, seed: int) -> torch.Tensor:
     """RMU's fixed random direction `u = r / ||r||`, `r ~ U[0, 1)^dim` drawn from a generator seeded by `seed`."""
     r = torch.rand(dim, generator=torch.Generator().manual_seed(seed))
     return r / r.norm()
+
+
+def empirical_quantiles(values: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Quantiles of the 1-D `values` at `probs` in [0, 1], linearly interpolated between order statistics (the
+    definition of `torch.quantile` and NumPy's default, written out so that `probs` may be any tensor)."""
+    ordered = values.detach().float().sort().values
+    position = probs.float().clamp(0, 1) * (len(ordered) - 1)
+    below = position.floor().long()
+    above = position.ceil().long()
+    weight = position - below
+    return ordered[below] * (1 - weight) + ordered[above] * weight
+
+
+def band_loss(nll: torch.Tensor, low: float | torch.Tensor, high: float | torch.Tensor) -> torch.Tensor:
+    """Two-sided band on each document's mean NLL, `(batch,)`: `relu(low - nll)^2 + relu(nll - high)^2`.
+
+    Zero inside `[low, high]` (the unseen documents' range), pulling up a document the model still knows (NLL below
+    the band) and down one pushed past it (NLL above: as visible to a membership attack as one remembered)."""
+    return F.relu(low - nll).square() + F.relu(nll - high).square()
+
+
+def quantile_matching_loss(nll: torch.Tensor, calibration_nll: torch.Tensor) -> torch.Tensor:
+    """Quantile matching, `(batch,)`: the k-th smallest of the `m` documents' NLLs is pulled to the calibration
+    NLLs' `(k - 1/2) / m` quantile (squared error), so the forget documents spread over the unseen range instead of
+    gathering at one level. The targets carry no gradient; each document keeps its own place in the order."""
+    m = nll.shape[0]
+    rank = torch.empty(m, dtype=torch.long, device=nll.device)
+    rank[nll.detach().argsort()] = torch.arange(m, device=nll.device)
+    probs = (rank.float() + 0.5) / m
+    targets = empirical_quantiles(calibration_nll, probs.to(calibration_nll.device)).to(nll.device, nll.dtype)
+    return (nll - targets).square()

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
 
+from .calibration import CalibrationLevels
 from .checkpoint import resolve_resume, save_checkpoint_atomically
 from .config import UnlearningConfig
 from .data import (
@@ -31,7 +32,10 @@ from .data import (
     ForgetRetainDataset,
     ForgetRetainSampler,
     UnlearningCollator,
+    document_texts,
+    pad_features,
     tokenize_dataset,
+    tokenize_documents,
     validate_rows,
 )
 from .losses import (
@@ -40,6 +44,7 @@ from .losses import (
     answer_log_probs,
     answer_positions,
     log_softmax_,
+    mean_token_nll,
     nll_sum,
     scatter_answers,
     token_log_probs,
@@ -110,6 +115,9 @@ class _TrainBeginCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if args.precompute_ref_log_probs:
             self.trainer.precompute_reference_log_probs()
+        calibration = self.trainer.calibration
+        if calibration is not None and calibration.values is None:  # not restored from a checkpoint
+            calibration.measure_all(self.trainer._policy, self.trainer.processing_class.pad_token_id)
         self.trainer.method.setup(self.trainer)
 
 
@@ -126,6 +134,10 @@ class UnlearningTrainer(Trainer):
         processing_class: the tokenizer. It needs an EOS token (it ends every answer); a tokenizer without a pad
             token gets EOS as pad token, with a warning.
         ref_model: a frozen reference model, for a plain (non-peft) `model`. Never needed with a peft model.
+        calibration_dataset: documents the model never saw, of the same kind as the forget set, for the methods that
+            read their NLL (`"anchored"`): a list of strings, a `datasets.Dataset` with a `text` (or `document`)
+            column, or one of `input`/`output` rows (grouped into documents as `forget_unit="documents"` does).
+            Keep them apart from the documents a reported membership attack uses.
         peft_config: a `peft.PeftConfig` to wrap a plain `model` with (as in trl).
         callbacks, optimizers, optimizer_cls_and_kwargs: as in `Trainer`; an optimizer given here takes priority over
             `args.unlearn_optim`. A given optimizer with SophiaG's Hessian protocol is refreshed like a named one.
@@ -144,6 +156,7 @@ class UnlearningTrainer(Trainer):
         processing_class=None,
         ref_model: PreTrainedModel | None = None,
         peft_config=None,
+        calibration_dataset=None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers=(None, None),
         optimizer_cls_and_kwargs=None,
@@ -195,6 +208,7 @@ class UnlearningTrainer(Trainer):
         )
         self.ref_model = ref_model
         train_dataset = self._build_train_dataset(forget_dataset, retain_dataset, processing_class, args)
+        self.calibration = self._build_calibration(calibration_dataset, processing_class, args)
 
         super().__init__(
             model=model,
@@ -211,6 +225,8 @@ class UnlearningTrainer(Trainer):
             self.ref_model = self._prepare_ref_model(self.ref_model)
             self.reference.ref_model = self.ref_model
         self.add_callback(_TrainBeginCallback(self))
+        if self.calibration is not None:
+            self.add_callback(self.calibration)  # saved with every checkpoint (an ExportableState)
         if args.max_unlearning_time is not None:
             from .callbacks import TimeBudgetCallback
 
@@ -219,6 +235,7 @@ class UnlearningTrainer(Trainer):
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._metric_steps = 0  # optimiser steps since the last training log
         self._step_begins = False  # set by get_batch_samples: the next training_step is a step's first micro-batch
+        self._calibration_due = False  # set by training_step: this step's calibration documents are still to measure
         self.hessian_refreshes = 0
         self.chunk_restarts = 0
         self.chunk_bounds = self._chunk_bounds()  # None without forget_chunk_size; checked here, before training
@@ -274,8 +291,13 @@ class UnlearningTrainer(Trainer):
                     "set precompute_ref_log_probs=False."
                 )
             forget = datasets.Dataset.from_list(list(forget))
-        validate_rows(forget, "forget_dataset")
-        forget_features = tokenize_dataset(forget, tokenizer, "forget_dataset", args.max_length, args.loss_on_prompt)
+        if args.forget_unit == "documents":
+            forget_features = tokenize_documents(document_texts(forget, "forget_dataset"), tokenizer, "forget_dataset",
+                                                 args.max_length)
+        else:
+            validate_rows(forget, "forget_dataset")
+            forget_features = tokenize_dataset(forget, tokenizer, "forget_dataset", args.max_length,
+                                               args.loss_on_prompt)
         retain_features = None
         if self._uses_retain_set(args):
             if retain is None:
@@ -286,11 +308,28 @@ class UnlearningTrainer(Trainer):
             if isinstance(retain, datasets.IterableDataset):
                 retain = datasets.Dataset.from_list(list(retain))
             validate_rows(retain, "retain_dataset")
-            warn_overlap(forget, retain)
+            if "input" in forget.column_names:
+                warn_overlap(forget, retain)
             retain_features = tokenize_dataset(
                 retain, tokenizer, "retain_dataset", args.max_length, args.loss_on_prompt
             )
         return ForgetRetainDataset(forget_features, retain_features)
+
+    def _build_calibration(self, calibration, tokenizer, args: UnlearningConfig) -> CalibrationLevels | None:
+        """The calibration documents, tokenised as whole documents, for a method that reads their NLL."""
+        batch = self.needs.calibration_batch
+        if batch is None:
+            return None
+        if calibration is None:
+            raise ValueError(
+                f"method={args.method!r} reads the NLL of calibration documents: pass calibration_dataset= (documents "
+                "the model never saw, of the same kind as the forget set)."
+            )
+        features = tokenize_documents(document_texts(calibration, "calibration_dataset"), tokenizer,
+                                      "calibration_dataset", args.max_length)
+        if len(features) < 2:
+            raise ValueError(f"calibration_dataset has {len(features)} document(s); the unseen level needs at least 2.")
+        return CalibrationLevels(features, batch)
 
     def _prepare_ref_model(self, ref_model):
         if self.is_deepspeed_enabled:
@@ -350,6 +389,10 @@ class UnlearningTrainer(Trainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint (`checkpoint.py`)."""
         resume_from_checkpoint = resolve_resume(self, resume_from_checkpoint)
+        if self.calibration is not None:
+            self.calibration.values = None  # measured at the start, unless the checkpoint holds them
+            if resume_from_checkpoint:
+                self.calibration.load_from_checkpoint(str(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _save_checkpoint(self, model, trial):
@@ -383,6 +426,7 @@ class UnlearningTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._step_begins:  # the first micro-batch of an optimisation step: its gradients are still zero
             self._step_begins = False
+            self._calibration_due = self.needs.calibration_grad
             self.restart_chunk_if_due()
             self.run_extra_passes(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
@@ -390,10 +434,14 @@ class UnlearningTrainer(Trainer):
     def run_extra_passes(self, inputs: dict[str, torch.Tensor]) -> None:
         """Everything a step needs beyond its own forward and backward, in one place, before them.
 
-        Here: Sophia's Hessian refresh when it is due (one extra forward and backward on the step's first micro-batch).
+        Here: the calibration documents' NLL measured again (a no-grad forward over this step's batch of them, for
+        `"anchored"`), then Sophia's Hessian refresh when it is due (one extra forward and backward on the step's first
+        micro-batch).
         [`InfluenceUnlearningTrainer`] adds its influence step (once per run) before it. Each pass reads `p.grad` and
         leaves the gradients zero again, so the step's own backward accumulates exactly as without it.
         """
+        if self.calibration is not None and not self.needs.calibration_grad:  # else measured in the step's pass
+            self.calibration.refresh(self._policy, self.processing_class.pad_token_id, self.state.global_step)
         optimizer = hessian_optimizer(self.optimizer)
         if optimizer is not None and optimizer.should_update_hessian(self.state.global_step):
             self.refresh_hessian(optimizer, inputs)
@@ -582,7 +630,14 @@ class UnlearningTrainer(Trainer):
         if use_retain:
             parts.append((inputs["retain_input_ids"], inputs["retain_attention_mask"]))
         pad_id = self.processing_class.pad_token_id
-        ids, mask = concat_rows(parts, pad_id) if use_retain else parts[0]
+        calibration_step = None
+        if self._calibration_due:  # the step's calibration documents join its first micro-batch's policy pass
+            self._calibration_due = False
+            calibration_step = self.calibration.indices(self.state.global_step)
+            features = [self.calibration.features[i] for i in calibration_step]
+            cal_ids, cal_mask, cal_labels = (t.to(forget_ids.device) for t in pad_features(features, pad_id))
+            parts.append((cal_ids, cal_mask))
+        ids, mask = concat_rows(parts, pad_id) if len(parts) > 1 else parts[0]
 
         # The reference pass first: its outputs are reduced to what the loss reads and the rest freed before the
         # policy's graph exists, so it adds almost nothing to the step's peak memory.
@@ -613,14 +668,25 @@ class UnlearningTrainer(Trainer):
             forget_mask=forget_tok_mask,
             forget_nll=nll_sum(forget_logp, forget_tok_mask) / counts.forget_tokens,
             reference=reference,
+            num_processes=self.accelerator.num_processes,
         )
+        if calibration_step is not None:
+            n_before = ids.shape[0] - cal_ids.shape[0]
+            cal_logp, cal_tok_mask = token_log_probs(logits[n_before:, : cal_ids.shape[1]], cal_labels)
+            step_nll = mean_token_nll(cal_logp, cal_tok_mask)
+            self.calibration.values[calibration_step] = step_nll.detach().float().cpu()
+            ctx.calibration_step_nll = step_nll
+            ctx.calibration_step_start = self.calibration.start[calibration_step].to(step_nll.device, step_nll.dtype)
+        if self.calibration is not None:
+            ctx.calibration_nll = self.calibration.values.to(forget_logits.device)
         if hidden_layer is not None:
             hidden = outputs.hidden_states[hidden_layer + 1]
             ctx.forget_hidden = hidden[:n_forget, :forget_width]
         if use_retain:
             retain_ids, retain_labels = inputs["retain_input_ids"], inputs["retain_labels"]
             ctx.retain_labels = retain_labels
-            ctx.retain_logits = logits[n_forget:, : retain_ids.shape[1]]
+            retain_rows = slice(n_forget, n_forget + retain_ids.shape[0])  # calibration rows may follow
+            ctx.retain_logits = logits[retain_rows, : retain_ids.shape[1]]
             ctx.retain_mask = retain_labels[:, 1:].ne(IGNORE_INDEX).to(forget_tok_mask.dtype)
             if needs.retain_nll:
                 retain_logp, retain_tok_mask = token_log_probs(ctx.retain_logits, retain_labels)
@@ -629,7 +695,7 @@ class UnlearningTrainer(Trainer):
                 kl = answer_kl(ctx.retain_logits, reference.retain_logp, retain_labels)
                 ctx.retain_kl = kl.sum() / counts.retain_tokens
             if needs.retain_hidden:
-                ctx.retain_hidden = hidden[n_forget:, : retain_ids.shape[1]]
+                ctx.retain_hidden = hidden[retain_rows, : retain_ids.shape[1]]
 
         loss = self.method.loss(ctx)
         terms = {"forget_nll": ctx.forget_nll, **ctx.terms}

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .threads import THREADS_HELP
+
 FORMAT = "hf_unlearn.unlearn"
 VERSION = 1
 DEFAULT_PROBES = "int8,int4,relearn,prefix50,prefix25,paraphrase"
@@ -48,8 +50,10 @@ class UnlearnArguments:
                                           "ideally like the forget set in kind (other people's records, other books)."})
     output_dir: str = field(metadata={"help": "Where adapter/, merged/, unlearn.json, report.md and audit/ go (a new "
                                               "or empty folder, or one this command made)."})
-    method: str = field(default="npo", metadata={"help": "Unlearning method (the registry's names: npo, gd, simnpo, "
-                                                          "...)."})
+    method: str | None = field(default=None, metadata={
+        "help": "Unlearning method (the registry's names: npo, gd, simnpo, anchored, ...). Default: anchored (the "
+                "forget documents pulled to the level of unseen ones) when there are calibration documents (--holdout "
+                "or --calibration), else npo."})
     beta: float = field(default=0.5, metadata={"help": "NPO inverse temperature."})
     retain_nll_weight: float = field(default=4.0, metadata={"help": "Weight of the retain NLL term."})
     retain_kl_weight: float = field(default=3.0, metadata={"help": "Weight of the retain KL(model || reference) term."})
@@ -73,8 +77,19 @@ class UnlearnArguments:
         "help": "Retain rows or documents not trained on, scored before and after: is the rest of the model kept?"})
     holdout: str | None = field(default=None, metadata={
         "help": "Documents the model never saw, like the forget ones in kind (.txt, or JSON lines with 'text' or "
-                "'document'): the "
-                "membership-inference attack's nonmembers (without it no MIA is run)."})
+                "'document'). Without --calibration they are split by a seeded rule into calibration documents, which "
+                "steer training and stopping, and evaluation documents, the reported membership attack's nonmembers "
+                "(at least 4 each); with --calibration all of them are the attack's. Without it no MIA is run."})
+    calibration: str | None = field(default=None, metadata={
+        "help": "Documents the model never saw, like the forget ones in kind, that steer the anchored method and the "
+                "stopping rule (never used by the reported attack; --holdout is then all evaluation documents)."})
+    unseen_band: float = field(default=0.05, metadata={
+        "help": "With calibration documents: stop once the forget documents' loss AUC against them is within 0.5 +- "
+                "this, and keep the best state seen (0: no stopping rule)."})
+    stop_check_steps: int = field(default=5, metadata={"help": "Steps between the stopping rule's checks."})
+    max_retain_rise: float = field(default=0.5, metadata={
+        "help": "The stopping rule also stops once the retain documents' mean NLL has risen by more than this many "
+                "nats per token, and keeps the best state before it."})
     mia: str | None = field(default=None, metadata={
         "help": "Instead of --holdout: a folder with member.jsonl and nonmember.jsonl (field 'document')."})
     probes: str = field(default=DEFAULT_PROBES, metadata={
@@ -85,6 +100,7 @@ class UnlearnArguments:
     generation_batch_size: int = field(default=16, metadata={"help": "Rows per generation batch when scoring."})
     dtype: str = field(default="float32", metadata={"help": "Load dtype (float32, bfloat16, float16 or auto)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own code to run."})
+    threads: int | None = field(default=None, metadata={"help": THREADS_HELP})
 
 
 def check_output_dir(path: Path) -> None:
@@ -109,15 +125,25 @@ def _trainer_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def job_method(args: UnlearnArguments) -> str:
+    """The method the job runs: `--method`, else anchored where there are calibration documents, else npo."""
+    if args.method:
+        return args.method
+    return "anchored" if args.calibration or args.holdout else "npo"
+
+
 def build_config(args: UnlearnArguments, output_dir: Path):
     """The `UnlearningConfig` of the job (checked, with the method, before any model is loaded)."""
     from .config import UnlearningConfig
 
-    settings = dict(output_dir=str(output_dir / "training"), method=args.method, beta=args.beta,
+    method = job_method(args)
+    settings = dict(output_dir=str(output_dir / "training"), method=method, beta=args.beta,
                     retain_nll_weight=args.retain_nll_weight, retain_kl_weight=args.retain_kl_weight,
                     learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
                     per_device_train_batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                    report_to="none", save_strategy="no", logging_steps=10)
+                    report_to="none", save_strategy="no", logging_steps=10,
+                    # the anchored method pulls whole documents to the unseen level, as the attack scores them
+                    forget_unit="documents" if method == "anchored" else "rows")
     settings.update(_trainer_overrides(args.trainer_arg))
     return UnlearningConfig(**settings)
 
@@ -128,17 +154,35 @@ def _documents(path: str) -> list[str]:
     return read_documents(path)[0]
 
 
-def _mia_documents(args: UnlearnArguments, forget_documents: list[str]):
+def unseen_documents(args: UnlearnArguments, forget_documents: list[str]):
+    """(members, evaluation, calibration) documents: the forget documents and the unseen ones the attack reports on,
+    and the unseen ones that steer training and stopping (None each where not given). Every check runs here, before
+    the model loads: overlap with the forget documents or between the two sets, and too few documents."""
     from .data import read_mia_documents
+    from .data.holdout import check_count, check_unseen, split_holdout
 
+    calibration = _documents(args.calibration) if args.calibration else None
+    if calibration is not None:
+        check_count(calibration, "--calibration", "calibration")
+        check_unseen(calibration, forget_documents, "--calibration")
     if args.mia:
-        return read_mia_documents(args.mia)
-    if args.holdout:
+        members, evaluation = read_mia_documents(args.mia)
+    elif args.holdout:
         if not forget_documents:
             raise ValueError("--holdout needs forget documents to compare with: the forget rows hold no "
                              "sentence-completion row")
-        return forget_documents, _documents(args.holdout)
-    return None, None
+        members, evaluation = forget_documents, _documents(args.holdout)
+        check_unseen(evaluation, forget_documents, "--holdout")
+        if calibration is None:
+            calibration, evaluation = split_holdout(evaluation, args.seed)
+        else:
+            check_count(evaluation, "--holdout", "evaluation")
+            check_unseen(evaluation, calibration, "--holdout", "--calibration")
+    else:
+        members = evaluation = None
+    if calibration is not None and evaluation is not None:
+        check_unseen(evaluation, calibration, "the MIA's nonmembers", "calibration")
+    return members, evaluation, calibration
 
 
 def _delta_line(label: str, before: float | None, after: float | None, better: str) -> str | None:
@@ -206,9 +250,24 @@ def format_report(result: dict) -> str:
                 lines.append(_delta_line(f"{key.replace('/', ' ')}", b, a, better))
     lines.append("Evidence")
     if after.get("mia/auc") is not None:
+        mia = result.get("mia") or {}
+        if mia:
+            lines.append(f"  membership attacks: {mia['members']} forget documents against {mia['nonmembers']} unseen "
+                         f"documents ({mia['nonmembers_from']}; never used in training or stopping)")
         lines.append(_delta_line("MIA loss AUC (0.5: unseen)", before.get("mia/auc"), after["mia/auc"], "closer to 0.5"))
+        for key, label in (("mia/zlib_auc", "MIA zlib AUC"), ("mia/min_k_auc", "MIA Min-K% AUC"),
+                           ("mia/min_k_plus_plus_auc", "MIA Min-K%++ AUC")):
+            lines.append(_delta_line(label, before.get(key), after.get(key), "closer to 0.5"))
+        lines.append(_delta_line("exposed forget documents", before.get("mia/exposed_share"),
+                                 after.get("mia/exposed_share"), "about 0.05"))
     else:
         lines.append("  MIA: not run (no --holdout)")
+    stopping = result.get("stopping")
+    if stopping and stopping.get("best"):
+        best, calibration = stopping["best"], result["calibration"]
+        lines.append(f"  stopping rule: {stopping['stopped'] or 'did not stop early'}; kept step {best['step']} (loss AUC "
+                     f"{best['unseen/auc']:.3f} against the {calibration['documents']} calibration documents of "
+                     f"{calibration['from']}, which steered training)")
     for probe in (result.get("audit") or {}).get("probes", {}).values():
         lines.append(f"  {probe['verdict']}")
     notes = result.get("caveats") or []
@@ -227,10 +286,10 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .audit import PROBES, audit_model, write_audit
-    from .audit.relearn import document_of
     from .audit.run import score_rows
     from .config import describe_lora_targets
-    from .data.documents import load_rows
+    from .data.documents import document_of, load_rows, rows_to_documents
+    from .stopping import UnseenLevelStoppingCallback
     from .hub import check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
     from .pretrained import resolve_model_path
     from .trainer import UnlearningTrainer
@@ -249,11 +308,23 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     # Everything a user gave is checked before the model loads.
     split = dict(max_words=args.max_words, prompt_fraction=args.prompt_fraction)
     forget, forget_documents = load_rows(args.forget, "forget", **split)
-    retain, _ = load_rows(args.retain, "retain", **split)
+    retain, retain_documents = load_rows(args.retain, "retain", **split)
     eval_forget = load_rows(args.eval_forget, "eval-forget", **split)[0] if args.eval_forget else []
     eval_retain = load_rows(args.eval_retain, "eval-retain", **split)[0] if args.eval_retain else []
-    members, nonmembers = _mia_documents(args, forget_documents)
+    members, nonmembers, calibration = unseen_documents(args, forget_documents)
+    if not 0 <= args.unseen_band < 0.5:
+        raise ValueError(f"--unseen-band must be in [0, 0.5), got {args.unseen_band}")
+    if args.max_retain_rise <= 0:
+        raise ValueError(f"--max-retain-rise must be positive, got {args.max_retain_rise}")
+    if args.stop_check_steps < 1:
+        raise ValueError(f"--stop-check-steps must be at least 1, got {args.stop_check_steps}")
     config = build_config(args, out)
+    if config.unlearning_method.needs().calibration_batch and calibration is None:
+        raise ValueError(f"method {config.method} pulls the forget documents to the level of unseen ones: give "
+                         "--holdout (split into calibration and evaluation documents) or --calibration")
+    # Whole documents (plain ones as given; LUME rows grouped by document) for the attack and for training on them.
+    plain = all(r.get("document") is not None for r in forget)
+    whole = forget_documents if plain else rows_to_documents(forget, questions=False)
     documents = len({document_of(r, i) for i, r in enumerate(forget)})
     if "relearn" in probes and documents < 2:
         probes.remove("relearn")  # it holds out whole documents: one document leaves nothing to measure
@@ -277,9 +348,22 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                           target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
     columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
-    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=columns(forget),
-                                retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora)
-    progress(f"[unlearn] training {config.method} on {len(forget)} forget and {len(retain)} retain rows")
+    if config.forget_unit == "documents":  # question rows join as texts of their own (rows_to_documents)
+        forget_data = Dataset.from_dict({"text": forget_documents if plain else rows_to_documents(forget)})
+    else:
+        forget_data = columns(forget)
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,
+                                retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
+                                calibration_dataset=calibration)
+    stopping = None
+    if calibration is not None and args.unseen_band > 0:
+        stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,
+                                               every_n_steps=args.stop_check_steps, auc_band=args.unseen_band,
+                                               max_retain_rise=args.max_retain_rise)
+        trainer.add_callback(stopping)
+    progress(f"[unlearn] training {config.method} on {len(forget_data)} forget "
+             f"{'documents' if config.forget_unit == 'documents' else 'rows'} and {len(retain)} retain rows"
+             + (f", {len(calibration)} calibration documents" if calibration is not None else ""))
     train_started = time.time()
     trainer.train()
     train_seconds = time.time() - train_started
@@ -325,7 +409,14 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         "rows": {"forget": len(forget), "retain": len(retain),
                  "forget_documents": documents},
         "eval_rows": {"forget": len(eval_forget), "retain": len(eval_retain)} if (eval_forget or eval_retain) else None,
-        "mia": {"members": len(members), "nonmembers": len(nonmembers)} if members else None,
+        "mia": {"members": len(members), "nonmembers": len(nonmembers),
+                "nonmembers_from": ("--mia" if args.mia else "--holdout" if args.calibration
+                                    else "--holdout, evaluation half (seeded split)")} if members else None,
+        "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
+                        else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
+        "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps, "stopped": stopping.stopped,
+                     "checks": [{k: round(v, 4) for k, v in h.items()} for h in stopping.history],
+                     "best": stopping.best} if stopping is not None else None,
         "scores": scores, "train_seconds": train_seconds,
         "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
                              for k, v in audit["probes"].items()}} if probes else None,

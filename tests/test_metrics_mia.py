@@ -16,6 +16,7 @@ from hf_unlearn.metrics.mia import (
     loss_scores,
     membership_auc,
     mia_score,
+    exposed_share,
     mia_scores_from_stats,
     min_k_plus_plus_scores,
     min_k_scores,
@@ -126,6 +127,9 @@ def test_scores_from_stats_by_hand():
         "mia_zlib_auc": 1.0,
         "mia_min_k_auc": 1.0,
         "mia_min_k_plus_plus_auc": 1.0,
+        "mia_exposed_share": 1.0,  # both members' losses (0.2, 0.27) below the nonmembers' 5th percentile (~2.0)
+        "mia_member_loss": pytest.approx((0.2 + 0.8 / 3) / 2),
+        "mia_nonmember_loss": pytest.approx((2.0 + 8.0 / 3) / 2),
     }
     # Swapping the roles gives AUC 0, and the same MIA score 0.
     swapped = mia_scores_from_stats(nonmembers, members, docs[:2], docs[2:])
@@ -176,6 +180,9 @@ def test_score_mia_keys_and_values(memorised_model, tokenizer, mia_docs):
         "mia_zlib_auc",
         "mia_min_k_auc",
         "mia_min_k_plus_plus_auc",
+        "mia_exposed_share",
+        "mia_member_loss",
+        "mia_nonmember_loss",
         "member_losses",
         "nonmember_losses",
     }
@@ -192,3 +199,12 @@ def test_score_mia_keys_and_values(memorised_model, tokenizer, mia_docs):
 def test_too_short_documents_are_refused(tiny_model, tokenizer):
     with pytest.raises(ValueError):
         document_token_stats(tiny_model, tokenizer, ["a"])
+
+
+def test_exposed_share_by_hand():
+    nonmembers = [1.0, 2.0, 3.0, 4.0, 5.0]  # 5th percentile by linear interpolation: 1.0 + 0.05 * 4 * 1.0 = 1.2
+    assert exposed_share([0.5, 1.1, 1.3, 6.0], nonmembers) == 0.5
+    assert exposed_share([1.2], nonmembers) == 0.0  # strictly below
+    assert exposed_share([0.1, 0.2], nonmembers, percentile=50) == 1.0
+    with pytest.raises(ValueError):
+        exposed_share([], nonmembers)

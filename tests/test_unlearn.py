@@ -13,6 +13,8 @@ from hf_unlearn.data import DataValidationError
 from hf_unlearn.data.documents import documents_to_rows, load_rows, passage_spans, sentence_spans
 from hf_unlearn.metrics.lume import row_kind
 
+from .conftest import short_rows
+
 TEXT = ("Jane Roe was born on 3 May 1980 in Leeds. Her phone number is 0113 496 0000. She works as a nurse at St. "
         "James's Hospital with Dr. J. Smith.\nShe lives at 12 Park Road. \"Call me,\" she said! Yes.")
 
@@ -103,10 +105,11 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     forget = _write_jsonl(tmp_path / "forget.jsonl", memorised_rows["forget"])
     retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"])
     holdout = _write_jsonl(tmp_path / "holdout.jsonl",
-                           [{"text": r["document"]} for r in read_jsonl(lume_dir / "mia" / "nonmember.jsonl")[:6]])
+                           [{"text": r["document"]} for r in read_jsonl(lume_dir / "mia" / "nonmember.jsonl")[:8]])
     out = tmp_path / "out"
     code = cli_main(["unlearn", "--model", str(saved_target), "--forget", str(forget), "--retain", str(retain),
                      "--holdout", str(holdout), "--output-dir", str(out), "--learning-rate", "1e-2",
+                     "--method", "npo", "--unseen-band", "0",
                      "--num-train-epochs", "4", "--probes", "int8,relearn,prefix50", "--max-new-tokens", "48",
                      "--trainer-arg", "logging_steps=4"])
     assert code == 0
@@ -120,7 +123,11 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     assert {"mia/auc", "retain/regurgitation", "forget/knowledge"} <= set(after)
     assert set(result["audit"]["probes"]) == {"int8", "relearn", "prefix50"}
     completions = sum(row_kind(r["id"]) == "sc" for r in memorised_rows["forget"])
-    assert result["mia"] == {"members": completions, "nonmembers": 6}  # one document per completion row
+    # one document per completion row; the holdout's seeded evaluation half is the attack's (the other half calibrates)
+    assert result["mia"] == {"members": completions, "nonmembers": 4,
+                             "nonmembers_from": "--holdout, evaluation half (seeded split)"}
+    assert result["calibration"]["documents"] == 4 and result["stopping"] is None
+    assert {"mia/zlib_auc", "mia/min_k_auc", "mia/min_k_plus_plus_auc", "mia/exposed_share"} <= set(after)
     # the report: before -> after, verdicts, caveats, files
     assert "forget regurgitation" in printed and "int8:" in printed and "Files" in printed
     assert (out / "report.md").read_text().strip() in printed
@@ -202,3 +209,79 @@ def test_unlearn_options_are_the_dataclass_fields_through_hf_argument_parser(cap
     assert "Weight of the retain KL(model || reference) term. (default: 3.0)" in " ".join(text.split())
     with pytest.raises(SystemExit):
         build_parser().parse_args(["unlearn", "--model", "m"])  # the required fields are required
+
+
+def test_unlearn_with_holdout_runs_the_anchored_method_and_reports_on_other_documents(
+        saved_target, memorised_rows, lume_rows, tmp_path, capsys):
+    from hf_unlearn.data.holdout import split_holdout
+
+    # The forget rows as the documents a user holds; unseen documents of the same kind (other Task2 rows).
+    docs = [r["input"] + " " + r["output"] for r in memorised_rows["forget"]]
+    (tmp_path / "forget.txt").write_text("\n\n".join(docs) + "\n")
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"])
+    unseen = [r["input"] + " " + r["output"] for r in short_rows(lume_rows["forget_train"], n=20)[8:]]
+    holdout = _write_jsonl(tmp_path / "holdout.jsonl", [{"text": t} for t in unseen])
+    out = tmp_path / "out"
+    assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(tmp_path / "forget.txt"),
+                     "--retain", str(retain), "--holdout", str(holdout), "--output-dir", str(out),
+                     "--learning-rate", "3e-3", "--num-train-epochs", "20", "--probes", "none",
+                     "--retain-nll-weight", "1", "--retain-kl-weight", "1", "--max-new-tokens", "48",
+                     # the tiny model's forget and retain documents are biographies of one template: they go together
+                     "--max-retain-rise", "8", "--stop-check-steps", "2", "--unseen-band", "0.15"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "unlearn.json").read_text())
+    assert result["method"] == "anchored"  # --holdout without --method: the forget documents go to the unseen level
+    calibration, evaluation = split_holdout(unseen, seed=0)
+    assert result["calibration"] == {"documents": len(calibration), "from": "--holdout, calibration half (seeded split)"}
+    assert result["mia"]["nonmembers"] == len(evaluation) == 6
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    assert before["mia/auc"] > 0.9 and abs(after["mia/auc"] - 0.5) < abs(before["mia/auc"] - 0.5)  # the MIA moved
+    assert result["stopping"]["checks"] and result["stopping"]["best"]["step"] <= result["training"]["steps"]
+    assert f"membership attacks: {len(docs)} forget documents against 6 unseen documents" in printed
+    assert "stopping rule:" in printed and "calibration documents" in printed
+    _canary_scan(out, [d[len(d) // 2:][:40] for d in docs])
+
+
+def test_unseen_documents_are_checked_before_a_model_loads(memorised_rows, lume_rows, tmp_path, capsys):
+    docs = [r["input"] + " " + r["output"] for r in memorised_rows["forget"]]
+    (tmp_path / "forget.txt").write_text("\n\n".join(docs) + "\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    unseen = [r["input"] + " " + r["output"] for r in short_rows(lume_rows["forget_train"], n=20)[8:]]
+    base = ["unlearn", "--model", str(tmp_path / "no-such-model"), "--forget", str(tmp_path / "forget.txt"),
+            "--retain", str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out")]
+
+    def run(extra):
+        code = cli_main(base + extra)
+        return code, capsys.readouterr().err
+
+    # a forget document among the unseen ones, white space aside: refused by number
+    (tmp_path / "h.txt").write_text("\n\n".join(unseen[:7] + ["  " + docs[2].replace(" ", "\n ", 1)]) + "\n")
+    code, err = run(["--holdout", str(tmp_path / "h.txt")])
+    assert code == 2 and "--holdout: document 8 is also a forget document" in err
+    # too few to split into calibration and evaluation halves
+    (tmp_path / "few.txt").write_text("\n\n".join(unseen[:5]) + "\n")
+    code, err = run(["--holdout", str(tmp_path / "few.txt")])
+    assert code == 2 and "5 document(s); split into calibration and evaluation halves it needs at least 8" in err
+    # the calibration file and the holdout share a document
+    (tmp_path / "c.txt").write_text("\n\n".join(unseen[4:9]) + "\n")
+    (tmp_path / "e.txt").write_text("\n\n".join(unseen[:5]) + "\n")
+    code, err = run(["--holdout", str(tmp_path / "e.txt"), "--calibration", str(tmp_path / "c.txt")])
+    assert code == 2 and "--holdout: document 5 is also a --calibration document" in err
+    # the anchored method without any unseen documents
+    code, err = run(["--method", "anchored"])
+    assert code == 2 and "give --holdout" in err
+    for message in (err,):
+        assert not any(d[:30] in message for d in docs + unseen)  # no text quoted
+    assert not (tmp_path / "out").exists()
+
+
+def test_split_holdout_is_seeded_disjoint_and_in_file_order():
+    from hf_unlearn.data.holdout import split_holdout
+
+    docs = [f"document number {i} of the holdout" for i in range(11)]
+    calibration, evaluation = split_holdout(docs, seed=3)
+    assert len(calibration) == 5 and len(evaluation) == 6 and not set(calibration) & set(evaluation)
+    assert sorted(calibration + evaluation, key=docs.index) == docs
+    assert calibration == sorted(calibration, key=docs.index)  # file order kept within each half
+    assert split_holdout(docs, seed=3) == (calibration, evaluation) and split_holdout(docs, seed=4) != (calibration,
+                                                                                                      evaluation)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.collator import pad_features, tokenize_row
+from ..data.documents import document_of
 from ..metrics._model_state import model_device
-from ..metrics.lume import row_kind
 
 
 @dataclass
@@ -55,15 +55,6 @@ class RelearnConfig:
                 raise ValueError(f"relearn {name} must be at least 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ValueError(f"relearn learning_rate must be positive, got {self.learning_rate}")
-
-
-def document_of(row: Mapping, index: int) -> str:
-    """The document a row comes from: its `document` field (rows made from plain documents), else its id without the
-    `sc<N>`/`qa<N>` suffix (LUME), else its index."""
-    if row.get("document") is not None:
-        return str(row["document"])
-    row_id = str(row.get("id", ""))
-    return row_id[:-3] if row_kind(row_id) is not None else f"row{index}"
 
 
 def split_documents(rows: Sequence[Mapping], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -58,6 +58,12 @@ PROBE_WORDS = {"prefix50": "prompts cut to half their length", "prefix25": "prom
                "paraphrase": "paraphrased questions"}
 
 
+# What the audit keeps of each model's membership-inference attack (its keys -> `mia_scores_from_stats`'s).
+MIA_KEYS = {"mia/auc": "mia_loss_auc", "mia/zlib_auc": "mia_zlib_auc", "mia/min_k_auc": "mia_min_k_auc",
+            "mia/min_k_plus_plus_auc": "mia_min_k_plus_plus_auc", "mia/exposed_share": "mia_exposed_share",
+            "mia/member_loss": "mia_member_loss", "mia/nonmember_loss": "mia_nonmember_loss"}
+
+
 def score_rows(model, tokenizer, forget_rows: Sequence[Mapping], retain_rows: Sequence[Mapping],
                max_new_tokens: int, batch_size: int, accelerator=None) -> dict[str, float]:
     """Flat scores of one model on LUME rows: regurgitation, knowledge, EM and ES per side, and the task score."""
@@ -176,8 +182,9 @@ def audit_model(
         say(f"[audit] scoring {label}")
         out = score_rows(model, tokenizer, forget, retain, max_new_tokens, batch_size, accelerator)
         if mia:
-            out["mia/auc"] = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers,
-                                          batch_size=max(1, batch_size // 2), accelerator=accelerator)["mia_loss_auc"]
+            attack = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers, batch_size=max(1, batch_size // 2),
+                                  accelerator=accelerator)
+            out.update({key: attack[name] for key, name in MIA_KEYS.items()})
         return out
 
     results: dict[str, Any] = {
@@ -240,7 +247,7 @@ def audit_markdown(results: Mapping[str, Any]) -> str:
     """`audit.md`: the models' scores, one table row per probe, and the verdicts."""
     keys = [k for k in ("forget/regurgitation", "forget/knowledge", "forget/exact_memorization",
                         "forget/extraction_strength", "retain/regurgitation", "retain/knowledge", "task_score",
-                        "mia/auc") if k in results["models"]["original"]]
+                        *MIA_KEYS) if k in results["models"]["original"]]
     lines = ["# Unlearning audit", "",
              f"{results['rows']['forget']} forget rows, {results['rows']['retain']} retain rows"
              + (f", MIA on {results['mia']['members']} members against {results['mia']['nonmembers']} nonmembers"

@@ -1,7 +1,8 @@
 """Data: the LUME loader, row checks, tokenisation with prompt masking, forget/retain pairing."""
 
-from .collator import UnlearningCollator, tokenize_dataset, tokenize_row
+from .collator import UnlearningCollator, pad_features, tokenize_dataset, tokenize_document, tokenize_documents, tokenize_row
 from .lume import DataValidationError, load_lume, read_jsonl, read_mia_documents, validate_rows
+from .documents import document_of, document_texts, rows_to_documents
 from .pairing import ChunkedForgetRetainSampler, ForgetRetainDataset, ForgetRetainSampler
 
 __all__ = [
@@ -13,7 +14,13 @@ __all__ = [
     "load_lume",
     "read_jsonl",
     "read_mia_documents",
+    "document_of",
+    "document_texts",
+    "pad_features",
+    "rows_to_documents",
     "tokenize_dataset",
+    "tokenize_document",
+    "tokenize_documents",
     "tokenize_row",
     "validate_rows",
 ]

@@ -54,6 +54,32 @@ def tokenize_dataset(dataset, tokenizer, name: str, max_length: int, loss_on_pro
     return features
 
 
+def tokenize_document(tokenizer, text: str, max_length: int | None = None) -> list[dict[str, list[int]]]:
+    """A whole text as a membership-inference attack scores it (`tokenizer(text)`, no EOS added), every token
+    carrying loss; a text longer than `max_length` tokens becomes consecutive windows of at most that length (a last
+    window of one token, which predicts nothing, is dropped)."""
+    ids = tokenizer(text)["input_ids"]
+    step = max_length or len(ids) or 1
+    windows = [ids[i : i + step] for i in range(0, len(ids), step)]
+    return [{"input_ids": w, "labels": list(w)} for w in windows if len(w) >= 2]
+
+
+def tokenize_documents(texts, tokenizer, name: str, max_length: int) -> list[dict]:
+    """`tokenize_document` over `texts`; refuses a text with fewer than 2 tokens (by number, never quoting it) and
+    says how many were cut into windows."""
+    features, windowed = [], 0
+    for number, text in enumerate(texts, start=1):
+        rows = tokenize_document(tokenizer, text, max_length)
+        if not rows:
+            raise ValueError(f"{name}: document {number} has fewer than 2 tokens, so no token can be scored.")
+        windowed += len(rows) > 1
+        features += rows
+    if windowed:
+        logger.warning("%s: %d document(s) longer than max_length=%d tokens were cut into windows of that length.",
+                       name, windowed, max_length)
+    return features
+
+
 def pad(sequences: list[list[Any]], value: Any, dtype=torch.long, side: str = "right") -> torch.Tensor:
     """Pad a list of lists into a `(batch, longest)` tensor, on the right (training, scoring) or on the left
     (batched generation, whose new tokens must start at the same column in every row). The one padding routine."""

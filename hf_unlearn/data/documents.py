@@ -25,7 +25,7 @@ Error messages name the file, line or document number and the field, never the t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .lume import DataValidationError, _read_jsonl_lines, check_row_types
@@ -199,3 +199,65 @@ def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction
 
     documents = [f"{r['input']} {r['output']}" for r in out if row_kind(str(r["id"])) == SENTENCE_COMPLETION]
     return out, documents
+
+
+def document_of(row: Mapping, index: int) -> str:
+    """The document a row comes from: its `document` field (rows made from plain documents), else its id without the
+    `sc<N>`/`qa<N>` suffix (LUME), else its index."""
+    from ..metrics.lume import row_kind
+
+    if row.get("document") is not None:
+        return str(row["document"])
+    row_id = str(row.get("id", ""))
+    return row_id[:-3] if row_kind(row_id) is not None else f"row{index}"
+
+
+def rows_to_documents(rows: Sequence[Mapping], questions: bool = True) -> list[str]:
+    """Whole texts behind prompt/answer rows, for training on documents (`forget_unit="documents"`).
+
+    Rows are grouped into documents by `document_of` (first appearance order). A document's sentence-completion rows
+    (and rows of no known kind) are joined back into its text, each as `input + " " + output` (LUME's documents are
+    exactly that), in row order; each question row becomes a text of its own, `input + " " + output`, so the facts
+    asked about are trained on as well (`questions=False` leaves them out: the documents alone, as a membership attack
+    scores them). A row without an id is a document of its own.
+    """
+    from ..metrics.lume import QUESTION_ANSWERING, row_kind
+
+    texts: dict[str, list[str]] = {}
+    question_texts: list[str] = []
+    for index, row in enumerate(rows):
+        text = f"{row['input']} {row['output']}".strip()
+        if row_kind(str(row.get("id", ""))) == QUESTION_ANSWERING:
+            question_texts.append(text)
+        else:
+            texts.setdefault(document_of(row, index), []).append(text)
+    return [" ".join(parts) for parts in texts.values()] + (question_texts if questions else [])
+
+
+def document_texts(data, name: str) -> list[str]:
+    """The whole texts of a forget or calibration set given as a list of strings, or a `datasets.Dataset` (or list of
+    dicts) with a `text` (or `document`) column, or with `input`/`output` rows (`rows_to_documents`)."""
+    if isinstance(data, str):
+        raise DataValidationError(f"{name}: expected documents (a list of strings or a dataset), got one string.")
+    columns = set(getattr(data, "column_names", None) or (data[0].keys() if len(data) and isinstance(data[0], Mapping)
+                                                          else ()))
+    if not columns:
+        texts = list(data)
+    elif "text" in columns or "document" in columns:
+        field = "text" if "text" in columns else "document"
+        texts = list(data[field]) if hasattr(data, "column_names") else [row.get(field) for row in data]
+    elif {"input", "output"} <= columns:
+        rows = data.to_list() if hasattr(data, "to_list") else list(data)
+        check_row_types([(f"row {i}", dict(r)) for i, r in enumerate(rows)], name)
+        texts = rows_to_documents(rows)
+    else:
+        raise DataValidationError(
+            f"{name}: expected a 'text' (or 'document') column, or 'input' and 'output' rows; got columns "
+            f"{sorted(columns)}."
+        )
+    for number, text in enumerate(texts, start=1):
+        if not isinstance(text, str) or not text.strip():
+            raise DataValidationError(f"{name}: document {number} must be a non-empty string.")
+    if not texts:
+        raise DataValidationError(f"{name} is empty: it holds no documents.")
+    return texts

@@ -78,6 +78,8 @@ class Needs:
     hidden_layer: int | None = None  # decoder layer whose output hidden states the loss reads (policy, forget rows)
     retain_hidden: bool = False  # also the policy's and the reference's hidden states of that layer on retain rows
     setup_reference: bool = False  # `setup` runs reference passes of its own before training
+    calibration_batch: int | None = None  # calibration documents re-measured per step (the loss reads their NLLs)
+    calibration_grad: bool = False  # measure them in the step's policy pass, with gradient (a loss term holds them)
 
     @property
     def uses_retain(self) -> bool:
@@ -157,9 +159,15 @@ class StepContext:
     retain_mask: torch.Tensor | None = None
     retain_nll: torch.Tensor | None = None  # share of the step's mean retain token NLL, if `Needs.retain_nll`
     retain_kl: torch.Tensor | None = None  # share of the step's mean retain KL, if `Needs.retain_kl`
+    calibration_nll: torch.Tensor | None = None  # (n_calibration,) latest NLL of every calibration document, no grad
+    # With `Needs.calibration_grad`, on the step's first micro-batch: the NLL of the step's calibration documents in
+    # the policy pass (with gradient), and their NLL when training started; None on the other micro-batches.
+    calibration_step_nll: torch.Tensor | None = None
+    calibration_step_start: torch.Tensor | None = None
     forget_hidden: torch.Tensor | None = None  # the policy's output of `Needs.hidden_layer` on the forget rows
     retain_hidden: torch.Tensor | None = None  # the same on the retain rows, if `Needs.retain_hidden`
     terms: dict[str, torch.Tensor] = field(default_factory=dict)  # what `log` recorded
+    num_processes: int = 1  # a term every process computes in full (not a share) is divided by this
 
     def token_mean(self, values: torch.Tensor, part: str = "forget") -> torch.Tensor:
         """`values` `(batch, seq - 1)` summed over the answer positions of `part` ("forget" or "retain"), divided by

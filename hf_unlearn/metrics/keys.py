@@ -39,6 +39,7 @@ SINGLE_SCORES = (
     Score("mia_zlib_auc", "mia/zlib_auc", "MIA zlib AUC", "0.5 is best"),
     Score("mia_min_k_auc", "mia/min_k_auc", "MIA Min-K% AUC", "0.5 is best"),
     Score("mia_min_k_plus_plus_auc", "mia/min_k_plus_plus_auc", "MIA Min-K%++ AUC", "0.5 is best"),
+    Score("mia_exposed_share", "mia/exposed_share", "members below the unseen 5th-percentile loss", "about 0.05 is best"),
     Score("mmlu_average", "mmlu/acc", "MMLU accuracy", "higher is better"),
     Score("aggregate-score", "lume/final_score", "final score", "higher is better"),
 )

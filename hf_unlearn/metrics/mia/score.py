@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from hf_unlearn.metrics.mia.auc import membership_auc, mia_score
+from hf_unlearn.metrics.mia.exposure import exposed_share
 from hf_unlearn.metrics.mia.loss import loss_scores
 from hf_unlearn.metrics.mia.min_k import DEFAULT_K, min_k_scores
 from hf_unlearn.metrics.mia.min_k_plus_plus import min_k_plus_plus_scores
@@ -26,9 +28,11 @@ def mia_scores_from_stats(
 
     Keys: `mia_loss_acc` (the task script's name for the loss attack's **AUC**, kept for compatibility),
     `mia_loss_auc` (the same value under an accurate name), `mia_final_score` (`1 - 2|AUC - 0.5|`, the task's MIA
-    score), `mia_zlib_auc`, `mia_min_k_auc`, `mia_min_k_plus_plus_auc` (`k` is the Min-K fraction, 0.2 = 20%).
-    The documents' texts are needed by the zlib attack only.
+    score), `mia_zlib_auc`, `mia_min_k_auc`, `mia_min_k_plus_plus_auc` (`k` is the Min-K fraction, 0.2 = 20%),
+    `mia_exposed_share` (members whose loss is below the nonmembers' 5th percentile, `exposure.exposed_share`) and the
+    mean losses `mia_member_loss`, `mia_nonmember_loss`. The documents' texts are needed by the zlib attack only.
     """
+    member_losses, nonmember_losses = [s.loss for s in member_stats], [s.loss for s in nonmember_stats]
     loss_auc = membership_auc(loss_scores(member_stats), loss_scores(nonmember_stats))
     return {
         "mia_loss_acc": loss_auc,
@@ -41,6 +45,9 @@ def mia_scores_from_stats(
         "mia_min_k_plus_plus_auc": membership_auc(
             min_k_plus_plus_scores(member_stats, k), min_k_plus_plus_scores(nonmember_stats, k)
         ),
+        "mia_exposed_share": exposed_share(member_losses, nonmember_losses),
+        "mia_member_loss": float(np.mean(member_losses)),
+        "mia_nonmember_loss": float(np.mean(nonmember_losses)),
     }
 
 

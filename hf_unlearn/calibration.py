@@ -1,0 +1,90 @@
+"""The calibration documents' NLL under the current model: the unseen level that method `"anchored"` aims at.
+
+Calibration documents are texts the model never saw, of the same kind as the forget documents. At the start of
+training every one is measured (mean token NLL over all its tokens, as the loss attack scores a document); then, at
+each optimisation step, the next `batch` of them in a fixed cycle is measured again, without gradient, under the
+current model. The table of latest values is what the method's loss reads: a running estimate that follows the
+model (unlearning lifts the unseen level too) for the cost of a forward pass over `batch` documents a step.
+
+Every process measures the same documents, so the table is the same everywhere and ZeRO-3's parameter gathers stay
+in step. The table is part of the checkpoint (`CalibrationLevels` is an `ExportableState` callback saved in
+`trainer_state.json`), so a resumed run reads exactly what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from .data.collator import pad_features
+from .losses import mean_token_nll, token_log_probs
+
+
+@torch.no_grad()
+def documents_nll(model, features: list[dict], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
+    """Mean token NLL of each tokenised document (`tokenize_documents` features), `(n,)` float32, in input order."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    values = []
+    try:
+        for start in range(0, len(features), batch_size):
+            ids, mask, labels = pad_features(features[start : start + batch_size], pad_token_id)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logp, tok_mask = token_log_probs(logits, labels.to(device))
+            values.append(mean_token_nll(logp.float(), tok_mask.float()).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(values) if values else torch.zeros(0)
+
+
+def cycle_indices(step: int, batch: int, count: int) -> list[int]:
+    """The calibration documents measured at optimisation step `step`: the next `batch` in a fixed cycle."""
+    batch = min(batch, count)
+    return [(step * batch + j) % count for j in range(batch)]
+
+
+class CalibrationLevels(TrainerCallback, ExportableState):
+    """Latest NLL of every calibration document (see the module docstring); the trainer updates it each step."""
+
+    def __init__(self, features: list[dict], batch: int):
+        self.features = features
+        self.batch = batch
+        self.values: torch.Tensor | None = None  # the latest NLL of each document
+        self.start: torch.Tensor | None = None  # each document's NLL when training started (the model before it)
+
+    def state(self) -> dict:
+        as_list = lambda t: None if t is None else t.tolist()  # noqa: E731
+        return {"args": {}, "attributes": {"values": as_list(self.values), "start": as_list(self.start)}}
+
+    def measure_all(self, model, pad_token_id: int) -> None:
+        self.values = documents_nll(model, self.features, pad_token_id)
+        self.start = self.values.clone()
+
+    def indices(self, step: int) -> list[int]:
+        return cycle_indices(step, self.batch, len(self.features))
+
+    def refresh(self, model, pad_token_id: int, step: int) -> None:
+        """Measure this step's batch of the cycle again under `model`."""
+        indices = self.indices(step)
+        fresh = documents_nll(model, [self.features[i] for i in indices], pad_token_id)
+        self.values[indices] = fresh
+
+    def load_from_checkpoint(self, folder: str) -> bool:
+        """Take the table saved with the checkpoint in `folder`; False if it holds none (then it is measured anew)."""
+        path = os.path.join(folder, "trainer_state.json")
+        if not os.path.isfile(path):
+            return False
+        with open(path) as f:
+            saved = json.load(f).get("stateful_callbacks", {}).get(type(self).__name__)
+        attributes = (saved or {}).get("attributes", {})
+        values, start = attributes.get("values"), attributes.get("start")
+        if values is None or start is None or len(values) != len(self.features):
+            return False
+        self.values = torch.tensor(values, dtype=torch.float32)
+        self.start = torch.tensor(start, dtype=torch.float32)
+        return True

@@ -1,0 +1,202 @@
+"""Forgetting to the unseen level (issue #28): the anchored loss against hand-written formulas, the method's first
+step against an independent computation from the model's own loss, whole documents as the forget stream, and, on a
+tiny memorised model, a run that lifts the forget documents into the unseen range and a stopping rule that stops
+and restores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_unlearn import UnlearningTrainer, UnseenLevelStoppingCallback
+from hf_unlearn.calibration import CalibrationLevels, cycle_indices, documents_nll
+from hf_unlearn.data import rows_to_documents, tokenize_document, tokenize_documents
+from hf_unlearn.losses import band_loss, empirical_quantiles, quantile_matching_loss
+
+from .conftest import short_rows
+from .test_trainer import lora, make_config
+
+
+# ---- the pure loss functions -------------------------------------------------------------------------------------
+
+def test_band_loss_both_sides_and_inside():
+    nll = torch.tensor([1.0, 2.5, 3.0, 4.0, 6.5])
+    # low 2.0, high 4.0: 1.0 is 1 below (1^2), 6.5 is 2.5 above (2.5^2), the rest inside or on an edge (0)
+    assert band_loss(nll, 2.0, 4.0).tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0, 6.25])
+    nll = torch.tensor([1.0, 6.5], requires_grad=True)
+    band_loss(nll, 2.0, 4.0).sum().backward()
+    assert nll.grad.tolist() == pytest.approx([-2.0, 5.0])  # up from below, down from above: 2 (x - edge)
+
+
+def test_empirical_quantiles_match_numpy():
+    values = torch.tensor([3.0, 1.0, 4.0, 1.5, 9.0, 2.6])
+    probs = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 1.0])
+    expected = np.quantile(values.numpy(), probs.numpy())
+    assert empirical_quantiles(values, probs).tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+
+
+def test_quantile_matching_pulls_the_kth_smallest_to_the_calibration_quantile():
+    calibration = torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0])
+    nll = torch.tensor([0.5, 7.0, 1.0, 3.0])  # ranks 0, 3, 1, 2 -> probs 1/8, 7/8, 3/8, 5/8
+    targets = [np.quantile(calibration.numpy(), p) for p in (1 / 8, 7 / 8, 3 / 8, 5 / 8)]  # 2.5, 5.5, 3.5, 4.5
+    expected = [(x - t) ** 2 for x, t in zip(nll.tolist(), targets)]
+    assert quantile_matching_loss(nll, calibration).tolist() == pytest.approx(expected)
+    # documents already spread over the unseen quantiles cost nothing
+    assert quantile_matching_loss(torch.tensor(targets), calibration).tolist() == pytest.approx([0.0] * 4, abs=1e-6)
+
+
+# ---- documents as the forget stream --------------------------------------------------------------------------------
+
+def test_rows_group_into_documents_by_id_and_questions_become_texts():
+    rows = [{"id": "7sc1", "input": "A is", "output": "B."}, {"id": "7qa0", "input": "Who?", "output": "A."},
+            {"id": "8sc1", "input": "C", "output": "D."}, {"id": "7sc2", "input": "E", "output": "F."}]
+    assert rows_to_documents(rows) == ["A is B. E F.", "C D.", "Who? A."]
+    assert rows_to_documents(rows, questions=False) == ["A is B. E F.", "C D."]
+
+
+def test_a_document_is_tokenised_as_the_attack_scores_it_and_cut_into_windows(tokenizer):
+    text = "Mario Rossi was born in Pisa on 3 March 1970 and works as a baker in Lucca."
+    ids = tokenizer(text)["input_ids"]
+    whole = tokenize_document(tokenizer, text)
+    assert whole == [{"input_ids": ids, "labels": ids}]  # every token carries loss, no EOS added
+    windows = tokenize_document(tokenizer, text, max_length=4)
+    assert [w["input_ids"] for w in windows] == [ids[i:i + 4] for i in range(0, len(ids), 4) if len(ids[i:i + 4]) > 1]
+    with pytest.raises(ValueError, match="document 2 has fewer than 2 tokens"):
+        tokenize_documents([text, "a"], tokenizer, "calibration", 64)
+
+
+def test_documents_nll_is_the_models_own_loss(memorised_model, tokenizer, lume_rows):
+    texts = [r["input"] + " " + r["output"] for r in short_rows(lume_rows["forget_train"], n=3)]
+    features = tokenize_documents(texts, tokenizer, "docs", 512)
+    ours = documents_nll(memorised_model, features, tokenizer.pad_token_id, batch_size=2)
+    with torch.no_grad():
+        theirs = [memorised_model(torch.tensor([f["input_ids"]]), labels=torch.tensor([f["input_ids"]])).loss.item()
+                  for f in features]
+    assert ours.tolist() == pytest.approx(theirs, rel=1e-4)
+    assert cycle_indices(3, 2, 5) == [1, 2] and cycle_indices(0, 9, 3) == [0, 1, 2]
+
+
+# ---- the method in the trainer -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def documents(lume_rows):
+    """Forget texts the memorised model saw (its forget rows), unseen texts of the same kind (other Task2 rows)."""
+    seen = short_rows(lume_rows["forget_train"], n=8)
+    unseen = short_rows(lume_rows["forget_train"], n=24)[8:]
+    text = lambda r: r["input"] + " " + r["output"]  # noqa: E731
+    return [text(r) for r in seen], [text(r) for r in unseen]
+
+
+def whole_nll(model, tokenizer, texts) -> list[float]:
+    """Each text's loss as the task's attack computes it: `model(ids, labels=ids).loss`."""
+    model.eval()
+    with torch.no_grad():
+        return [model(ids := tokenizer(t, return_tensors="pt").input_ids, labels=ids).loss.item() for t in texts]
+
+
+def test_first_step_loss_equals_the_definition(memorised_model, memorised_rows, tokenizer, documents, tmp_path):
+    forget, unseen = documents
+    forget, calibration = forget[:4], unseen[:6]
+    retain = memorised_rows["retain"][:4]
+    model = lora(memorised_model, nonzero=False)
+    config = make_config(tmp_path, method="anchored", forget_unit="documents", retain_nll_weight=0.5,
+                         anchor_weight=2.0, anchor_low_quantile=0.2, anchor_high_quantile=0.9,
+                         anchor_calibration_batch=3, anchor_hold_weight=1.0)
+    nll_f = torch.tensor(whole_nll(model, tokenizer, forget), dtype=torch.float64)
+    low, high = np.quantile(whole_nll(model, tokenizer, calibration), [0.2, 0.9])
+    anchor = (torch.relu(low - nll_f) ** 2 + torch.relu(nll_f - high) ** 2).mean()
+    retain_nll = []  # the retain answers' mean token NLL (rows, not documents)
+    with torch.no_grad():
+        for r in retain:
+            prompt = tokenizer(r["input"])["input_ids"]
+            answer = tokenizer(r["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1: -1].double()
+            retain_nll.append(-torch.log_softmax(logits, -1).gather(-1, torch.tensor(answer)[:, None]))
+    expected = 2.0 * anchor + 0.5 * torch.cat(retain_nll).mean()  # the hold is 0 at step 0: nothing moved yet
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
+                                calibration_dataset=calibration)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert anchor > 1.0  # the memorised documents start far below the unseen band
+    assert logged["loss"] == pytest.approx(expected.item(), rel=1e-4)
+    assert logged["calibration_hold"] == pytest.approx(0.0, abs=1e-8)
+    assert logged["forget_document_nll"] == pytest.approx(nll_f.mean().item(), rel=1e-4)
+
+
+def test_anchored_needs_calibration_documents_and_a_valid_band(memorised_model, tokenizer, documents, tmp_path):
+    forget, _ = documents
+    with pytest.raises(ValueError, match="calibration_dataset="):
+        UnlearningTrainer(model=lora(memorised_model), args=make_config(tmp_path, method="anchored",
+                                                                        forget_unit="documents", retain_nll_weight=0),
+                          forget_dataset=Dataset.from_dict({"text": forget}), processing_class=tokenizer)
+    with pytest.raises(ValueError, match="anchor_low_quantile"):
+        make_config(tmp_path, method="anchored", anchor_low_quantile=0.8, anchor_high_quantile=0.2)
+
+
+def test_a_short_run_lifts_the_forget_documents_into_the_unseen_range_and_stops(
+        memorised_model, memorised_rows, tokenizer, documents, tmp_path):
+    forget, unseen = documents
+    calibration, evaluation = unseen[:8], unseen[8:]
+    model = lora(memorised_model, nonzero=False)
+    before = np.mean(whole_nll(model, tokenizer, forget))
+    config = make_config(tmp_path, method="anchored", forget_unit="documents", max_steps=60, learning_rate=3e-3,
+                         lr_scheduler_type="constant", retain_nll_weight=1.0, retain_kl_weight=1.0)
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                retain_dataset=Dataset.from_list(memorised_rows["retain"]), processing_class=tokenizer,
+                                calibration_dataset=calibration)
+    stop = UnseenLevelStoppingCallback(trainer, forget, calibration, every_n_steps=2, auc_band=0.15)
+    trainer.add_callback(stop)
+    trainer.train()
+    after = whole_nll(model, tokenizer, forget)
+    unseen_after = whole_nll(model, tokenizer, evaluation)
+    assert before < 1.0  # memorised
+    assert stop.stopped and "AUC" in stop.stopped and trainer.state.global_step < 60  # stopped on the AUC
+    assert abs(stop.best["unseen/auc"] - 0.5) <= 0.15
+    # in the unseen range: not remembered, not pushed far past it
+    low, high = np.quantile(unseen_after, [0.0, 1.0])
+    assert low - 0.5 < np.mean(after) < high + 0.5, (np.mean(after), low, high)
+    assert {"unseen/auc", "unseen/forget_nll", "unseen/calibration_nll"} <= set(
+        k for entry in trainer.state.log_history for k in entry)
+
+
+def test_the_stopping_rule_restores_the_best_state(memorised_model, memorised_rows, tokenizer, documents, tmp_path):
+    forget, unseen = documents
+    model = lora(memorised_model, nonzero=False)
+    # Plain gradient ascent at a high rate overshoots the unseen level; auc_band 0 never stops, so the last state is
+    # not the best one and the best must be put back.
+    config = make_config(tmp_path, method="ga", forget_unit="documents", max_steps=16, learning_rate=1e-2,
+                         lr_scheduler_type="constant")
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                processing_class=tokenizer)
+    stop = UnseenLevelStoppingCallback(trainer, forget, unseen[:8], every_n_steps=2, auc_band=0.0)
+    trainer.add_callback(stop)
+    trainer.train()
+    aucs = [h["unseen/auc"] for h in stop.history]
+    assert stop.stopped is None and stop.history[-1]["step"] == 16
+    assert aucs[0] > 0.9 and min(aucs) < 0.5  # from remembered to overshot
+    assert stop.best["step"] != 16 and abs(stop.best["unseen/auc"] - 0.5) == min(abs(a - 0.5) for a in aucs)
+    assert stop.measure()["unseen/auc"] == pytest.approx(stop.best["unseen/auc"])  # the best state is back
+
+
+def test_calibration_levels_are_saved_with_the_checkpoint(memorised_model, memorised_rows, tokenizer, documents,
+                                                          tmp_path):
+    forget, unseen = documents
+    config = make_config(tmp_path, method="anchored", forget_unit="documents", max_steps=2, save_strategy="steps",
+                         save_steps=2, retain_nll_weight=0.0)
+    trainer = UnlearningTrainer(model=lora(memorised_model, nonzero=False), args=config,
+                                forget_dataset=Dataset.from_dict({"text": forget[:4]}), processing_class=tokenizer,
+                                calibration_dataset=unseen[:5])
+    trainer.train()
+    saved = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    attributes = saved["stateful_callbacks"]["CalibrationLevels"]["attributes"]
+    assert attributes["values"] == pytest.approx(trainer.calibration.values.tolist())
+    fresh = CalibrationLevels(trainer.calibration.features, 4)
+    assert fresh.load_from_checkpoint(str(tmp_path / "out" / "checkpoint-2"))
+    assert torch.equal(fresh.values, trainer.calibration.values) and torch.equal(fresh.start, trainer.calibration.start)
+    fingerprint = json.loads((tmp_path / "out" / "checkpoint-2" / "unlearning_fingerprint.json").read_text())
+    assert fingerprint["calibration"]  # resuming with other calibration documents is refused
