@@ -9,7 +9,12 @@ optimizer step):
 - (b) NPO + retain NLL + retain KL with LoRA, the reference being the model with its adapter disabled;
 - (c) (b) with `precompute_ref_log_probs=True` (only the KL's reference pass is left in the step);
 - (d) (b) with a deep-copied frozen reference model passed as `ref_model=` (how open-unlearning does it);
-- (e) full fine-tuning (no LoRA) of (b)'s loss with a deep-copied reference.
+- (e) full fine-tuning (no LoRA) of (b)'s loss with a deep-copied reference;
+- (f) the anchored method (issue #28) at its defaults: the same 4 forget rows as whole documents, 4 other forget rows
+  as calibration documents (`anchor_calibration_batch` of them join each step's pass, with the hold), retain NLL +
+  KL as in (b);
+- (g) (b) on the same whole documents as (f) (`forget_unit="documents"`: every token carries loss), so that (f)/(g)
+  is the cost of the method itself and not of scoring every token of a document.
 
 Memory: each variant in its own fresh process (a process's peak RSS never goes down), the peak RSS (VmHWM) minus
 the RSS just before the model is built: weights, copies, optimizer state and the step's activations, without the
@@ -55,6 +60,8 @@ VARIANTS = {
     "c": "(b) with precompute_ref_log_probs",
     "d": "(b) with a deep-copied reference model",
     "e": "full fine-tuning (b) with a deep-copied reference",
+    "f": "anchored on whole documents + retain NLL + KL, LoRA, calibration documents",
+    "g": "(b) on whole documents",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -63,6 +70,8 @@ GOALS = [
     ("c", "a", "time", 1.25, "precomputed NPO reference"),
     ("d", "b", "memory", None, "the copy the adapter trick avoids"),
     ("e", "b", "memory", None, "full fine-tuning with a copy"),
+    ("f", "g", "time", 1.30, "the unseen-level method against NPO + NLL + KL, on the same documents"),
+    ("f", "b", "time", None, "(f) against (b) on rows: documents carry loss on every token"),
 ]
 
 
@@ -108,7 +117,11 @@ def load_rows(data: Path, max_tokens: int, size: str = "small"):
         tokenizer = train_tokenizer([r["input"] + r["output"] for rows in train.values() for r in rows],
                                     vocab_size=32768)
     rows = [Dataset.from_list(pick_rows(train[s], 4, tokenizer, max_tokens)) for s in ("forget", "retain")]
-    return tokenizer, *rows
+    # (f)'s calibration documents: 4 other forget rows of the same kinds, as whole texts
+    picked = {r["id"] for r in rows[0]}
+    others = [r for r in pick_rows(train["forget"], 8, tokenizer, max_tokens) if r["id"] not in picked][:4]
+    calibration = [r["input"] + " " + r["output"] for r in others]
+    return tokenizer, *rows, calibration
 
 
 _SCRATCH: list[tempfile.TemporaryDirectory] = []
@@ -129,7 +142,7 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     from hf_unlearn import UnlearningConfig, UnlearningTrainer
     from hf_unlearn.support.tiny import tiny_causal_lm
 
-    tokenizer, forget, retain = rows
+    tokenizer, forget, retain, calibration = rows
     cuda = torch.cuda.is_available()
     if isinstance(dims, str):  # a pretrained model's name
         from transformers import AutoModelForCausalLM
@@ -145,9 +158,13 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
+    anchored = variant == "f"
+    if variant in ("f", "g"):  # the same rows, as whole documents
+        forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
-        method="gd" if variant == "a" else "npo",
+        method="gd" if variant == "a" else "anchored" if anchored else "npo",
+        forget_unit="documents" if variant in ("f", "g") else "rows",
         retain_nll_weight=1.0,
         retain_kl_weight=0.0 if variant == "a" else 1.0,
         precompute_ref_log_probs=variant == "c",
@@ -162,10 +179,13 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
         seed=0,
     )
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget, retain_dataset=retain,
-                                processing_class=tokenizer, ref_model=ref_model)
+                                processing_class=tokenizer, ref_model=ref_model,
+                                calibration_dataset=calibration if anchored else None)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
     if variant == "c":
         trainer.precompute_reference_log_probs()
+    if anchored:  # what on_train_begin does: the calibration documents' starting levels
+        trainer.calibration.measure_all(trainer._policy, tokenizer.pad_token_id)
     return trainer, next(iter(trainer.get_train_dataloader()))
 
 
@@ -249,6 +269,8 @@ def ratio_rows(results: dict[str, dict]) -> list[tuple[str, float, str]]:
     """Each ratio of GOALS with its verdict (PASS/FAIL against the goal, or the factor it shows)."""
     rows = []
     for num, den, what, goal, note in GOALS:
+        if num not in results or den not in results:  # a run of some variants only
+            continue
         key = "memory_mb" if what == "memory" else "time_s"
         value = results[num][key] / results[den][key]
         verdict = ("PASS" if value <= goal else "FAIL") + f" (goal <= {goal:.2f})" if goal else note

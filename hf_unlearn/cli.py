@@ -32,11 +32,13 @@ def _load_model(args, name: str | None = None, adapter: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .pretrained import resolve_model_path
+    from .pretrained import require_path_or_hub_id, resolve_model_path
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     path = resolve_model_path(name or args.model, log=print)
     adapter = args.adapter if name is None else adapter
+    if adapter:
+        require_path_or_hub_id(adapter, "adapter")  # before the model loads
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, trust_remote_code=args.trust_remote_code, use_safetensors=True
     )
@@ -242,9 +244,10 @@ def _merge(args) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .hub import check_output_folder, merge_and_save, read_training_record
-    from .pretrained import resolve_model_path
+    from .pretrained import require_path_or_hub_id, resolve_model_path
 
     check_output_folder(args.output)  # before loading anything
+    require_path_or_hub_id(args.adapter, "adapter")
     if args.audit:
         from .hub import audit_summary
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,11 +136,32 @@ def offline_model_path(name: str, log=None) -> Path:
     return folder
 
 
+# What a Hub repo id looks like: `name` or `owner/name`, letters, digits, '-', '_' and '.' (huggingface_hub's rule).
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Whether `name` can only be a Hub repo id: not an absolute, home or relative (`./`, `../`) path, at most one
+    '/', and no '--' or '..' (which the Hub refuses)."""
+    return bool(_HUB_ID.match(name)) and ".." not in name and "--" not in name
+
+
 def resolve_model_path(name_or_path: str | os.PathLike, log=None) -> str:
-    """A local folder for an offline model name (`"smollm2"`); any other id or path unchanged."""
+    """A local folder for an offline model name (`"smollm2"`); an existing path or a Hub id unchanged. A name that
+    can only be a local path and does not exist is refused at once (transformers would ask the Hub for it, retrying
+    for a minute on a machine without network, and then speak of repo ids)."""
     name = str(name_or_path)
-    if name in OFFLINE_MODELS and not Path(name).exists():
+    if Path(name).expanduser().exists():
+        return name
+    if name in OFFLINE_MODELS:
         return str(offline_model_path(name, log=log))
+    return require_path_or_hub_id(name, "model")
+
+
+def require_path_or_hub_id(name: str, what: str) -> str:
+    """`name` if it exists locally or can be a Hub repo id; else a one-line `FileNotFoundError` naming it."""
+    if not Path(name).expanduser().exists() and not looks_like_hub_id(name):
+        raise FileNotFoundError(f"{what} folder not found: {name} (and it cannot be a Hub repo id)")
     return name
 
 

@@ -83,6 +83,11 @@ def concat_rows(parts: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tup
     )
 
 
+def _narrow(rows: torch.Tensor, width: int) -> torch.Tensor:
+    """`rows[:, :width]`, or `rows` itself when it is that wide already (no slice for autograd to undo)."""
+    return rows if rows.shape[1] == width else rows[:, :width]
+
+
 def warn_overlap(forget, retain) -> int:
     """Warn about forget rows also in the retain set (same input and output), by count only: their ascent and
     descent terms cancel (with `gd` the pair's loss is 0), so they are not unlearned. Returns the count."""
@@ -658,7 +663,10 @@ class UnlearningTrainer(Trainer):
         outputs = model(input_ids=ids, attention_mask=mask, use_cache=False, **extra)
         logits = outputs.logits
         n_forget, forget_width = forget_ids.shape
-        forget_logits = logits[:n_forget, :forget_width]
+        # One split of the (batch, seq, vocab) logits into the parts' rows: its backward writes one tensor of the
+        # logits' size, where a slice per part would each allocate and add one (a quarter of a small model's step).
+        pieces = iter(logits.split([part[0].shape[0] for part in parts]) if len(parts) > 1 else (logits,))
+        forget_logits = _narrow(next(pieces), forget_width)
         forget_logp, forget_tok_mask = token_log_probs(forget_logits, forget_labels)
         ctx = StepContext(
             counts=counts,
@@ -670,9 +678,9 @@ class UnlearningTrainer(Trainer):
             reference=reference,
             num_processes=self.accelerator.num_processes,
         )
+        retain_piece = next(pieces) if use_retain else None
         if calibration_step is not None:
-            n_before = ids.shape[0] - cal_ids.shape[0]
-            cal_logp, cal_tok_mask = token_log_probs(logits[n_before:, : cal_ids.shape[1]], cal_labels)
+            cal_logp, cal_tok_mask = token_log_probs(_narrow(next(pieces), cal_ids.shape[1]), cal_labels)
             step_nll = mean_token_nll(cal_logp, cal_tok_mask)
             self.calibration.values[calibration_step] = step_nll.detach().float().cpu()
             ctx.calibration_step_nll = step_nll
@@ -685,8 +693,7 @@ class UnlearningTrainer(Trainer):
         if use_retain:
             retain_ids, retain_labels = inputs["retain_input_ids"], inputs["retain_labels"]
             ctx.retain_labels = retain_labels
-            retain_rows = slice(n_forget, n_forget + retain_ids.shape[0])  # calibration rows may follow
-            ctx.retain_logits = logits[retain_rows, : retain_ids.shape[1]]
+            ctx.retain_logits = _narrow(retain_piece, retain_ids.shape[1])
             ctx.retain_mask = retain_labels[:, 1:].ne(IGNORE_INDEX).to(forget_tok_mask.dtype)
             if needs.retain_nll:
                 retain_logp, retain_tok_mask = token_log_probs(ctx.retain_logits, retain_labels)
@@ -695,7 +702,7 @@ class UnlearningTrainer(Trainer):
                 kl = answer_kl(ctx.retain_logits, reference.retain_logp, retain_labels)
                 ctx.retain_kl = kl.sum() / counts.retain_tokens
             if needs.retain_hidden:
-                ctx.retain_hidden = hidden[retain_rows, : retain_ids.shape[1]]
+                ctx.retain_hidden = hidden[n_forget : n_forget + retain_ids.shape[0], : retain_ids.shape[1]]
 
         loss = self.method.loss(ctx)
         terms = {"forget_nll": ctx.forget_nll, **ctx.terms}

@@ -241,3 +241,28 @@ def test_pad_is_the_one_padding_routine_for_both_sides():
     assert pad([[1], [2, 3]], -100).tolist() == [[1, -100], [2, 3]]
     with pytest.raises(ValueError, match="side must be 'right' or 'left', got 'middle'"):
         pad([[1]], 0, side="middle")
+
+
+def test_files_that_are_not_utf8_are_refused_naming_the_file_and_line(tmp_path):
+    from hf_unlearn.data.documents import load_rows
+
+    (tmp_path / "bin.txt").write_bytes(b"\xc0\xc1 binary")
+    with pytest.raises(DataValidationError, match=r"bin.txt, line 1: not UTF-8 text \(byte 0xc0\)"):
+        load_rows(tmp_path / "bin.txt", "forget")
+    (tmp_path / "latin.jsonl").write_bytes(b'{"input": "a", "output": "b"}\n{"input": "caf\xe9", "output": "b"}\n')
+    with pytest.raises(DataValidationError, match=r"latin.jsonl, line 2: not UTF-8 text \(byte 0xe9\)"):
+        load_rows(tmp_path / "latin.jsonl", "forget")
+    # a line separator inside a JSON string is text, not a line break
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"input": "a\u2028b", "output": "c"}, ensure_ascii=False) + "\n")
+    assert load_rows(tmp_path / "ok.jsonl", "forget")[0][0]["input"] == "a\u2028b"
+
+
+def test_a_path_that_cannot_be_a_hub_id_is_refused_at_once(tmp_path):
+    from hf_unlearn.pretrained import looks_like_hub_id, resolve_model_path
+
+    for name in (str(tmp_path / "missing"), "./missing", "../models/x", "~/models/x", "a/b/c", "a--b", "x/../y"):
+        assert not looks_like_hub_id(name)
+        with pytest.raises(FileNotFoundError, match="model folder not found"):
+            resolve_model_path(name)
+    assert looks_like_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct") and looks_like_hub_id("gpt2")
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # an existing folder is used as it is

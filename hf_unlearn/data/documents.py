@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .lume import DataValidationError, _read_jsonl_lines, check_row_types
+from .lume import DataValidationError, _read_jsonl_lines, check_row_types, read_text
 
 DOCUMENT_TASK = "documents"
 # A sentence ends after ., ! or ? (plus closing quotes/brackets) before white space, or at a line break.
@@ -141,7 +141,7 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise DataValidationError(f"Data file not found: {path}.")
     if path.suffix == ".txt":
-        texts = paragraphs(path.read_text(encoding="utf-8-sig"))
+        texts = paragraphs(read_text(path))
         if not texts:
             raise DataValidationError(f"{path} is empty: it holds no documents.")
         return texts, [f"{path.stem}{i}" for i in range(len(texts))]

@@ -28,11 +28,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [row for _, row in _read_jsonl_lines(Path(path))]
 
 
+def read_text(path: Path) -> str:
+    """The text of a UTF-8 file (a byte-order mark some editors write is not an error); a file in another encoding,
+    or a binary one, is refused naming the file and the line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataValidationError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save it as UTF-8 (a binary file "
+            "cannot be read)."
+        ) from None
+
+
 def read_mia_documents(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
     """(members, nonmembers): the `document` field of `member.jsonl` and `nonmember.jsonl` in `folder` (LUME's MIA
     layout)."""
-    return tuple([row["document"] for row in read_jsonl(Path(folder) / f"{name}.jsonl")]
-                 for name in ("member", "nonmember"))
+    out = []
+    for name in ("member", "nonmember"):
+        path = Path(folder) / f"{name}.jsonl"
+        documents = []
+        for lineno, row in _read_jsonl_lines(path):
+            if not isinstance(row.get("document"), str):
+                raise DataValidationError(f"{path}, line {lineno}: field 'document' must be a string.")
+            documents.append(row["document"])
+        out.append(documents)
+    return out[0], out[1]
 
 
 def _read_jsonl_lines(path: Path) -> list[tuple[int, dict]]:
@@ -40,20 +62,19 @@ def _read_jsonl_lines(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise DataValidationError(f"Data file not found: {path}.")
     rows = []
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a UTF-8 byte-order mark some editors write is not an error
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataValidationError(
-                    f"{path}, line {lineno}: invalid JSON ({err.msg} at column {err.colno}). "
-                    "Each line must be one JSON object."
-                ) from None
-            if not isinstance(row, dict):
-                raise DataValidationError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
-            rows.append((lineno, row))
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):  # not splitlines: JSON may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataValidationError(
+                f"{path}, line {lineno}: invalid JSON ({err.msg} at column {err.colno}). "
+                "Each line must be one JSON object."
+            ) from None
+        if not isinstance(row, dict):
+            raise DataValidationError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
+        rows.append((lineno, row))
     if not rows:
         raise DataValidationError(f"{path} is empty: it holds no rows.")
     return rows
