@@ -60,6 +60,7 @@ from .methods import (
     StepCounts,
 )
 from .optim import causal_lm_gnb_loss, get_optimizer_cls, unwrap_optimizer
+from .quiet import peft_wrapping
 from .reference import Reference, is_peft_model
 from .schedule import (
     chunk_of_step,
@@ -191,7 +192,8 @@ class UnlearningTrainer(Trainer):
             if args.train_last_layers is not None:  # layer focus: the LoRA goes on the last k decoder layers only
                 peft_config = copy.copy(peft_config)
                 peft_config.layers_to_transform = last_layer_indices(model, args.train_last_layers)
-            model = get_peft_model(model, peft_config)
+            with peft_wrapping():
+                model = get_peft_model(model, peft_config)
         elif args.train_last_layers is not None:
             if is_peft_model(model):
                 raise ValueError(

@@ -135,6 +135,7 @@ def job_method(args: UnlearnArguments) -> str:
 def build_config(args: UnlearnArguments, output_dir: Path):
     """The `UnlearningConfig` of the job (checked, with the method, before any model is loaded)."""
     from .config import UnlearningConfig
+    from .quiet import on_terminal
 
     method = job_method(args)
     settings = dict(output_dir=str(output_dir / "training"), method=method, beta=args.beta,
@@ -142,6 +143,7 @@ def build_config(args: UnlearnArguments, output_dir: Path):
                     learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
                     per_device_train_batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                     report_to="none", save_strategy="no", logging_steps=10,
+                    disable_tqdm=not on_terminal(),  # off a terminal: the logs as plain lines, not bar redraws
                     # the anchored method pulls whole documents to the unseen level, as the attack scores them
                     forget_unit="documents" if method == "anchored" else "rows")
     settings.update(_trainer_overrides(args.trainer_arg))
@@ -191,15 +193,80 @@ def _delta_line(label: str, before: float | None, after: float | None, better: s
     return f"  {label:<30} {before:6.3f} -> {after:6.3f}   ({better} is better)"
 
 
+KNOWN = 0.5  # a regurgitation below this before unlearning: the model hardly reproduced the text at all
+KEPT = 0.1  # retain scores may fall by at most this
+BROKEN = 0.5  # retain scores that fall to under this share of their value: the model itself is broken
+UNSEEN_AUC = 0.1  # the loss attack's AUC within 0.5 +- this: the forget documents look unseen
+
+
+def overall_verdict(result: dict) -> dict[str, str]:
+    """The report's first line, from the numbers only: was the text `forgotten` ("yes", "partly", "no", or "nothing
+    to forget" when the model did not reproduce it before), was the rest `kept` ("yes", "no", "broken": retain scores
+    at under half their value, or "not measured"), and how strong is the `evidence` ("strong": a membership attack on
+    unseen documents says the forget documents look unseen and the audit ran; "weak": one of those is missing or
+    says otherwise, or there was nothing to forget; "missing": neither was run). `line` says it in words."""
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    fb, fa = before.get("forget/regurgitation"), after.get("forget/regurgitation")
+    if fb is None or fb < KNOWN:
+        forgotten = "nothing to forget"
+    elif fa <= 0.5 * fb:
+        forgotten = "yes"
+    elif fb - fa >= 0.05:
+        forgotten = "partly"
+    else:
+        forgotten = "no"
+    retain = [(before[k], after[k]) for k in ("retain/regurgitation", "retain/knowledge")
+              if before.get(k) is not None and after.get(k) is not None]
+    if not retain:
+        kept = "not measured"
+    elif any(b > 0 and a < BROKEN * b for b, a in retain):
+        kept = "broken"
+    else:
+        kept = "yes" if all(b - a <= KEPT for b, a in retain) else "no"
+    auc, audited = after.get("mia/auc"), bool(result.get("audit"))
+    if auc is None and not audited:
+        evidence = "missing"
+    elif forgotten != "nothing to forget" and audited and auc is not None and abs(auc - 0.5) <= UNSEEN_AUC:
+        evidence = "strong"
+    else:
+        evidence = "weak"
+    words = {"yes": "forgotten", "partly": "partly forgotten", "no": "not forgotten",
+             "nothing to forget": "nothing to forget (the model did not reproduce the forget text before)"}
+    kept_words = {"yes": "the rest kept", "no": "the rest not fully kept", "broken": "the model broken",
+                  "not measured": "the rest not measured"}
+    line = f"Verdict: {words[forgotten]}; {kept_words[kept]}; evidence {evidence}"
+    if auc is not None:
+        line += (f" (the forget documents {'look unseen' if abs(auc - 0.5) <= UNSEEN_AUC else 'still stand out'} "
+                 f"to a membership attack: AUC {auc:.2f})")
+    return {"forgotten": forgotten, "kept": kept, "evidence": evidence, "line": line + "."}
+
+
+GLOSSARY = [
+    "regurgitation: how much of each forget (or retain) text the model writes back when given its beginning "
+    "(ROUGE-L recall, 0 to 1); knowledge: the share of questions about it answered exactly.",
+    "MIA AUC: how well a membership-inference attack tells the forget documents from documents the model never saw "
+    "(0.5: it cannot; 1.0: the forget documents are plainly more likely; 0.0: plainly less likely, which shows too). "
+    "loss, zlib, Min-K% and Min-K%++ are four such attacks; exposed: the share of forget documents scored more likely "
+    "than 95% of the unseen ones (about 0.05 when they look unseen).",
+    "int8 / int4: the unlearned model's weights rounded to 8 or 4 bits, as for a smaller download; relearn: a short "
+    "fine-tune on some forget documents, scored on the others; prefix50 / prefix25: the prompts cut to a half or a "
+    "quarter; paraphrase: the questions asked in other words.",
+]
+
+
 def caveats(result: dict) -> list[str]:
     """Plain-language warnings on how strong the evidence is (from the numbers only)."""
     out = []
     before, after = result["scores"]["before"], result["scores"]["after"]
     fr_b, fr_a = before.get("forget/regurgitation"), after.get("forget/regurgitation")
-    if fr_b is not None and fr_b < 0.5:
+    if fr_b is not None and fr_b < KNOWN:
         out.append(f"Before unlearning the model reproduced little of the forget rows (regurgitation {fr_b:.2f}): "
-                   "low scores after it are weak evidence of forgetting.")
-    if fr_b and fr_a is not None and fr_a > 0.5 * fr_b:
+                   "there was little to forget, and low scores after it are no evidence of forgetting.")
+    rr_b = before.get("retain/regurgitation")
+    if rr_b is not None and rr_b < KNOWN:
+        out.append(f"Before unlearning the model reproduced little of the retain rows too (regurgitation {rr_b:.2f}): "
+                   "keeping them is weak evidence that the rest of the model was kept.")
+    if fr_b is not None and fr_b >= KNOWN and fr_a is not None and fr_a > 0.5 * fr_b:
         out.append(f"Forget regurgitation fell by less than half ({fr_b:.2f} -> {fr_a:.2f}): try more epochs or a "
                    "higher learning rate.")
     for key in ("retain/regurgitation", "retain/knowledge"):
@@ -227,9 +294,11 @@ def format_report(result: dict) -> str:
     """The one-screen report `hf-unlearn unlearn` prints and writes to report.md."""
     before, after = result["scores"]["before"], result["scores"]["after"]
     rows = result["rows"]
-    lines = [f"hf-unlearn unlearn: {result['model']} with {result['method']} "
+    epochs = result['training']['num_train_epochs']
+    lines = [overall_verdict(result)["line"], "",
+             f"hf-unlearn unlearn: {result['model']} with {result['method']} "
              f"({', '.join(f'{k} {v}' for k, v in result['method_settings'].items() if k != 'method')}), "
-             f"lr {result['training']['learning_rate']}, {result['training']['num_train_epochs']:g} epochs, "
+             f"lr {result['training']['learning_rate']}, {epochs:g} epoch{'' if epochs == 1 else 's'}, "
              f"{result['train_seconds']:.0f} s of training",
              f"  {rows['forget']} forget rows ({rows['forget_documents']} documents), {rows['retain']} retain rows", "",
              f"  {'':<30} {'before':>6}    {'after':>6}",
@@ -273,6 +342,7 @@ def format_report(result: dict) -> str:
     notes = result.get("caveats") or []
     if notes:
         lines += ["", "Caveats"] + [f"- {c}" for c in notes]
+    lines += ["", "What the words mean"] + [f"- {g}" for g in GLOSSARY]
     if result["paths"]:  # none in a record whose files were temporary (benchmarks/audit_tofu_smollm2.py)
         lines += ["", "Files"] + [f"  {k}: {v}" for k, v in result["paths"].items()]
     return "\n".join(line for line in lines if line is not None)
@@ -422,6 +492,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                              for k, v in audit["probes"].items()}} if probes else None,
     }
     result["caveats"] = caveats(result)
+    result["verdict"] = overall_verdict(result)
 
     record = training_record(trainer)
     record["base_model"] = base_name

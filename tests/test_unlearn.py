@@ -285,3 +285,49 @@ def test_split_holdout_is_seeded_disjoint_and_in_file_order():
     assert calibration == sorted(calibration, key=docs.index)  # file order kept within each half
     assert split_holdout(docs, seed=3) == (calibration, evaluation) and split_holdout(docs, seed=4) != (calibration,
                                                                                                       evaluation)
+
+
+def _result(before: dict, after: dict, audit: bool = True) -> dict:
+    return {"scores": {"before": before, "after": after}, "audit": {"probes": {}} if audit else None}
+
+
+def test_overall_verdict_on_a_model_that_never_learned_the_text():
+    from hf_unlearn.unlearn import caveats, overall_verdict
+
+    result = _result({"forget/regurgitation": 0.086, "retain/regurgitation": 0.09, "mia/auc": 0.52},
+                     {"forget/regurgitation": 0.086, "retain/regurgitation": 0.09, "mia/auc": 0.52})
+    verdict = overall_verdict(result)
+    assert verdict["forgotten"] == "nothing to forget" and verdict["evidence"] == "weak"
+    notes = " ".join(caveats({**result, "eval_rows": None}))
+    assert "little to forget" in notes and "retain rows too" in notes
+    assert "more epochs" not in notes  # the cause is that there was nothing to forget, not the training
+
+
+def test_overall_verdict_when_everything_was_forgotten_and_kept():
+    from hf_unlearn.unlearn import overall_verdict
+
+    before = {"forget/regurgitation": 0.95, "forget/knowledge": 1.0, "retain/regurgitation": 0.9,
+              "retain/knowledge": 1.0, "mia/auc": 1.0}
+    after = {"forget/regurgitation": 0.2, "forget/knowledge": 0.0, "retain/regurgitation": 0.88,
+             "retain/knowledge": 0.95, "mia/auc": 0.53}
+    verdict = overall_verdict(_result(before, after))
+    assert (verdict["forgotten"], verdict["kept"], verdict["evidence"]) == ("yes", "yes", "strong")
+    assert verdict["line"].startswith("Verdict: forgotten; the rest kept; evidence strong") and "look unseen" in \
+        verdict["line"]
+    # the same scores with the attack still telling the documents apart, or without the audit: weak evidence
+    assert overall_verdict(_result(before, {**after, "mia/auc": 0.97}))["evidence"] == "weak"
+    assert overall_verdict(_result(before, after, audit=False))["evidence"] == "weak"
+    assert overall_verdict(_result(before, {k: v for k, v in after.items() if k != "mia/auc"},
+                                   audit=False))["evidence"] == "missing"
+
+
+def test_overall_verdict_on_a_broken_model():
+    from hf_unlearn.unlearn import overall_verdict
+
+    verdict = overall_verdict(_result({"forget/regurgitation": 0.9, "retain/regurgitation": 0.9, "mia/auc": 1.0},
+                                      {"forget/regurgitation": 0.0, "retain/regurgitation": 0.05, "mia/auc": 0.2}))
+    assert (verdict["forgotten"], verdict["kept"], verdict["evidence"]) == ("yes", "broken", "weak")
+    assert "the model broken" in verdict["line"] and "still stand out" in verdict["line"]
+    partly = overall_verdict(_result({"forget/regurgitation": 0.9, "retain/regurgitation": 0.9},
+                                     {"forget/regurgitation": 0.7, "retain/regurgitation": 0.75}, audit=False))
+    assert (partly["forgotten"], partly["kept"], partly["evidence"]) == ("partly", "no", "missing")

@@ -54,6 +54,9 @@ RETAIN = "retain/regurgitation"
 
 ATTACK_WORDS = {"int8": "8-bit quantization", "int4": "4-bit quantization",
                 "relearn": "a relearning fine-tune on the other forget documents"}
+ATTACKED_WORDS = {"int8": "rounded to 8 bits", "int4": "rounded to 4 bits",
+                  "relearn": "fine-tuned on the other forget documents, scored on the documents it did not see"}
+NOTHING_FORGOTTEN = 0.05  # a forget score that fell by less than this: nothing measurable was forgotten
 PROBE_WORDS = {"prefix50": "prompts cut to half their length", "prefix25": "prompts cut to a quarter of their length",
                "paraphrase": "paraphrased questions"}
 
@@ -97,9 +100,11 @@ def attack_verdict(name: str, original: float, unlearned: float, attacked: float
     the model (retain down by more than `DAMAGED`); with that of the original before and under the same attack (the
     quantization control), an attack that breaks the original model too is said to test nothing here."""
     what = ATTACK_WORDS[name]
-    head = f"{name}: forget regurgitation {unlearned:.2f} -> {attacked:.2f} (original {original:.2f})"
+    # Every line reads before -> after unlearning, then the attacked model's score in words.
+    head = (f"{name}: forget regurgitation {original:.2f} -> {unlearned:.2f}, and {attacked:.2f} once "
+            f"{ATTACKED_WORDS[name]}")
     forgotten = original - unlearned
-    if forgotten < 0.05:
+    if forgotten < NOTHING_FORGOTTEN:
         return None, f"{head}: nothing measurable was forgotten, so {what} has nothing to bring back"
     recovered = (attacked - unlearned) / forgotten
     if None not in (retain_original, retain_original_attacked) and \
@@ -139,9 +144,12 @@ def probe_verdict(name: str, original: float, unlearned: float, full_original: f
                   ) -> tuple[float | None, str]:
     """(forgotten share on the probe rows, one plain sentence) for a probe of the data."""
     what = PROBE_WORDS[name]
-    head = f"{name}: forget regurgitation {original:.2f} -> {unlearned:.2f}"
+    head = f"{name}: forget regurgitation with {what} {original:.2f} -> {unlearned:.2f}"
     if original <= 0 or full_original <= 0:
         return None, f"{head}: the original model does not complete these rows, so the probe shows nothing"
+    if full_original - full_unlearned < NOTHING_FORGOTTEN:
+        return None, (f"{head}: nothing measurable was forgotten on the full prompts ({full_original:.2f} -> "
+                      f"{full_unlearned:.2f}), so shorter or other prompts have nothing to test")
     share, full = 1 - unlearned / original, 1 - full_unlearned / full_original
     weak = (f"; but the original model scores only {original:.2f} on these prompts against {full_original:.2f} on the "
             "full ones, so the probe tests little" if original < WEAK_PROBE * full_original else "")

@@ -79,12 +79,14 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..cache import cache_root
+from ..quiet import on_terminal, peft_wrapping
 from ..threads import THREADS_HELP, configure_threads
 from ..metrics.keys import score_label, table_order
 
@@ -205,7 +207,8 @@ def build_target_model(data, settings: DemoSettings, log=print):
         model, tokenizer = load_model_and_tokenizer(settings.model["pretrained"], dtype=torch.float32, log=log)
         torch.manual_seed(settings.data["seed"])
         r = settings.model["lora_r"]
-        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules="all-linear"))
+        with peft_wrapping():
+            peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules="all-linear"))
         log(f"[demo] step 1: memorising {len(rows)} rows with {settings.model['pretrained']} through a LoRA adapter "
             f"(r={r}, at most {settings.memorise['epochs']} epochs)...")
         losses = memorise(peft_model, tokenizer, rows, seed=settings.data["seed"], progress=True, **settings.memorise)
@@ -338,6 +341,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         save_strategy="no",
         logging_steps=5,
         use_cpu=False,
+        disable_tqdm=not on_terminal(),  # off a terminal: the logs as plain lines, not bar redraws
         **settings.unlearn,
     )
     trainer = UnlearningTrainer(
@@ -424,7 +428,10 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
 
 def evaluate_command(paths: dict[str, str], settings: DemoSettings) -> str:
     """The `hf-unlearn evaluate` command that scores the demo's adapter on its data as its last scoring did."""
-    return (f"hf-unlearn evaluate --model {paths['target_model']} --adapter {paths['adapter']} --data {paths['data']} "
+    # The console script next to this interpreter: `hf-unlearn` alone is on PATH only while the venv is active.
+    script = Path(sys.executable).with_name("hf-unlearn")
+    program = str(script) if script.is_file() else "hf-unlearn"
+    return (f"{program} evaluate --model {paths['target_model']} --adapter {paths['adapter']} --data {paths['data']} "
             f"--split train --mia {paths['data']}/mia --max-new-tokens {settings.max_new_tokens} --batch-size 32 "
             f"--output-dir {paths['output_dir']}/eval")
 

@@ -122,7 +122,8 @@ def memorise(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     total_steps = epochs * -(-len(encoded) // batch_size)
     scheduler = get_scheduler(lr_scheduler, optimizer, int(warmup_ratio * total_steps), total_steps)
-    bar = tqdm(total=total_steps, desc="memorising", disable=not progress)
+    # disable=None: tqdm draws only on a terminal (a bar redrawn into a log file is a line per redraw)
+    bar = tqdm(total=total_steps, desc="memorising", disable=None if progress else True)
     model.train()
     losses = []
     by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
