@@ -1,9 +1,13 @@
-"""The README's commands run as written: every ```bash and ```python block of README.md, in order.
+"""The README's commands run as written: every ```bash and ```python block of README.md, then of the pages in docs/
+(`DOCS`, in the order their sections had in the README before they moved there), each file's blocks in order.
+
+A block is named by its file and line (`docs/audit.md:12-bash`). The README links every page of `DOCS`, and `DOCS` lists
+every page under docs/, so that no page goes untested or unread; the relative links of all these files resolve.
 
 The blocks run in a copy of the repository (its tracked and untracked, not ignored files), with `HOME`, `HF_HOME` and
 the hf_unlearn cache under a temporary folder (the converted SmolLM2 is linked in, when there, so that it is not
 converted again), `.venv` linked to the environment running the tests, and `../shared/data` beside the copy. Each block
-may read what an earlier one wrote (`outputs/...`), as a reader following the README would.
+may read what an earlier one wrote (`outputs/...`), as a reader following the README and then the docs would.
 
 To stay within a few minutes, two things are shortened, and nothing else is changed:
 
@@ -33,6 +37,13 @@ import pytest
 from .conftest import REPO_ROOT, SHARED_DATA
 
 README = REPO_ROOT / "README.md"
+# The pages under docs/, in the order their sections had in the README: a page's blocks may use what the README's
+# blocks, or an earlier page's, wrote (outputs/demo, outputs/npo, outputs/merged).
+DOCS = ["docs/methods.md", "docs/deletion.md", "docs/smollm2.md", "docs/evaluation.md", "docs/guarantees.md",
+        "docs/distributed.md", "docs/audit.md", "docs/benchmarks.md"]
+FILES = ["README.md", *DOCS]
+LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 BLOCK = re.compile(r"((?:<!-- test: [^\n]*-->\n)*)```(bash|python)\n(.*?)^```", re.S | re.M)
 DIRECTIVE = re.compile(r"<!-- test: (skip|env|replace|installed)\b(.*?)\|(.*?)-->")
 MAX_SKIPPED = 5
@@ -48,18 +59,20 @@ class Block:
     installed: bool = False
     env: dict[str, str] = field(default_factory=dict)
     replace: list[tuple[str, str]] = field(default_factory=list)
+    file: str = "README.md"
 
     @property
     def name(self) -> str:
-        return f"README.md:{self.line}-{self.language}"
+        return f"{self.file}:{self.line}-{self.language}"
 
 
-def readme_blocks(text: str | None = None) -> list[Block]:
-    text = README.read_text() if text is None else text
+def readme_blocks(text: str | None = None, file: str = "README.md") -> list[Block]:
+    """The blocks of `file` (a path relative to the repository root), or of `text` read as that file."""
+    text = (REPO_ROOT / file).read_text() if text is None else text
     blocks = []
     for match in BLOCK.finditer(text):
         comments, language, code = match.groups()
-        block = Block(text.count("\n", 0, match.start(2)) + 1, language, code)
+        block = Block(text.count("\n", 0, match.start(2)) + 1, language, code, file=file)
         for line in comments.splitlines():
             directive = DIRECTIVE.fullmatch(line.strip())
             assert directive, f"{block.name}: a test comment must read <!-- test: KIND ... | reason -->: {line}"
@@ -79,13 +92,42 @@ def readme_blocks(text: str | None = None) -> list[Block]:
     return blocks
 
 
-BLOCKS = readme_blocks()
+BLOCKS = [block for file in FILES if (REPO_ROOT / file).is_file() for block in readme_blocks(file=file)]
 
 
 def test_the_readme_blocks_are_found_and_few_are_skipped():
     assert len(BLOCKS) >= 15 and {b.language for b in BLOCKS} == {"bash", "python"}
     skipped = [b for b in BLOCKS if b.skip]
     assert len(skipped) <= MAX_SKIPPED, [b.name for b in skipped]
+
+
+def test_every_docs_page_is_linked_from_the_readme_and_tested():
+    pages = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "docs").rglob("*.md"))
+    assert len(set(DOCS)) == len(DOCS) and sorted(DOCS) == pages, \
+        f"DOCS in tests/test_readme.py must list every page under docs/: DOCS={DOCS}, docs/ has {pages}"
+    linked = {target.split("#")[0] for target in LINK.findall(FENCE.sub("", README.read_text()))}
+    unlinked = [page for page in DOCS if page not in linked]
+    assert not unlinked, f"README.md links no {unlinked}"
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a markdown file."""
+    headings = re.findall(r"^#+ (.*)$", FENCE.sub("", path.read_text()), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def test_the_relative_links_of_the_readme_and_docs_resolve():
+    broken = []
+    for file in FILES:
+        path = REPO_ROOT / file
+        for target in LINK.findall(FENCE.sub("", path.read_text())):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            name, _, anchor = target.partition("#")
+            linked = (path.parent / name).resolve() if name else path
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+                broken.append(f"{file}: {target}")
+    assert not broken, broken
 
 
 def test_the_layout_names_every_module_and_support_code_lives_apart():
@@ -149,7 +191,7 @@ def repository_files() -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """(repository copy, environment) shared by every block, in README order."""
+    """(repository copy, environment) shared by every block, in the order of FILES and of each file."""
     from hf_unlearn.cache import cache_root
 
     root = tmp_path_factory.mktemp("readme")
@@ -211,7 +253,7 @@ def test_readme_block_runs(block, workspace):
     if block.language == "bash":
         command = ["bash", "-euo", "pipefail", "-c", code]
     else:
-        script = repo.parent / "blocks" / f"line{block.line}.py"
+        script = repo.parent / "blocks" / f"{block.file.replace('/', '_')}-line{block.line}.py"
         script.parent.mkdir(exist_ok=True)
         script.write_text(code)
         command = [str(repo / ".venv" / "bin" / "python"), str(script)]
