@@ -280,10 +280,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 DEBUG_HELP = "Show the full traceback of an error (default: one line that names what is wrong)."
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a length or batch of 0 makes a run that measures nothing)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_scoring_options(command: argparse.ArgumentParser, dtype: str, dtype_help: str) -> None:
     """The generation, loading and error options that `evaluate` and `audit` share."""
-    command.add_argument("--max-new-tokens", type=int, default=256, help="Greedy generation length (task: 256).")
-    command.add_argument("--batch-size", type=int, default=16, help="Rows per generation batch.")
+    command.add_argument("--max-new-tokens", type=at_least_one, default=256,
+                         help="Greedy generation length (task: 256).")
+    command.add_argument("--batch-size", type=at_least_one, default=16, help="Rows per generation batch.")
     command.add_argument("--dtype", default=dtype, choices=["auto", "bfloat16", "float16", "float32"],
                          help=dtype_help)
     command.add_argument("--trust-remote-code", action="store_true",

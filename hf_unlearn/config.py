@@ -241,6 +241,29 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
         },
     )
 
+    # The settings that must never reach a file: `torch.save(args)` writes `training_args.bin` into every checkpoint
+    # and saved model, readable by anyone who gets the folder (or a Hub push of it).
+    _SECRETS = ("hub_token",)
+
+    def __getstate__(self):
+        """What pickling (training_args.bin) keeps: every setting but the secrets."""
+        state = dict(self.__dict__)
+        state.update({name: None for name in self._SECRETS if name in state})
+        return state
+
+    def __copy__(self):  # copies in memory keep the token (pickling goes through __getstate__, copies must not)
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
+
     def __post_init__(self):
         # Before TrainingArguments' own checks: a NaN compares False everywhere, so it would pass them (and ours) and
         # silently drop its term, or fail only at the first step.

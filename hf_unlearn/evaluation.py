@@ -78,9 +78,10 @@ def lume_generations(
     batch_size: int = 16,
     accelerator=None,
     chat_template: bool = False,
+    max_prompt_tokens: int | None = None,
 ) -> list[str]:
     """Greedy completions of each row's `input` (wrapped in the tokenizer's chat template with
-    `chat_template=True`), in row order."""
+    `chat_template=True`; cut to its last `max_prompt_tokens` tokens if given), in row order."""
     prompts = [row["input"] for row in rows]
     # Equal chunks are not enough for generation: its rounds drop finished rows, so processes also agree on the
     # number of `generate` calls in each round.
@@ -88,7 +89,7 @@ def lume_generations(
     return map_across_processes(
         lambda chunk: generate_completions(
             model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size, lockstep=lockstep,
-            chat_template=chat_template,
+            chat_template=chat_template, max_prompt_tokens=max_prompt_tokens,
         ),
         prompts,
         accelerator,

@@ -103,9 +103,45 @@ class UnlearnArguments:
     threads: int | None = field(default=None, metadata={"help": THREADS_HELP})
 
 
+LOCK = ".hf-unlearn.lock"  # held (flock) while a job writes the folder; released by the OS if the job dies
+
+
 def check_output_dir(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MARKER).is_file())):
+    if path.exists() and (not path.is_dir() or (any(p.name != LOCK for p in path.iterdir())
+                                                 and not (path / MARKER).is_file())):
         raise FileExistsError(f"{path} exists and was not made by `hf-unlearn unlearn`: give a new or empty folder.")
+
+
+def lock_output_dir(path: Path):
+    """Hold an exclusive lock on the output folder for the job's lifetime (the open file is returned: keep it). A
+    second job into the same folder is refused at once instead of mixing its files with the first one's."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    handle = open(path / LOCK, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FileExistsError(f"{path} is being written by another `hf-unlearn unlearn` job: wait for it to end, or "
+                              "give another --output-dir.") from None
+    return handle
+
+
+def check_job_numbers(args: UnlearnArguments) -> None:
+    """Refuse settings that make a run that does nothing, or nothing measurable, before anything loads."""
+    positive = {"--num-train-epochs": args.num_train_epochs, "--learning-rate": args.learning_rate,
+                "--lora-alpha": args.lora_alpha}
+    at_least_one = {"--batch-size": args.batch_size, "--lora-r": args.lora_r, "--max-new-tokens": args.max_new_tokens,
+                    "--generation-batch-size": args.generation_batch_size, "--max-words": args.max_words}
+    for option, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{option} must be positive, got {value}: the run would change nothing")
+    for option, value in at_least_one.items():
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    if args.max_length < 2:
+        raise ValueError(f"--max-length must be at least 2 tokens, got {args.max_length}")
 
 
 def _trainer_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -356,6 +392,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .audit import PROBES, audit_model, write_audit
+    from .audit.relearn import RelearnConfig
     from .audit.run import score_rows
     from .config import describe_lora_targets
     from .data.documents import document_of, load_rows, rows_to_documents
@@ -367,6 +404,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     out = Path(args.output_dir)
     check_output_dir(out)
     check_output_folder(out / "merged")
+    check_job_numbers(args)
     probes = [] if args.probes.strip().lower() in ("", "none") else [p.strip() for p in args.probes.split(",")
                                                                        if p.strip()]
     unknown = [p for p in probes if p not in PROBES]
@@ -400,112 +438,117 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         probes.remove("relearn")  # it holds out whole documents: one document leaves nothing to measure
         progress("[unlearn] the relearning probe needs at least 2 forget documents: skipped")
 
-    started = time.time()
-    path = resolve_model_path(args.model, log=progress)
-    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    modules = args.lora_target_modules
-    if config.method == "rmu":  # RMU's own choice of weights: down_proj of its layer and the two before it
-        from .methods.rmu import rmu_lora_config
+    lock = lock_output_dir(out)  # held until the job ends: a second job into this folder is refused
+    try:
+        started = time.time()
+        path = resolve_model_path(args.model, log=progress)
+        dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        modules = args.lora_target_modules
+        if config.method == "rmu":  # RMU's own choice of weights: down_proj of its layer and the two before it
+            from .methods.rmu import rmu_lora_config
 
-        lora = rmu_lora_config(config.rmu_layer, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
-                               task_type="CAUSAL_LM")
-        modules = describe_lora_targets(lora)
-    else:
-        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                          target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
-    columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
-    if config.forget_unit == "documents":  # question rows join as texts of their own (rows_to_documents)
-        forget_data = Dataset.from_dict({"text": forget_documents if plain else rows_to_documents(forget)})
-    else:
-        forget_data = columns(forget)
-    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,
-                                retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
-                                calibration_dataset=calibration)
-    stopping = None
-    if calibration is not None and args.unseen_band > 0:
-        stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,
-                                               every_n_steps=args.stop_check_steps, auc_band=args.unseen_band,
-                                               max_retain_rise=args.max_retain_rise)
-        trainer.add_callback(stopping)
-    progress(f"[unlearn] training {config.method} on {len(forget_data)} forget "
-             f"{'documents' if config.forget_unit == 'documents' else 'rows'} and {len(retain)} retain rows"
-             + (f", {len(calibration)} calibration documents" if calibration is not None else ""))
-    train_started = time.time()
-    trainer.train()
-    train_seconds = time.time() - train_started
-    adapter_dir = out / "adapter"
-    trainer.save_model(adapter_dir)
-    # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so that
-    # `hf-unlearn merge` and `evaluate` find it from anywhere (set after saving: peft would look the name up).
-    local = Path(args.model).expanduser()
-    base_name = str(local.resolve()) if local.exists() else args.model
-    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    adapter_config["base_model_name_or_path"] = base_name
-    (adapter_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
-    save_training_record(trainer, adapter_dir)
-    record_path = adapter_dir / "unlearning_record.json"
-    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "base_model": base_name}, indent=2))
-    (out / MARKER).write_text("{}")  # claims the folder before the long scoring
+            lora = rmu_lora_config(config.rmu_layer, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
+                                   task_type="CAUSAL_LM")
+            modules = describe_lora_targets(lora)
+        else:
+            lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                              target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
+        columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
+        if config.forget_unit == "documents":  # question rows join as texts of their own (rows_to_documents)
+            forget_data = Dataset.from_dict({"text": forget_documents if plain else rows_to_documents(forget)})
+        else:
+            forget_data = columns(forget)
+        trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,
+                                    retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
+                                    calibration_dataset=calibration)
+        stopping = None
+        if calibration is not None and args.unseen_band > 0:
+            stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,
+                                                   every_n_steps=args.stop_check_steps, auc_band=args.unseen_band,
+                                                   max_retain_rise=args.max_retain_rise)
+            trainer.add_callback(stopping)
+        progress(f"[unlearn] training {config.method} on {len(forget_data)} forget "
+                 f"{'documents' if config.forget_unit == 'documents' else 'rows'} and {len(retain)} retain rows"
+                 + (f", {len(calibration)} calibration documents" if calibration is not None else ""))
+        train_started = time.time()
+        trainer.train()
+        train_seconds = time.time() - train_started
+        adapter_dir = out / "adapter"
+        trainer.save_model(adapter_dir)
+        # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so that
+        # `hf-unlearn merge` and `evaluate` find it from anywhere (set after saving: peft would look the name up).
+        local = Path(args.model).expanduser()
+        base_name = str(local.resolve()) if local.exists() else args.model
+        adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = base_name
+        (adapter_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+        save_training_record(trainer, adapter_dir)
+        record_path = adapter_dir / "unlearning_record.json"
+        record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "base_model": base_name}, indent=2))
+        (out / MARKER).write_text("{}")  # claims the folder before the long scoring
 
-    peft_model = trainer.accelerator.unwrap_model(trainer.model)
-    peft_model.eval()
-    unlearned = merge_adapter(copy.deepcopy(peft_model))  # what a user ships: the merged weights
-    unlearned.eval()
-    with peft_model.disable_adapter():  # the model before unlearning, without a second copy
-        audit = audit_model(unlearned, peft_model, tokenizer, forget, retain, members, nonmembers, probes=probes,
-                            max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
-                            progress=progress)
-        scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
-        if eval_forget or eval_retain:
-            progress("[unlearn] scoring the rows not given to the method")
-            for name, m in (("before", peft_model), ("after", unlearned)):
-                extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
-                                   args.generation_batch_size)
-                scores[name].update({f"eval/{k}": v for k, v in extra.items()})
-    del unlearned
+        peft_model = trainer.accelerator.unwrap_model(trainer.model)
+        peft_model.eval()
+        unlearned = merge_adapter(copy.deepcopy(peft_model))  # what a user ships: the merged weights
+        unlearned.eval()
+        with peft_model.disable_adapter():  # the model before unlearning, without a second copy
+            audit = audit_model(unlearned, peft_model, tokenizer, forget, retain, members, nonmembers, probes=probes,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
+                                progress=progress, max_length=args.max_length,
+                                relearn_config=RelearnConfig(max_length=args.max_length))
+            scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
+            if eval_forget or eval_retain:
+                progress("[unlearn] scoring the rows not given to the method")
+                for name, m in (("before", peft_model), ("after", unlearned)):
+                    extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
+                                       args.generation_batch_size, max_length=args.max_length)
+                    scores[name].update({f"eval/{k}": v for k, v in extra.items()})
+        del unlearned
 
-    method = config.unlearning_method
-    result: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION, "model": args.model, "method": config.method,
-        "method_settings": config.method_hyperparameters(),
-        "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
-                     "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-                     "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
-        "paper": method.paper,
-        "rows": {"forget": len(forget), "retain": len(retain),
-                 "forget_documents": documents},
-        "eval_rows": {"forget": len(eval_forget), "retain": len(eval_retain)} if (eval_forget or eval_retain) else None,
-        "mia": {"members": len(members), "nonmembers": len(nonmembers),
-                "nonmembers_from": ("--mia" if args.mia else "--holdout" if args.calibration
-                                    else "--holdout, evaluation half (seeded split)")} if members else None,
-        "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
-                        else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
-        "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps, "stopped": stopping.stopped,
-                     "checks": [{k: round(v, 4) for k, v in h.items()} for h in stopping.history],
-                     "best": stopping.best} if stopping is not None else None,
-        "scores": scores, "train_seconds": train_seconds,
-        "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
-                             for k, v in audit["probes"].items()}} if probes else None,
-    }
-    result["caveats"] = caveats(result)
-    result["verdict"] = overall_verdict(result)
+        method = config.unlearning_method
+        result: dict[str, Any] = {
+            "format": FORMAT, "version": VERSION, "model": args.model, "method": config.method,
+            "method_settings": config.method_hyperparameters(),
+            "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
+                         "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+                         "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
+            "paper": method.paper,
+            "rows": {"forget": len(forget), "retain": len(retain),
+                     "forget_documents": documents},
+            "eval_rows": {"forget": len(eval_forget), "retain": len(eval_retain)} if (eval_forget or eval_retain) else None,
+            "mia": {"members": len(members), "nonmembers": len(nonmembers),
+                    "nonmembers_from": ("--mia" if args.mia else "--holdout" if args.calibration
+                                        else "--holdout, evaluation half (seeded split)")} if members else None,
+            "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
+                            else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
+            "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps, "stopped": stopping.stopped,
+                         "checks": [{k: round(v, 4) for k, v in h.items()} for h in stopping.history],
+                         "best": stopping.best} if stopping is not None else None,
+            "scores": scores, "train_seconds": train_seconds,
+            "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
+                                 for k, v in audit["probes"].items()}} if probes else None,
+        }
+        result["caveats"] = caveats(result)
+        result["verdict"] = overall_verdict(result)
 
-    record = training_record(trainer)
-    record["base_model"] = base_name
-    record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
-                        for k, v in scores["after"].items() if k in scores["before"]}
-    paths = {"adapter": str(adapter_dir), "merged model": str(out / "merged")}
-    if probes:
-        audit_paths = write_audit(audit, out / "audit")
-        paths["audit"] = str(audit_paths["markdown"])
-    merge_and_save(trainer, out / "merged", tokenizer=tokenizer, record=record, audit=audit if probes else None)
-    paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
-    result["paths"] = paths
-    result["seconds"] = time.time() - started
-    (out / MARKER).write_text(json.dumps(result, indent=1) + "\n")
-    (out / "report.md").write_text(format_report(result) + "\n")
-    return result
+        record = training_record(trainer)
+        record["base_model"] = base_name
+        record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
+                            for k, v in scores["after"].items() if k in scores["before"]}
+        paths = {"adapter": str(adapter_dir), "merged model": str(out / "merged")}
+        if probes:
+            audit_paths = write_audit(audit, out / "audit")
+            paths["audit"] = str(audit_paths["markdown"])
+        merge_and_save(trainer, out / "merged", tokenizer=tokenizer, record=record, audit=audit if probes else None)
+        paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
+        result["paths"] = paths
+        result["seconds"] = time.time() - started
+        (out / MARKER).write_text(json.dumps(result, indent=1) + "\n")
+        (out / "report.md").write_text(format_report(result) + "\n")
+        return result
+    finally:
+        lock.close()

@@ -264,3 +264,17 @@ def test_relearning_on_some_forget_documents_brings_back_the_others(memorised_mo
     assert all(torch.equal(v, unlearned.state_dict()[k]) for k, v in params.items())  # the copy was trained
     with pytest.raises(ValueError, match="fraction"):
         RelearnConfig(fraction=1.0)
+
+
+def test_a_very_long_row_is_scored_as_training_cut_it(memorised_model, memorised_rows, tokenizer):
+    import time
+
+    from hf_unlearn.audit.run import score_rows
+
+    row = dict(memorised_rows["forget"][0])
+    row["input"] = " ".join(["word"] * 20000) + " " + row["input"]  # ~20k tokens of prompt
+    started = time.perf_counter()
+    scores = score_rows(memorised_model, tokenizer, [row], memorised_rows["retain"][:2], max_new_tokens=4,
+                        batch_size=2, max_length=64)
+    assert time.perf_counter() - started < 60  # whole, the row would take the model minutes and gigabytes
+    assert {"forget/regurgitation", "forget/exact_memorization", "retain/regurgitation"} <= set(scores)

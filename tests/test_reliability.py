@@ -270,8 +270,10 @@ def test_no_forget_text_or_id_reaches_files_or_logs(memorised_model, memorised_r
         trainer.save_model(str(tmp_path / "out" / "final"))
     logged = caplog.text + "".join(capsys.readouterr()) + json.dumps(trainer.state.log_history)
     assert "truncated" in caplog.text
-    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != "training_args.bin"]
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # training_args.bin too: no token in it
     assert any(p.name.startswith("events.out.tfevents") for p in written)
+    assert sum(p.name == "training_args.bin" for p in written) >= 3  # two checkpoints and the saved model
+    assert trainer.args.hub_token == "hf_SECRETTOKEN123"  # the running trainer keeps it (to push with)
     for canary in CANARIES + ("hf_SECRETTOKEN123",):
         assert canary not in logged, canary
         for path in written:

@@ -331,3 +331,42 @@ def test_overall_verdict_on_a_broken_model():
     partly = overall_verdict(_result({"forget/regurgitation": 0.9, "retain/regurgitation": 0.9},
                                      {"forget/regurgitation": 0.7, "retain/regurgitation": 0.75}, audit=False))
     assert (partly["forgotten"], partly["kept"], partly["evidence"]) == ("partly", "no", "missing")
+
+
+def test_settings_that_do_nothing_are_refused_before_a_model_loads(tmp_path, capsys):
+    (tmp_path / "f.txt").write_text("A forget document of a few words.\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    base = ["unlearn", "--model", str(tmp_path / "no-such-model"), "--forget", str(tmp_path / "f.txt"),
+            "--retain", str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out")]
+    for option, value in (("--num-train-epochs", "0"), ("--num-train-epochs", "-1"), ("--learning-rate", "0"),
+                          ("--lora-alpha", "0"), ("--max-new-tokens", "-5"), ("--max-new-tokens", "0")):
+        assert cli_main(base + [option, value]) == 2
+        assert option in capsys.readouterr().err, option
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_job_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path):
+    from hf_unlearn.unlearn import check_output_dir, lock_output_dir
+
+    out = tmp_path / "out"
+    first = lock_output_dir(out)
+    try:
+        with pytest.raises(FileExistsError, match="being written by another"):
+            lock_output_dir(out)
+    finally:
+        first.close()
+    check_output_dir(out)  # a folder holding only the lock of a job that ended is still ours to write
+    lock_output_dir(out).close()  # and free again
+
+
+def test_eval_forget_alone_is_scored_without_a_retain_side(saved_target, memorised_rows, tmp_path):
+    forget = _write_jsonl(tmp_path / "forget.jsonl", memorised_rows["forget"][:4])
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"][:4])
+    extra = _write_jsonl(tmp_path / "extra.jsonl", memorised_rows["forget"][4:])
+    out = tmp_path / "out"
+    assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(forget), "--retain", str(retain),
+                     "--eval-forget", str(extra), "--output-dir", str(out), "--num-train-epochs", "1",
+                     "--probes", "none", "--max-new-tokens", "8"]) == 0
+    after = json.loads((out / "unlearn.json").read_text())["scores"]["after"]
+    assert "eval/forget/regurgitation" in after and not any(k.startswith("eval/retain") for k in after)
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "report.md").is_file()

@@ -68,27 +68,37 @@ MIA_KEYS = {"mia/auc": "mia_loss_auc", "mia/zlib_auc": "mia_zlib_auc", "mia/min_
 
 
 def score_rows(model, tokenizer, forget_rows: Sequence[Mapping], retain_rows: Sequence[Mapping],
-               max_new_tokens: int, batch_size: int, accelerator=None) -> dict[str, float]:
-    """Flat scores of one model on LUME rows: regurgitation, knowledge, EM and ES per side, and the task score."""
-    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator)
-    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator)
+               max_new_tokens: int, batch_size: int, accelerator=None, max_length: int | None = None
+               ) -> dict[str, float]:
+    """Flat scores of one model on LUME rows: regurgitation, knowledge, EM and ES per side, and the task score (with
+    both sides). Either side may be empty (then it has no scores). `max_length` caps the tokens of a row in the
+    teacher-forced memorization scoring and the prompts of the generations, as training cut them (None: whole rows,
+    as the task scores them)."""
+    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator,
+                              max_prompt_tokens=max_length)
+    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator,
+                              max_prompt_tokens=max_length)
     lume = lume_scores_from_generations(forget_rows, forget, retain_rows, retain)
-    out = {"task_score": lume["harmonic-mean-task-aggregate"]}
+    out = {"task_score": lume["harmonic-mean-task-aggregate"]} if forget_rows and retain_rows else {}
     for side, rows in (("forget", forget_rows), ("retain", retain_rows)):
+        if not rows:
+            continue
         block = lume[f"{side}-set"]
         for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
             if block.get(key) is not None:
                 out[f"{side}/{name}"] = block[key]
         # per row, gathered in order, then averaged: the same mean as one process computes
-        per_row = map_across_processes(lambda chunk: row_memorization(model, tokenizer, chunk, batch_size), rows,
-                                       accelerator)
-        out.update({f"{side}/{k}": v for k, v in mean_memorization(per_row).items()})
+        per_row = map_across_processes(
+            lambda chunk: row_memorization(model, tokenizer, chunk, batch_size, max_length), rows, accelerator)
+        if any(r is not None for r in per_row):
+            out.update({f"{side}/{k}": v for k, v in mean_memorization(per_row).items()})
     return out
 
 
 def probe_score(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, batch_size: int,
-                accelerator=None) -> float:
-    return regurgitation(rows, lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator))
+                accelerator=None, max_length: int | None = None) -> float:
+    return regurgitation(rows, lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator,
+                                                max_prompt_tokens=max_length))
 
 
 def attack_verdict(name: str, original: float, unlearned: float, attacked: float,
@@ -174,9 +184,11 @@ def audit_model(
     batch_size: int = 16,
     accelerator=None,
     progress: Callable[[str], None] | None = print,
+    max_length: int | None = None,
 ) -> dict[str, Any]:
     """The audit's results (the layout of `audit.json`): scores of each model and, per probe, its scores and
-    verdict. `unlearned` and `original` are merged models (no adapter); neither is modified."""
+    verdict. `unlearned` and `original` are merged models (no adapter); neither is modified. `max_length` cuts the
+    scored rows to that many tokens as training cut them (None: whole rows, as the task scores them)."""
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
         raise ValueError(f"unknown probe(s) {unknown}; known: {', '.join(PROBES)}")
@@ -188,7 +200,7 @@ def audit_model(
 
     def scored(model, label: str, forget=forget_rows, retain=retain_rows) -> dict[str, float]:
         say(f"[audit] scoring {label}")
-        out = score_rows(model, tokenizer, forget, retain, max_new_tokens, batch_size, accelerator)
+        out = score_rows(model, tokenizer, forget, retain, max_new_tokens, batch_size, accelerator, max_length)
         if mia:
             attack = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers, batch_size=max(1, batch_size // 2),
                                   accelerator=accelerator)
@@ -240,8 +252,8 @@ def audit_model(
                 continue
             say(f"[audit] probe {name} on {len(rows)} forget rows")
             cap = max_new_tokens * 2  # the cut-off words are part of the expected continuation
-            o = probe_score(original, tokenizer, rows, cap, batch_size, accelerator)
-            u = probe_score(unlearned, tokenizer, rows, cap, batch_size, accelerator)
+            o = probe_score(original, tokenizer, rows, cap, batch_size, accelerator, max_length)
+            u = probe_score(unlearned, tokenizer, rows, cap, batch_size, accelerator, max_length)
             results["probes"][name] = {"kind": "probe", "rows": len(rows), "original": {METRIC: o},
                                        "unlearned": {METRIC: u}}
     return judge(results)

@@ -146,6 +146,7 @@ def generate_completions(
     round_tokens: int | None = 16,
     lockstep: Callable[[int], int] | None = None,
     chat_template: bool = False,
+    max_prompt_tokens: int | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
@@ -169,6 +170,8 @@ def generate_completions(
     stopped. The texts are those of the default path.
 
     `chat_template=True` generates from each prompt wrapped in the tokenizer's chat template (`prompt_token_ids`).
+    `max_prompt_tokens` keeps only the last that many tokens of a longer prompt (as training cuts a long row; the
+    task's own scoring never cuts: None).
 
     Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
     the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
@@ -188,6 +191,8 @@ def generate_completions(
         round_tokens = max_new_tokens
 
     tokens = [prompt_token_ids(tokenizer, prompt, chat_template) for prompt in prompts]
+    if max_prompt_tokens is not None:
+        tokens = [t[-max_prompt_tokens:] for t in tokens]
     new_tokens: list[list[int]] = [[] for _ in tokens]
     pending = list(range(len(tokens)))
     budget = max_new_tokens  # every pending row has generated the same number of tokens so far
