@@ -9,6 +9,10 @@ the Hub push's `ignore_patterns=["_*", ...]`), and a stale one left by a kill is
 `resume_from_checkpoint=True` takes the newest checkpoint that passes `checkpoint_problems` (folders written by plain
 transformers or copied by hand may be partial) and logs each newer one it skipped and why.
 
+Each checkpoint also holds `checksums.json`, the SHA-256 of every file in it, written last before the rename: a file
+damaged afterwards (a truncated copy, flipped bytes on a bad disk) makes `checkpoint_problems` name it, so
+`resume_from_checkpoint=True` falls back to the previous complete checkpoint and an explicit folder is refused.
+
 Each checkpoint also holds `unlearning_fingerprint.json`: hashes of the tokenised forget and retain rows (never their
 text) and the settings that define the loss and the sampling order. A resume with other data or settings would not
 continue the same run, so it is refused.
@@ -32,11 +36,12 @@ STAGING_PREFIX = "_tmp-"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 FINGERPRINT = "unlearning_fingerprint.json"
+CHECKSUMS = "checksums.json"
 # What a resumed run must share with the checkpointed one to continue it exactly (max_steps etc. may change), beyond
 # the method and its hyperparameters (`UnlearningConfig.method_hyperparameters`).
 RUN_SETTINGS = ("loss_on_prompt", "max_length", "seed", "data_seed", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "retain_per_forget", "forget_chunk_size", "epochs_per_chunk",
-                "chunk_restart_optimizer", "train_last_layers")
+                "chunk_restart_optimizer", "train_last_layers", "learning_rate")
 
 
 def _rows_hash(rows) -> str | None:
@@ -99,11 +104,55 @@ def checkpoint_problems(folder: str, needs_optimizer: bool = True) -> list[str]:
         problems.append(f"no {TRAINER_STATE}")
     except (OSError, ValueError) as error:
         problems.append(f"unreadable {TRAINER_STATE} ({type(error).__name__})")
+    problems += damaged_files(folder)
     # DeepSpeed keeps its optimizer (and often its scheduler) state under global_step*/ instead.
     if needs_optimizer and not any(name.startswith("global_step") for name in _listdir(folder)):
         for name in ("optimizer.pt", "scheduler.pt"):
             if not os.path.isfile(os.path.join(folder, name)):
                 problems.append(f"no {name}")
+    return problems
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: str) -> None:
+    """`checksums.json`: the SHA-256 of every file under `folder` (relative paths), written last."""
+    sums = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            sums[os.path.relpath(path, folder)] = _sha256(path)
+    sums.pop(CHECKSUMS, None)
+    with open(os.path.join(folder, CHECKSUMS), "w") as f:
+        json.dump(sums, f, indent=1, sort_keys=True)
+
+
+def damaged_files(folder: str) -> list[str]:
+    """`"<file> damaged (checksum)"` or `"<file> missing"` for each file of `checksums.json` that no longer matches (none
+    for a checkpoint written without it). A missing optimizer or scheduler state is `checkpoint_problems`' own case
+    (`resume_inexact` may accept it)."""
+    path = os.path.join(folder, CHECKSUMS)
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as f:
+            sums = json.load(f)
+    except (OSError, ValueError):
+        return [f"unreadable {CHECKSUMS}"]
+    problems = []
+    for name, expected in sorted(sums.items()):
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            if name not in ("optimizer.pt", "scheduler.pt"):
+                problems.append(f"{name} missing")
+        elif _sha256(file) != expected:
+            problems.append(f"{name} damaged (checksum)")
     return problems
 
 
@@ -125,7 +174,8 @@ def last_complete_checkpoint(output_dir: str, needs_optimizer: bool = True) -> s
         problems = checkpoint_problems(folder, needs_optimizer)
         if not problems:
             return folder
-        logger.warning("Skipping the incomplete checkpoint %s (%s).", folder, ", ".join(problems))
+        logger.warning("Skipping the incomplete or damaged checkpoint %s (%s); trying the one before.", folder,
+                       ", ".join(problems))
     return None
 
 
@@ -208,6 +258,7 @@ def save_checkpoint_atomically(trainer, trial=None) -> str:
 
     trainer.accelerator.wait_for_everyone()  # every process has written its files (rng_state_<rank>.pth, shards)
     if args.should_save:
+        write_checksums(staging)
         publish(staging, final)
     trainer.accelerator.wait_for_everyone()  # nobody reads or pushes the checkpoint before it exists
 

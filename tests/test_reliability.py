@@ -278,3 +278,29 @@ def test_no_forget_text_or_id_reaches_files_or_logs(memorised_model, memorised_r
         assert canary not in logged, canary
         for path in written:
             assert canary.encode() not in path.read_bytes(), (canary, path)
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_is_taken(tiny_model, tokenizer, memorised_rows,
+                                                                          tmp_path, caplog):
+    config = make_config(tmp_path, method="gd", max_steps=3, save_strategy="steps", save_steps=1,
+                         per_device_train_batch_size=2)
+    forget, retain = Dataset.from_list(memorised_rows["forget"]), Dataset.from_list(memorised_rows["retain"])
+    trainer = UnlearningTrainer(model=lora(tiny_model, nonzero=False), args=config, forget_dataset=forget,
+                                retain_dataset=retain, processing_class=tokenizer)
+    trainer.train()
+    out = tmp_path / "out"
+    adapter = out / "checkpoint-3" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])  # a truncated copy
+    data = bytearray((out / "checkpoint-2" / "optimizer.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (out / "checkpoint-2" / "optimizer.pt").write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="hf_unlearn.checkpoint"):
+        assert last_complete_checkpoint(str(out)) == str(out / "checkpoint-1")
+    assert "adapter_model.safetensors damaged (checksum)" in caplog.text
+    assert "optimizer.pt damaged (checksum)" in caplog.text
+    with pytest.raises(ValueError, match=r"checkpoint-3: adapter_model\.safetensors damaged"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-3"))
+    # a learning rate changed on resume is refused, not silently ignored
+    trainer.args.learning_rate = 1e-2
+    with pytest.raises(ValueError, match=r"learning_rate"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-1"))
