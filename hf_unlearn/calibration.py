@@ -54,6 +54,8 @@ class CalibrationLevels(TrainerCallback, ExportableState):
     def __init__(self, features: list[dict], batch: int):
         self.features = features
         self.batch = batch
+        # each document's kind (`rows_to_units`), or None when the calibration set names none
+        self.groups = torch.tensor([f["group"] for f in features]) if features and "group" in features[0] else None
         self.values: torch.Tensor | None = None  # the latest NLL of each document
         self.start: torch.Tensor | None = None  # each document's NLL when training started (the model before it)
 

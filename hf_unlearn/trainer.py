@@ -32,7 +32,7 @@ from .data import (
     ForgetRetainDataset,
     ForgetRetainSampler,
     UnlearningCollator,
-    document_texts,
+    document_units,
     pad_features,
     tokenize_dataset,
     tokenize_documents,
@@ -299,8 +299,9 @@ class UnlearningTrainer(Trainer):
                 )
             forget = datasets.Dataset.from_list(list(forget))
         if args.forget_unit == "documents":
-            forget_features = tokenize_documents(document_texts(forget, "forget_dataset"), tokenizer, "forget_dataset",
-                                                 args.max_length)
+            texts, groups = document_units(forget, "forget_dataset")
+            forget_features = tokenize_documents(texts, tokenizer, "forget_dataset", args.max_length,
+                                                 self._group_ids(groups))
         else:
             validate_rows(forget, "forget_dataset")
             forget_features = tokenize_dataset(forget, tokenizer, "forget_dataset", args.max_length,
@@ -322,6 +323,13 @@ class UnlearningTrainer(Trainer):
             )
         return ForgetRetainDataset(forget_features, retain_features)
 
+    def _group_ids(self, groups: list[str] | None) -> list[int] | None:
+        """Documents' kinds (`rows_to_units`: "Task3/document", ...) as integers shared by forget and calibration."""
+        if groups is None:
+            return None
+        index = self.__dict__.setdefault("group_names", {})
+        return [index.setdefault(g, len(index)) for g in groups]
+
     def _build_calibration(self, calibration, tokenizer, args: UnlearningConfig) -> CalibrationLevels | None:
         """The calibration documents, tokenised as whole documents, for a method that reads their NLL."""
         batch = self.needs.calibration_batch
@@ -332,8 +340,8 @@ class UnlearningTrainer(Trainer):
                 f"method={args.method!r} reads the NLL of calibration documents: pass calibration_dataset= (documents "
                 "the model never saw, of the same kind as the forget set)."
             )
-        features = tokenize_documents(document_texts(calibration, "calibration_dataset"), tokenizer,
-                                      "calibration_dataset", args.max_length)
+        texts, groups = document_units(calibration, "calibration_dataset")
+        features = tokenize_documents(texts, tokenizer, "calibration_dataset", args.max_length, self._group_ids(groups))
         if len(features) < 2:
             raise ValueError(f"calibration_dataset has {len(features)} document(s); the unseen level needs at least 2.")
         return CalibrationLevels(features, batch)
@@ -689,6 +697,8 @@ class UnlearningTrainer(Trainer):
             ctx.calibration_step_start = self.calibration.start[calibration_step].to(step_nll.device, step_nll.dtype)
         if self.calibration is not None:
             ctx.calibration_nll = self.calibration.values.to(forget_logits.device)
+            ctx.calibration_group = self.calibration.groups
+            ctx.forget_group = inputs.get("forget_group")
         if hidden_layer is not None:
             hidden = outputs.hidden_states[hidden_layer + 1]
             ctx.forget_hidden = hidden[:n_forget, :forget_width]

@@ -9,11 +9,16 @@
 2. **Training.** LoRA on the model, then `UnlearningTrainer` with the defaults below: NPO + retain NLL + retain KL with
    the settings that were the most selective on the real SmolLM2-135M-Instruct in
    `benchmarks/lume_methods_smollm2.py` (LoRA r 8 on all linear layers, lr 2e-3, beta 0.5, retain NLL 4, retain KL
-   3, 5 epochs, batch 4 + 4). Any other `UnlearningConfig` field: `--trainer-arg NAME=VALUE`.
+   3, 5 epochs, batch 4 + 4). With unseen documents (`--holdout`, `--calibration`) the default method is `anchored`
+   on whole documents: the forget documents pulled to the level of unseen ones, steered by the calibration half (a
+   seeded split of `--holdout`, `hf_unlearn.data.holdout.split_holdout`, or `--calibration`), with the stopping rule
+   (`UnseenLevelStoppingCallback`) on the same documents. Any other `UnlearningConfig` field: `--trainer-arg
+   NAME=VALUE`.
 3. **Evidence.** The model before (the adapter disabled) and after (the adapter merged) is scored on the forget and
-   retain rows, and on `--eval-forget` / `--eval-retain` rows it was not given; the membership-inference loss attack
-   compares the forget documents with `--holdout` documents the model never saw; the audit
-   (`hf_unlearn.audit.audit_model`) quantizes, relearns and probes the unlearned model.
+   retain rows, and on `--eval-forget` / `--eval-retain` rows it was not given; the membership-inference attacks
+   (loss, zlib, Min-K%, Min-K%++, and the share of exposed documents) compare the forget documents with the
+   evaluation documents, which steered nothing; the audit (`hf_unlearn.audit.audit_model`) quantizes, relearns and
+   probes the unlearned model.
 4. **Outputs** in `--output-dir`: `adapter/` (with `unlearning_record.json`), `merged/` (safetensors, tokenizer and a
    model card with the method, its settings, the scores and the audit's verdicts), `unlearn.json` (numbers and
    verdicts, stable keys), `report.md` (the report it prints) and `audit/`. No file it writes holds forget-set text.
@@ -458,8 +463,9 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
             lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                               target_modules=modules if modules == "all-linear" else [m.strip() for m in modules.split(",")])
         columns = lambda rows: Dataset.from_list([{"input": r["input"], "output": r["output"]} for r in rows])  # noqa: E731
-        if config.forget_unit == "documents":  # question rows join as texts of their own (rows_to_documents)
-            forget_data = Dataset.from_dict({"text": forget_documents if plain else rows_to_documents(forget)})
+        if config.forget_unit == "documents":  # rows are grouped into documents (and question texts) by the trainer
+            forget_data = Dataset.from_dict({"text": forget_documents}) if plain else Dataset.from_list(
+                [{k: r[k] for k in ("id", "input", "output", "task") if k in r} for r in forget])
         else:
             forget_data = columns(forget)
         trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,

@@ -14,7 +14,7 @@ from datasets import Dataset
 
 from hf_unlearn import UnlearningTrainer, UnseenLevelStoppingCallback
 from hf_unlearn.calibration import CalibrationLevels, cycle_indices, documents_nll
-from hf_unlearn.data import rows_to_documents, tokenize_document, tokenize_documents
+from hf_unlearn.data import rows_to_documents, rows_to_units, tokenize_document, tokenize_documents
 from hf_unlearn.losses import band_loss, empirical_quantiles, quantile_matching_loss
 
 from .conftest import short_rows
@@ -49,6 +49,22 @@ def test_quantile_matching_pulls_the_kth_smallest_to_the_calibration_quantile():
     assert quantile_matching_loss(torch.tensor(targets), calibration).tolist() == pytest.approx([0.0] * 4, abs=1e-6)
 
 
+def test_each_document_is_held_against_the_unseen_level_of_its_own_kind():
+    from hf_unlearn.methods.anchored import AnchoredArguments, Anchored
+
+    method = Anchored(AnchoredArguments())  # band 0.25-0.75
+    calibration = torch.tensor([1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 5.0])
+    calibration_group = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    nll = torch.tensor([0.5, 9.0, 2.0, 0.0])
+    forget_group = torch.tensor([0, 1, 0, 2])
+    # kind 0: band [1.5, 2.5] -> 1.0^2 and 0; kind 1: [10.5, 11.5] -> 1.5^2; kind 2 has one calibration document, so
+    # it is held against all seven: [2.5, 10.5] -> 2.5^2
+    assert method.per_document(nll, calibration, calibration_group, forget_group).tolist() == pytest.approx(
+        [1.0, 2.25, 0.0, 6.25])
+    # without kinds, every document against all calibration documents
+    assert method.per_document(nll, calibration, None, None).tolist() == pytest.approx([4.0, 0.0, 0.25, 6.25])
+
+
 # ---- documents as the forget stream --------------------------------------------------------------------------------
 
 def test_rows_group_into_documents_by_id_and_questions_become_texts():
@@ -56,6 +72,8 @@ def test_rows_group_into_documents_by_id_and_questions_become_texts():
             {"id": "8sc1", "input": "C", "output": "D."}, {"id": "7sc2", "input": "E", "output": "F."}]
     assert rows_to_documents(rows) == ["A is B. E F.", "C D.", "Who? A."]
     assert rows_to_documents(rows, questions=False) == ["A is B. E F.", "C D."]
+    rows[2]["task"] = "Task3"
+    assert [g for _, g in rows_to_units(rows)] == ["rows/document", "Task3/document", "rows/question"]
 
 
 def test_a_document_is_tokenised_as_the_attack_scores_it_and_cut_into_windows(tokenizer):

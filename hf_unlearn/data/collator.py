@@ -64,12 +64,14 @@ def tokenize_document(tokenizer, text: str, max_length: int | None = None) -> li
     return [{"input_ids": w, "labels": list(w)} for w in windows if len(w) >= 2]
 
 
-def tokenize_documents(texts, tokenizer, name: str, max_length: int) -> list[dict]:
+def tokenize_documents(texts, tokenizer, name: str, max_length: int, groups: list[int] | None = None) -> list[dict]:
     """`tokenize_document` over `texts`; refuses a text with fewer than 2 tokens (by number, never quoting it) and
-    says how many were cut into windows."""
+    says how many were cut into windows. With `groups`, each feature (each window) carries its text's `group`."""
     features, windowed = [], 0
     for number, text in enumerate(texts, start=1):
         rows = tokenize_document(tokenizer, text, max_length)
+        if groups is not None:
+            rows = [{**row, "group": groups[number - 1]} for row in rows]
         if not rows:
             raise ValueError(f"{name}: document {number} has fewer than 2 tokens, so no token can be scored.")
         windowed += len(rows) > 1
@@ -125,6 +127,8 @@ class UnlearningCollator:
                 continue
             (batch[f"{part}_input_ids"], batch[f"{part}_attention_mask"],
              batch[f"{part}_labels"]) = pad_features(rows, self.pad_token_id)
+            if "group" in rows[0]:  # whole documents of a kind (method "anchored" reads each kind's unseen level)
+                batch[f"{part}_group"] = torch.tensor([r["group"] for r in rows])
             if "ref_logp" in rows[0]:
                 ref = [r["ref_logp"] for r in rows]
                 if isinstance(ref[0], list):  # token level: aligned with the shifted labels

@@ -213,6 +213,11 @@ def document_of(row: Mapping, index: int) -> str:
 
 
 def rows_to_documents(rows: Sequence[Mapping], questions: bool = True) -> list[str]:
+    """The texts of `rows_to_units` (see there)."""
+    return [text for text, _ in rows_to_units(rows, questions)]
+
+
+def rows_to_units(rows: Sequence[Mapping], questions: bool = True) -> list[tuple[str, str]]:
     """Whole texts behind prompt/answer rows, for training on documents (`forget_unit="documents"`).
 
     Rows are grouped into documents by `document_of` (first appearance order). A document's sentence-completion rows
@@ -220,36 +225,54 @@ def rows_to_documents(rows: Sequence[Mapping], questions: bool = True) -> list[s
     exactly that), in row order; each question row becomes a text of its own, `input + " " + output`, so the facts
     asked about are trained on as well (`questions=False` leaves them out: the documents alone, as a membership attack
     scores them). A row without an id is a document of its own.
+
+    Each text comes with its group, `"<task>/document"` or `"<task>/question"` (`task` as the row says, "rows"
+    without one): texts of different kinds have different unseen levels (a question and its short answer are far less
+    predictable than a document), so method `"anchored"` measures each group's level on its own.
     """
     from ..metrics.lume import QUESTION_ANSWERING, row_kind
 
     texts: dict[str, list[str]] = {}
-    question_texts: list[str] = []
+    kinds: dict[str, str] = {}
+    question_units: list[tuple[str, str]] = []
     for index, row in enumerate(rows):
         text = f"{row['input']} {row['output']}".strip()
+        task = str(row.get("task") or "rows")
         if row_kind(str(row.get("id", ""))) == QUESTION_ANSWERING:
-            question_texts.append(text)
+            question_units.append((text, f"{task}/question"))
         else:
-            texts.setdefault(document_of(row, index), []).append(text)
-    return [" ".join(parts) for parts in texts.values()] + (question_texts if questions else [])
+            key = document_of(row, index)
+            texts.setdefault(key, []).append(text)
+            kinds.setdefault(key, f"{task}/document")
+    return [(" ".join(parts), kinds[key]) for key, parts in texts.items()] + (question_units if questions else [])
 
 
 def document_texts(data, name: str) -> list[str]:
-    """The whole texts of a forget or calibration set given as a list of strings, or a `datasets.Dataset` (or list of
-    dicts) with a `text` (or `document`) column, or with `input`/`output` rows (`rows_to_documents`)."""
+    """The texts of `document_units` (see there)."""
+    return document_units(data, name)[0]
+
+
+def document_units(data, name: str) -> tuple[list[str], list[str] | None]:
+    """(texts, groups) of a forget or calibration set given as a list of strings, or a `datasets.Dataset` (or list of
+    dicts) with a `text` (or `document`) column and an optional `group` column, or with `input`/`output` rows
+    (`rows_to_units`: grouped by task and kind). `groups` is None where the data names none."""
     if isinstance(data, str):
         raise DataValidationError(f"{name}: expected documents (a list of strings or a dataset), got one string.")
     columns = set(getattr(data, "column_names", None) or (data[0].keys() if len(data) and isinstance(data[0], Mapping)
                                                           else ()))
+    column = (lambda f: list(data[f]) if hasattr(data, "column_names") else [row.get(f) for row in data])  # noqa: E731
+    groups = None
     if not columns:
         texts = list(data)
     elif "text" in columns or "document" in columns:
-        field = "text" if "text" in columns else "document"
-        texts = list(data[field]) if hasattr(data, "column_names") else [row.get(field) for row in data]
+        texts = column("text" if "text" in columns else "document")
+        if "group" in columns:
+            groups = [str(g) for g in column("group")]
     elif {"input", "output"} <= columns:
         rows = data.to_list() if hasattr(data, "to_list") else list(data)
         check_row_types([(f"row {i}", dict(r)) for i, r in enumerate(rows)], name)
-        texts = rows_to_documents(rows)
+        units = rows_to_units(rows)
+        texts, groups = [t for t, _ in units], [g for _, g in units]
     else:
         raise DataValidationError(
             f"{name}: expected a 'text' (or 'document') column, or 'input' and 'output' rows; got columns "
@@ -260,4 +283,4 @@ def document_texts(data, name: str) -> list[str]:
             raise DataValidationError(f"{name}: document {number} must be a non-empty string.")
     if not texts:
         raise DataValidationError(f"{name} is empty: it holds no documents.")
-    return texts
+    return texts, groups

@@ -11,6 +11,9 @@ forget document's NLL into their range, from both sides:
 - `"quantiles"`: the k-th smallest forget NLL of a batch is pulled to the calibration's `(k - 1/2)/m` quantile, so
   the forget documents spread over the unseen range instead of gathering at one edge.
 
+Where the documents' kinds are known (rows grouped by `rows_to_units`: a LUME task's documents, its questions), each
+forget document is held against the calibration documents of its own kind.
+
 Train it on whole documents (`forget_unit="documents"`: every token carries loss, as the attack scores them), with
 the retain NLL and KL keeping the rest of the model. The calibration levels follow the current model: unlearning
 moves the unseen level too, and a target fixed before training would be chased past (METHODS.md, "Forgetting to the
@@ -113,14 +116,33 @@ class Anchored(UnlearningMethod):
         probs = torch.tensor([self.args.anchor_low_quantile, self.args.anchor_high_quantile])
         return empirical_quantiles(calibration_nll, probs)
 
+    @staticmethod
+    def same_kind(calibration_nll: torch.Tensor, calibration_group, group) -> torch.Tensor:
+        """The calibration NLLs of the documents of kind `group` (at least 2 of them), else all of them."""
+        if calibration_group is None or group is None:
+            return calibration_nll
+        mine = calibration_nll[calibration_group.to(calibration_nll.device) == group]
+        return mine if len(mine) >= 2 else calibration_nll
+
+    def per_document(self, nll: torch.Tensor, calibration: torch.Tensor, calibration_group, forget_group):
+        """Each forget document's loss against the unseen level of its own kind (all documents where kinds are not
+        known): a question with its short answer is far less predictable than a document, unseen or not."""
+        per_row = torch.zeros_like(nll)
+        groups = [None] if forget_group is None else forget_group.unique().tolist()
+        for group in groups:
+            rows = slice(None) if group is None else (forget_group == group).to(nll.device)
+            level = self.same_kind(calibration, calibration_group, group)
+            if self.args.anchor_target == "band":
+                low, high = self.band(level).to(nll.device, nll.dtype)
+                per_row[rows] = band_loss(nll[rows], low, high)
+            else:
+                per_row[rows] = quantile_matching_loss(nll[rows], level)
+        return per_row
+
     def loss(self, ctx: StepContext):
         nll = mean_token_nll(ctx.forget_logp, ctx.forget_mask)  # per document (per window of a long one)
         calibration = ctx.calibration_nll
-        if self.args.anchor_target == "band":
-            low, high = self.band(calibration).to(nll.device, nll.dtype)
-            per_row = band_loss(nll, low, high)
-        else:
-            per_row = quantile_matching_loss(nll, calibration)
+        per_row = self.per_document(nll, calibration, ctx.calibration_group, ctx.forget_group)
         has_tokens = ctx.forget_mask.sum(-1).gt(0).to(per_row.dtype)
         forget = self.args.anchor_weight * ctx.row_mean(per_row * has_tokens)
         ctx.log("anchor_loss", forget)
