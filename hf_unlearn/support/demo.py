@@ -11,10 +11,14 @@
 2. **Data.** `hf_unlearn.synthetic.generate_lume_like`: forget and retain sets of invented stories (Task1), fake
    biographies with fake PII (Task2) and encyclopedic entries about invented people (Task3), each document with a
    sentence-completion row and question rows, plus MIA member/non-member documents.
-3. **Unlearning.** NPO (sequence level, on the answer tokens) + LoRA + retain NLL + retain KL with
-   `UnlearningTrainer` on the forget-train rows, the retain-train rows as retain set, and a
-   `LumeEvaluationCallback(at_start=True)` that scores regurgitation, knowledge, MIA and the task score before the
-   first step and after every epoch.
+3. **Unlearning.** Method `anchored` (whole forget documents, and each question row as a text, pulled into the NLL
+   range of never-seen documents of their kind) + LoRA + retain NLL + retain KL with `UnlearningTrainer` on the
+   forget-train rows, the retain-train rows as retain set, half of the never-seen MIA documents as calibration
+   documents (`hf_unlearn.data.holdout.split_holdout`, as `hf-unlearn unlearn --holdout` splits them), and a
+   `LumeEvaluationCallback(at_start=True)` that scores regurgitation, knowledge, the MIA attacks against the *other*
+   half (the only nonmembers written to `data/mia/nonmember.jsonl`) and the task score before the first step and after
+   every epoch. Until 2026-12-06 the demo ran NPO (beta 0.15, retain NLL 6, KL 1, 6 epochs; the numbers below), which
+   left the MIA loss AUC at 1.000.
 4. **Results.** A before/after table (printed and written to `scores.md`, all numbers in `results.json`), the
    scores across epochs as a PNG (`plot_history`), the log history, the LoRA adapter (it names the cached target
    model as its base and carries `unlearning_record.json`, so `hf-unlearn merge --adapter DIR/adapter --output M`
@@ -57,9 +61,17 @@ knowledge 0.000 / 0.000, retain regurgitation 1.000 / 1.000, retain knowledge 0.
 about this spread.
 
 With seed 0, forget regurgitation falls by 64% while retain regurgitation stays within 0.025: the demo's selectivity bar
-(forget at most half, retain within 0.1) is met. The MIA attack is not defeated: the forget documents' loss rose, but
-stays far below that of documents the model never saw, so the loss attack still tells them apart (AUC 1), as it did
-for the task's own NPO baseline (MIA score 0.08).
+(forget at most half, retain within 0.1) is met. With NPO the MIA attack was not defeated: the forget documents' loss rose, but stayed far below that of documents the
+model never saw, so the loss attack still told them apart (AUC 1), as it did for the task's own NPO baseline (MIA
+score 0.08). With `anchored` (retain NLL 3, KL 1, lr 3e-3, 10 epochs, batch 8; seed 0, `hf-unlearn demo`, 2 min 36 s
+with the target cached on a shared machine): forget regurgitation 1.000 -> 0.072, forget knowledge 1.000 -> 0.545,
+retain regurgitation 1.000 -> 0.978, retain knowledge 0.992, task score 0.723, loss AUC 1.000 -> 0.816 (zlib 0.705,
+Min-K% 0.590, Min-K%++ 0.781), 29% of the forget documents below the unseen 5th-percentile loss. It forgets the
+questions less than NPO did: the demo's never-seen documents have no question rows, so the forget questions are held
+to the documents' level, not to unseen questions'. Measured variants on this target (seed 0): retain NLL 6, 6 epochs
+kept everything but moved the AUC only to 0.969; NLL 1 + KL 1, 6 epochs: AUC 0.944, retain regurgitation 0.855;
+without the hold on the calibration level: AUC 0.906, retain 0.586; NLL 6, 12 epochs at lr 6e-3: AUC 0.757 but
+knowledge 0.678.
 
 `model="smollm2"` runs the same steps on the real SmolLM2-135M-Instruct: 4 synthetic documents per task memorised
 through a merged LoRA adapter (r = 32, at most 20 cosine epochs at lr 1e-3, stopped below a mean loss of 0.05), then
@@ -92,13 +104,13 @@ from ..metrics.keys import score_label, table_order
 
 DEMO_FORMAT_VERSION = 2
 
-# What the full demo measured with the defaults, seed 0 (see the module docstring; benchmarks/readme_numbers.py).
+# What the full demo measured with the defaults, seed 0 (see the module docstring; `hf-unlearn demo`, 2026-12-06).
 DEMO_RESULTS = {
     "seed": 0,
     "before": {"forget_regurgitation": 1.0, "retain_regurgitation": 1.0, "forget_knowledge": 1.0,
-               "retain_knowledge": 1.0, "task_score": 0.0},
-    "after": {"forget_regurgitation": 0.359, "retain_regurgitation": 0.975, "forget_knowledge": 0.008,
-              "retain_knowledge": 0.992, "task_score": 0.858},
+               "retain_knowledge": 1.0, "task_score": 0.0, "mia_loss_auc": 1.0},
+    "after": {"forget_regurgitation": 0.072, "retain_regurgitation": 0.978, "forget_knowledge": 0.545,
+              "retain_knowledge": 0.992, "task_score": 0.723, "mia_loss_auc": 0.816},
     "selective": True,
 }
 
@@ -154,11 +166,11 @@ def demo_settings(seed: int = 0, quick: bool = False, model: str = "tiny") -> De
         )
     if quick:
         return DemoSettings(
-            data=dict(num_documents=3, seed=seed, validation_fraction=0.0, num_mia_documents=3),
+            data=dict(num_documents=3, seed=seed, validation_fraction=0.0, num_mia_documents=8),
             model=dict(arch="olmo", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=512),
             memorise=dict(epochs=40, learning_rate=3e-3, batch_size=8),
             unlearn=dict(
-                method="npo", beta=0.5, npo_level="sequence", retain_nll_weight=3.0, retain_kl_weight=0.5,
+                method="anchored", forget_unit="documents", retain_nll_weight=3.0, retain_kl_weight=0.5,
                 learning_rate=3e-4, per_device_train_batch_size=8, num_train_epochs=2,
             ),
             lora=dict(r=8, lora_alpha=8, target_modules="all-linear"),
@@ -169,8 +181,8 @@ def demo_settings(seed: int = 0, quick: bool = False, model: str = "tiny") -> De
         model=dict(arch="olmo", hidden_size=128, num_hidden_layers=4, num_attention_heads=4, vocab_size=2048),
         memorise=dict(epochs=40, learning_rate=3e-3, batch_size=8, lr_scheduler="cosine", warmup_ratio=0.05),
         unlearn=dict(
-            method="npo", beta=0.15, npo_level="sequence", retain_nll_weight=6.0, retain_kl_weight=1.0,
-            learning_rate=3e-3, per_device_train_batch_size=8, num_train_epochs=6,
+            method="anchored", forget_unit="documents", retain_nll_weight=3.0, retain_kl_weight=1.0,
+            learning_rate=3e-3, per_device_train_batch_size=8, num_train_epochs=10,
         ),
         lora=dict(r=8, lora_alpha=8, target_modules="all-linear"),
         max_new_tokens=96,
@@ -318,6 +330,20 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
 
     data = generate_lume_like(**settings.data)
     forget, retain = data["forget_train"], data["retain_train"]
+    calibration = None
+    if settings.unlearn["method"] == "anchored":
+        # The never-seen documents in two halves (hf-unlearn unlearn's seeded rule): the calibration half steers the
+        # method, the evaluation half is the only one the reported attack uses (and data/mia/nonmember.jsonl holds).
+        from datasets import Dataset
+
+        from ..data.holdout import split_holdout
+
+        unseen = list(data["mia_nonmember"])
+        first_half, _ = split_holdout([r["document"] for r in unseen], seed)
+        steer = set(first_half)
+        calibration = Dataset.from_list([{"text": r["document"], "group": f"{r['task']}/document"}
+                                         for r in unseen if r["document"] in steer])
+        data["mia_nonmember"] = Dataset.from_list([r for r in unseen if r["document"] not in steer])
     write_lume_like(data, out / "data")  # the rows it scores, for `hf-unlearn evaluate` (files 0600: forget text)
     print(
         f"[demo] data: {len(forget)} forget rows and {len(retain)} retain rows to unlearn/keep "
@@ -331,7 +357,10 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
     link.symlink_to(target["cache_dir"], target_is_directory=True)
     t_target = time.perf_counter()
 
-    print("[demo] step 3: NPO + LoRA + retain NLL + retain KL on the forget rows, scored before the first step and "
+    what = ("the forget documents pulled to the level of never-seen ones (method anchored, on "
+            f"{len(calibration)} calibration documents; the attack uses {len(data['mia_nonmember'])} others) + LoRA + "
+            "retain NLL + retain KL" if calibration is not None else "NPO + LoRA + retain NLL + retain KL on the forget rows")
+    print(f"[demo] step 3: {what}, scored before the first step and "
           + ("after every epoch" if settings.eval_every == 1 else f"every {settings.eval_every} epochs"))
     config = UnlearningConfig(
         output_dir=str(out / "trainer"),
@@ -351,6 +380,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         retain_dataset=retain,
         processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM", **settings.lora),
+        calibration_dataset=calibration,
     )
     callback = LumeEvaluationCallback(
         trainer,
@@ -389,7 +419,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
     plot_history(
         trainer.state.log_history,
         paths["plot"],
-        title=f"hf_unlearn demo: NPO + LoRA on "
+        title=f"hf_unlearn demo: {settings.unlearn['method']} + LoRA on "
         + (f"a {target['num_parameters'] / 1e6:.1f}M OLMo" if model_name == "tiny" else model_name) + f" (seed {seed})",
     )
     Path(paths["log_history"]).write_text(json.dumps(trainer.state.log_history, indent=1))
