@@ -27,6 +27,25 @@ from pathlib import Path
 from .threads import THREADS_HELP, configure_threads
 
 
+def load_adapter(model, adapter: str, base: str):
+    """`PeftModel.from_pretrained(model, adapter)`, refusing in one line an adapter made for another model: one whose
+    recorded base (when it is here) has another architecture, or whose weights do not fit."""
+    from peft import PeftConfig, PeftModel
+
+    from .pretrained import architecture, check_same_architecture, local_architecture
+
+    recorded = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    check_same_architecture(architecture(model.config), local_architecture(recorded) if recorded else None,
+                            f"the model {base} and the adapter's base {recorded}")
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except RuntimeError as error:
+        if "size mismatch" not in str(error):
+            raise
+        raise ValueError(f"the adapter {adapter} does not fit the model {base}: its weights have other shapes (it was "
+                         "trained on another model).") from None
+
+
 def _load_model(args, name: str | None = None, adapter: str | None = None):
     """The model `name` (default `--model`) with `adapter` (default `--adapter`) loaded on it, and its tokenizer."""
     import torch
@@ -46,9 +65,7 @@ def _load_model(args, name: str | None = None, adapter: str | None = None):
         resolve_model_path(args.tokenizer) if args.tokenizer else path, trust_remote_code=args.trust_remote_code
     )
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_adapter(model, adapter, path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -202,6 +219,10 @@ def audit_command(args) -> int:
     if args.adapter:  # the attacks act on the weights a user would ship: the merged model
         unlearned = unlearned.merge_and_unload()
     original, _ = _load_model(args, name=args.original)
+    from .pretrained import architecture, check_same_architecture
+
+    check_same_architecture(architecture(unlearned.config), architecture(original.config),
+                            f"--model {args.model} and --original {args.original}")
     for model in (unlearned, original):
         model.to(accelerator.device).eval()
     say = print if accelerator.is_main_process else None
@@ -240,7 +261,7 @@ def merge_command(args) -> int:
 
 def _merge(args) -> Path:
     import torch
-    from peft import PeftConfig, PeftModel
+    from peft import PeftConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .hub import check_output_folder, merge_and_save, read_training_record
@@ -261,7 +282,7 @@ def _merge(args) -> Path:
     tokenizer_source = args.adapter if Path(args.adapter, "tokenizer_config.json").is_file() else base_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=args.trust_remote_code)
     # Only the default (trained) adapter is loaded: a frozen "ref" copy saved beside it is not merged.
-    model = PeftModel.from_pretrained(model, args.adapter)
+    model = load_adapter(model, args.adapter, base)
     record = read_training_record(args.adapter)
     record["base_model"] = base
     return merge_and_save(model, args.output, tokenizer=tokenizer, record=record, push_to_hub=args.push_to_hub,

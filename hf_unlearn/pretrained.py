@@ -176,3 +176,37 @@ def load_model_and_tokenizer(name_or_path: str | os.PathLike, dtype="auto", log=
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+# What makes two checkpoints the same model as far as weights and token ids go.
+ARCHITECTURE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                       "intermediate_size")
+
+
+def architecture(config) -> dict:
+    """The `ARCHITECTURE_FIELDS` of a model config (a `PretrainedConfig`)."""
+    return {name: getattr(config, name, None) for name in ARCHITECTURE_FIELDS}
+
+
+def local_architecture(name_or_path: str) -> dict | None:
+    """The architecture of a local model folder (never the Hub: a check must not wait on the network), or None where
+    there is none here."""
+    from transformers import AutoConfig
+
+    path = Path(str(name_or_path)).expanduser()
+    if not path.is_dir():  # a Hub id, or an offline name whose conversion may not have run: not known here
+        return None
+    try:
+        return architecture(AutoConfig.from_pretrained(path))
+    except (OSError, ValueError):
+        return None
+
+
+def check_same_architecture(first: dict | None, second: dict | None, what: str) -> None:
+    """Refuse two models of different architectures or vocabularies (`what` names them in the message); a side that
+    is None (not known here) passes."""
+    if first is None or second is None:
+        return
+    differences = [f"{k} {first[k]} vs {second[k]}" for k in ARCHITECTURE_FIELDS if first[k] != second[k]]
+    if differences:
+        raise ValueError(f"{what} are different models ({', '.join(differences)}): give the matching model.")

@@ -118,3 +118,22 @@ def test_evaluate_warns_before_generating_about_rows_that_are_not_scored(tmp_pat
                      "forget: 1 rows have a task other than Task1, Task2, Task3 (1 other task name(s)); they are "
                      "scored as tasks of their own"]
     assert scoring_warnings(rows[:1], "retain") == []
+
+
+def test_audit_refuses_an_original_of_another_architecture(memorised_model, tokenizer, memorised_rows, tmp_path,
+                                                           capsys):
+    from hf_unlearn.support.tiny import tiny_causal_lm
+
+    model_dir, other_dir = tmp_path / "model", tmp_path / "other"
+    memorised_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tiny_causal_lm(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(other_dir)
+    data = tmp_path / "lume"
+    data.mkdir()
+    for name, rows in (("forget_train", memorised_rows["forget"]), ("retain_train", memorised_rows["retain"])):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli_main(["audit", "--model", str(model_dir), "--original", str(other_dir), "--data", str(data),
+                     "--output-dir", str(tmp_path / "audit"), "--probes", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "--original" in err and "are different models" in err and "Traceback" not in err
+    assert not (tmp_path / "audit").exists()

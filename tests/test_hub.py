@@ -254,3 +254,35 @@ def test_generations_are_written_owner_only(tmp_path):
     with open_private(tmp_path / "fresh.jsonl") as f:
         f.write("x")
     assert (tmp_path / "fresh.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_mismatched_models_are_refused_in_one_line(tiny_model, tokenizer, rows, tmp_path, capsys):
+    import json as json_module
+
+    from hf_unlearn.support.tiny import tiny_causal_lm
+
+    forget, retain = rows
+    base_dir, other_dir = tmp_path / "base", tmp_path / "other"
+    tiny_model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    other = tiny_causal_lm(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)  # another shape
+    other.save_pretrained(other_dir)
+    tokenizer.save_pretrained(other_dir)
+    trainer = train(lora(tiny_model, nonzero=False), tokenizer, forget, retain, tmp_path)
+    adapter_dir = tmp_path / "adapter"
+    trainer.save_model(adapter_dir)
+    config = json_module.loads((adapter_dir / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(base_dir)
+    (adapter_dir / "adapter_config.json").write_text(json_module.dumps(config))
+    # merge onto another base than the adapter's own: different architecture, refused, nothing written
+    assert cli_main(["merge", "--adapter", str(adapter_dir), "--base", str(other_dir),
+                     "--output", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert "are different models (hidden_size" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "merged").exists()
+    # the same adapter on a model whose recorded base is not here: its weights do not fit
+    config["base_model_name_or_path"] = "someone/elsewhere"
+    (adapter_dir / "adapter_config.json").write_text(json_module.dumps(config))
+    assert cli_main(["merge", "--adapter", str(adapter_dir), "--base", str(other_dir),
+                     "--output", str(tmp_path / "merged2")]) == 2
+    assert "does not fit the model" in capsys.readouterr().err
