@@ -66,6 +66,9 @@ def _load_model(args, name: str | None = None, adapter: str | None = None):
     )
     if adapter:
         model = load_adapter(model, adapter, path)
+    if tokenizer.eos_token is None:
+        raise ValueError(f"the tokenizer of {path} has no EOS token: generation cannot tell where an answer ends; give "
+                         "--tokenizer with one (or set eos_token in its tokenizer_config.json)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

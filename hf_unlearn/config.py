@@ -280,6 +280,8 @@ class UnlearningConfig(*BUILTIN_ARGUMENTS, TrainingArguments):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.max_unlearning_time is not None and self.max_unlearning_time <= 0:
             raise ValueError(f"max_unlearning_time must be a positive number of seconds, got {self.max_unlearning_time}.")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}.")
         if self.forget_unit not in FORGET_UNITS:
             raise ValueError(f"forget_unit must be one of {FORGET_UNITS}, got {self.forget_unit!r}.")
         if self.max_length < 2:

@@ -151,6 +151,8 @@ def resolve_model_path(name_or_path: str | os.PathLike, log=None) -> str:
     can only be a local path and does not exist is refused at once (transformers would ask the Hub for it, retrying
     for a minute on a machine without network, and then speak of repo ids)."""
     name = str(name_or_path)
+    if Path(name).expanduser().is_file():
+        raise NotADirectoryError(f"model path {name} is a file: give the folder that holds config.json and the weights")
     if Path(name).expanduser().exists():
         return name
     if name in OFFLINE_MODELS:

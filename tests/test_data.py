@@ -266,3 +266,14 @@ def test_a_path_that_cannot_be_a_hub_id_is_refused_at_once(tmp_path):
             resolve_model_path(name)
     assert looks_like_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct") and looks_like_hub_id("gpt2")
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # an existing folder is used as it is
+
+
+def test_a_model_path_that_is_a_file_and_an_accumulation_of_zero_are_refused(tmp_path):
+    from hf_unlearn import UnlearningConfig
+    from hf_unlearn.pretrained import resolve_model_path
+
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="is a file: give the folder"):
+        resolve_model_path(str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
+        UnlearningConfig(output_dir=str(tmp_path / "o"), gradient_accumulation_steps=0, report_to="none")
