@@ -15,7 +15,8 @@ from .test_trainer import lora, make_config
 
 KEYS = {"forget/regurgitation", "forget/knowledge", "forget/exact_memorization", "forget/extraction_strength",
         "retain/regurgitation", "retain/knowledge", "retain/exact_memorization", "retain/extraction_strength",
-        "task_score", "mia/auc"}
+        "task_score", "mia/auc", "mia/zlib_auc", "mia/min_k_auc", "mia/min_k_plus_plus_auc", "mia/exposed_share",
+        "mia/member_loss", "mia/nonmember_loss"}
 
 
 def test_audit_command_end_to_end(memorised_model, tokenizer, memorised_rows, lume_rows, tmp_path, capsys):

@@ -394,8 +394,10 @@ def test_missing_package_error_names_the_install_command(monkeypatch, tmp_path):
 
 
 def test_resolve_model_path_passes_other_names_through(monkeypatch, tmp_path):
-    for name in ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m", "./models/smollm2", str(tmp_path)):
+    for name in ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m", str(tmp_path)):
         assert pretrained.resolve_model_path(name) == name
+    with pytest.raises(FileNotFoundError, match="model folder not found: ./models/smollm2"):
+        pretrained.resolve_model_path("./models/smollm2")  # a local path that is not there: never asked of the Hub
     assert pretrained.resolve_model_path(tmp_path) == str(tmp_path)  # a Path comes back as its string
     monkeypatch.chdir(tmp_path)
     (tmp_path / "smollm2").mkdir()
