@@ -81,6 +81,15 @@ Measured (1 thread per run, two runs at a time on the shared 2-core machine)
   (`npo_nll_kl_prompt`) 0.71, AUC 1, and less forgotten; per-token NPO with loss on the prompt
   (`npo_nll_kl_token_prompt`) 1.86, AUC 0.95 (MIA score 0.10), but not selective (general knowledge -0.064, ppl
   +26%, forget knowledge 0.81).
+- **Issue #28, forgetting to the unseen level** (`--num_members 12 --anchor_weight 1 --num_calibration 12
+  --num_evaluation 24 --learning_rate 2e-3 --run_mmlu 1 --name unseen_smollm2`, a target rebuilt with 12 members in
+  4600 s; results/unseen_smollm2.md, docs/benchmarks.md): the MIA is scored against 24 unseen Task3 documents of the
+  same kind, and 12 others (with unseen Task1/Task2 documents and their question rows) are the calibration set.
+  NPO + NLL 4 + KL 3 (beta 1), seed 0: forget 0.666 -> 0.307, knowledge 0, retain 0.870, every attack's AUC still 1.0,
+  general knowledge 0.240 -> 0.184. `anchored` (band, hold 1, NLL 4, KL 3), seed 0: loss AUC 0.528 (MIA score 0.944),
+  zlib 0.507, Min-K% 0.285, Min-K%++ 0.396, 8% exposed, task score 0.820, but the unseen documents' own loss rose
+  2.99 -> 5.17 with the members' (held-out ppl 203, general knowledge 0.065): the hold kept the 12 calibration
+  documents and not their kind. Not usable as it stands.
 """
 
 from __future__ import annotations

@@ -281,7 +281,7 @@ def ratio_rows(results: dict[str, dict]) -> list[tuple[str, float, str]]:
 def tables(all_results: dict[str, dict[str, dict]]) -> str:
     lines = []
     for size, results in all_results.items():
-        r = results["a"]
+        r = next(iter(results.values()))  # the model and batch are the same for every variant
         lines += [
             f"### {size}: {r['params'] / 1e6:.1f}M parameters, vocabulary {r['vocab']}, forget/retain batch width "
             f"{r['width'][0]}/{r['width'][1]} tokens, {r['answer_tokens']} answer tokens, {r['device']}",
