@@ -2,8 +2,9 @@
 
 Calibration documents are texts the model never saw, of the same kind as the forget documents. At the start of
 training every one is measured (mean token NLL over all its tokens, as the loss attack scores a document); then, at
-each optimisation step, the next `batch` of them in a fixed cycle is measured again, without gradient, under the
-current model. The table of latest values is what the method's loss reads: a running estimate that follows the
+each optimisation step, the next `batch` of them in a fixed cycle is measured again under the current model: in the
+step's own policy pass, with gradient, when the method holds them at their starting level (`Needs.calibration_grad`),
+else in a no-grad pass of their own (`refresh`). The table of latest values is what the method's loss reads: a running estimate that follows the
 model (unlearning lifts the unseen level too) for the cost of a forward pass over `batch` documents a step.
 
 Every process measures the same documents, so the table is the same everywhere and ZeRO-3's parameter gathers stay

@@ -28,6 +28,8 @@ import re
 import shutil
 
 from transformers.trainer_callback import ExportableState
+
+from .pretrained import file_sha256
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -113,21 +115,13 @@ def checkpoint_problems(folder: str, needs_optimizer: bool = True) -> list[str]:
     return problems
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_checksums(folder: str) -> None:
     """`checksums.json`: the SHA-256 of every file under `folder` (relative paths), written last."""
     sums = {}
     for root, _, files in os.walk(folder):
         for name in files:
             path = os.path.join(root, name)
-            sums[os.path.relpath(path, folder)] = _sha256(path)
+            sums[os.path.relpath(path, folder)] = file_sha256(path)
     sums.pop(CHECKSUMS, None)
     with open(os.path.join(folder, CHECKSUMS), "w") as f:
         json.dump(sums, f, indent=1, sort_keys=True)
@@ -151,7 +145,7 @@ def damaged_files(folder: str) -> list[str]:
         if not os.path.isfile(file):
             if name not in ("optimizer.pt", "scheduler.pt"):
                 problems.append(f"{name} missing")
-        elif _sha256(file) != expected:
+        elif file_sha256(file) != expected:
             problems.append(f"{name} damaged (checksum)")
     return problems
 

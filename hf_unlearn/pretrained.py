@@ -79,7 +79,8 @@ def gguf_file(spec: OfflineModel) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks (the GGUF's identity here; a checkpoint's checksums)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):

@@ -214,6 +214,7 @@ class UnlearningTrainer(Trainer):
             model, ref_model, args.reference, args.ref_adapter_name, needed=self.needs.reference
         )
         self.ref_model = ref_model
+        self.group_names: dict[str, int] = {}  # documents' kinds, numbered as the forget and calibration sets name them
         train_dataset = self._build_train_dataset(forget_dataset, retain_dataset, processing_class, args)
         self.calibration = self._build_calibration(calibration_dataset, processing_class, args)
 
@@ -327,8 +328,7 @@ class UnlearningTrainer(Trainer):
         """Documents' kinds (`rows_to_units`: "Task3/document", ...) as integers shared by forget and calibration."""
         if groups is None:
             return None
-        index = self.__dict__.setdefault("group_names", {})
-        return [index.setdefault(g, len(index)) for g in groups]
+        return [self.group_names.setdefault(g, len(self.group_names)) for g in groups]
 
     def _build_calibration(self, calibration, tokenizer, args: UnlearningConfig) -> CalibrationLevels | None:
         """The calibration documents, tokenised as whole documents, for a method that reads their NLL."""

@@ -147,6 +147,12 @@ def check_job_numbers(args: UnlearnArguments) -> None:
             raise ValueError(f"{option} must be at least 1, got {value}")
     if args.max_length < 2:
         raise ValueError(f"--max-length must be at least 2 tokens, got {args.max_length}")
+    if not 0 <= args.unseen_band < 0.5:
+        raise ValueError(f"--unseen-band must be in [0, 0.5), got {args.unseen_band}")
+    if not args.max_retain_rise > 0:
+        raise ValueError(f"--max-retain-rise must be positive, got {args.max_retain_rise}")
+    if args.stop_check_steps < 1:
+        raise ValueError(f"--stop-check-steps must be at least 1, got {args.stop_check_steps}")
 
 
 def _trainer_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -210,6 +216,8 @@ def unseen_documents(args: UnlearnArguments, forget_documents: list[str]):
         check_unseen(calibration, forget_documents, "--calibration")
     if args.mia:
         members, evaluation = read_mia_documents(args.mia)
+        if calibration is not None:
+            check_unseen(evaluation, calibration, "--mia nonmember.jsonl", "--calibration")
     elif args.holdout:
         if not forget_documents:
             raise ValueError("--holdout needs forget documents to compare with: the forget rows hold no "
@@ -223,8 +231,6 @@ def unseen_documents(args: UnlearnArguments, forget_documents: list[str]):
             check_unseen(evaluation, calibration, "--holdout", "--calibration")
     else:
         members = evaluation = None
-    if calibration is not None and evaluation is not None:
-        check_unseen(evaluation, calibration, "the MIA's nonmembers", "calibration")
     return members, evaluation, calibration
 
 
@@ -425,12 +431,6 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     eval_forget = load_rows(args.eval_forget, "eval-forget", **split)[0] if args.eval_forget else []
     eval_retain = load_rows(args.eval_retain, "eval-retain", **split)[0] if args.eval_retain else []
     members, nonmembers, calibration = unseen_documents(args, forget_documents)
-    if not 0 <= args.unseen_band < 0.5:
-        raise ValueError(f"--unseen-band must be in [0, 0.5), got {args.unseen_band}")
-    if args.max_retain_rise <= 0:
-        raise ValueError(f"--max-retain-rise must be positive, got {args.max_retain_rise}")
-    if args.stop_check_steps < 1:
-        raise ValueError(f"--stop-check-steps must be at least 1, got {args.stop_check_steps}")
     config = build_config(args, out)
     if config.unlearning_method.needs().calibration_batch and calibration is None:
         raise ValueError(f"method {config.method} pulls the forget documents to the level of unseen ones: give "

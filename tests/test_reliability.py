@@ -112,14 +112,20 @@ def test_sigkill_inside_a_save_then_resume_from_the_last_complete_checkpoint_is_
     assert_resumed_run_equals_uninterrupted(uninterrupted, killed)
 
 
-def test_resume_skips_incomplete_checkpoints_and_refuses_an_explicit_one(tiny_model, tokenizer, memorised_rows,
-                                                                          tmp_path, caplog):
-    config = make_config(tmp_path, method="gd", max_steps=2, save_strategy="steps", save_steps=1,
+def trained_with_a_checkpoint_per_step(tiny_model, tokenizer, memorised_rows, tmp_path, steps: int):
+    """A gd run of `steps` steps on the memorised rows that saves `checkpoint-1` ... `checkpoint-<steps>`."""
+    config = make_config(tmp_path, method="gd", max_steps=steps, save_strategy="steps", save_steps=1,
                          per_device_train_batch_size=2)
     forget, retain = Dataset.from_list(memorised_rows["forget"]), Dataset.from_list(memorised_rows["retain"])
     trainer = UnlearningTrainer(model=lora(tiny_model, nonzero=False), args=config, forget_dataset=forget,
                                 retain_dataset=retain, processing_class=tokenizer)
     trainer.train()
+    return trainer
+
+
+def test_resume_skips_incomplete_checkpoints_and_refuses_an_explicit_one(tiny_model, tokenizer, memorised_rows,
+                                                                          tmp_path, caplog):
+    trainer = trained_with_a_checkpoint_per_step(tiny_model, tokenizer, memorised_rows, tmp_path, 2)
     out = tmp_path / "out"
     (out / "checkpoint-2" / "optimizer.pt").unlink()  # as a partial save or a hand copy leaves it
     (out / "checkpoint-3").mkdir()  # a folder from a save killed before trainer_state.json
@@ -282,12 +288,7 @@ def test_no_forget_text_or_id_reaches_files_or_logs(memorised_model, memorised_r
 
 def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_is_taken(tiny_model, tokenizer, memorised_rows,
                                                                           tmp_path, caplog):
-    config = make_config(tmp_path, method="gd", max_steps=3, save_strategy="steps", save_steps=1,
-                         per_device_train_batch_size=2)
-    forget, retain = Dataset.from_list(memorised_rows["forget"]), Dataset.from_list(memorised_rows["retain"])
-    trainer = UnlearningTrainer(model=lora(tiny_model, nonzero=False), args=config, forget_dataset=forget,
-                                retain_dataset=retain, processing_class=tokenizer)
-    trainer.train()
+    trainer = trained_with_a_checkpoint_per_step(tiny_model, tokenizer, memorised_rows, tmp_path, 3)
     out = tmp_path / "out"
     adapter = out / "checkpoint-3" / "adapter_model.safetensors"
     adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])  # a truncated copy
