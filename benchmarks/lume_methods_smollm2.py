@@ -166,6 +166,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "anchored": dict(label="Anchored (band)", trainer="unlearning",
                      config=dict(method="anchored", forget_unit="documents", retain_nll_weight=4.0,
                                  retain_kl_weight=3.0)),
+    # The same with the hold as KL to the target on every token of the calibration documents (`anchor_hold="kl"`).
+    "anchored_kl": dict(label="Anchored (band, KL hold)", trainer="unlearning",
+                        config=dict(method="anchored", forget_unit="documents", anchor_hold="kl",
+                                    anchor_hold_weight=3.0, retain_nll_weight=4.0, retain_kl_weight=3.0)),
+    # Issue #28 item 6: the forget documents distilled toward SmolLM2-135M-Instruct, the model before memorisation.
+    "pre_distill": dict(label="Distilled toward the pre-fine-tuning model", trainer="unlearning",
+                        config=dict(method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=4.0,
+                                    retain_kl_weight=3.0)),
     "anchored_quantiles": dict(label="Anchored (quantiles)", trainer="unlearning",
                                config=dict(method="anchored", anchor_target="quantiles", forget_unit="documents",
                                            retain_nll_weight=4.0, retain_kl_weight=3.0)),
@@ -204,6 +212,8 @@ class Settings:
     beta: float = field(default=0.0, metadata={"help": "NPO beta override for the npo* methods (0: theirs)."})
     retain_nll_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
     retain_kl_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
+    hold_weight: float = field(default=-1.0,
+                               metadata={"help": "anchor_hold_weight override for anchored* (-1: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
     num_calibration: int = field(
         default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
@@ -512,6 +522,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
                 config["retain_nll_weight"] = settings.retain_nll_weight
             if settings.retain_kl_weight >= 0:
                 config["retain_kl_weight"] = settings.retain_kl_weight
+    if key.startswith("anchored") and settings.hold_weight >= 0:
+        config["anchor_hold_weight"] = settings.hold_weight
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -536,6 +548,13 @@ def lora_config(key: str, settings: Settings, chosen: dict[str, Any]):
     `settings.lora_target_modules`; rank and alpha from `chosen`."""
     return lume_methods.lora_config(key, settings, METHODS, r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
                                     target_modules=lora_modules(settings.lora_target_modules))
+
+
+def pre_finetuning_model():
+    """The model the target was memorised from (SmolLM2-135M-Instruct), in float32 like the target."""
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+
+    return load_model_and_tokenizer("smollm2", dtype=torch.float32)[0]
 
 
 def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_dir: str, work_dir: Path):
@@ -571,6 +590,7 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
         retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
         peft_config=lora_config(key, settings, chosen),
         **({"calibration_dataset": Dataset.from_list(data.calibration_rows)} if anchored else {}),
+        **({"pre_finetuning_model": pre_finetuning_model()} if config.method == "pre_finetuning_distill" else {}),
     )
     trainer.remove_callback(PrinterCallback)
     if settings.stop_band:  # the stopping rule on whole documents (no question texts), as the attack scores them
@@ -668,6 +688,12 @@ def group_label(run: dict) -> str:
         parts.append("per-token NPO")
     if c.get("loss_on_prompt"):
         parts.append("loss on prompt")
+    if c.get("method") == "anchored":
+        parts.append(f"{c.get('anchor_hold', 'nll').upper()} hold {c.get('anchor_hold_weight', 1.0):g}")
+        if c.get("anchor_target") == "quantiles":
+            parts.append("quantiles")
+    if s.get("stop_band"):
+        parts.append(f"stop at AUC 0.5 +- {s['stop_band']:g}")
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"
 
 

@@ -231,6 +231,18 @@ def soft_cross_entropy(policy_logits: torch.Tensor, q: torch.Tensor, labels: tor
     return scatter_answers(_SoftCrossEntropy.apply(policy_logits, q, *index), index, mask.shape)
 
 
+def distill_kl(policy_logits: torch.Tensor, base_logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Forward KL `sum_v p_b,v (log p_b,v - log pi_theta,v)` of the policy from a fixed distribution given by its
+    log-softmax `base_logp` `(N, vocab)` at the answer positions (`answer_positions(labels)` order), `(batch, seq - 1)`,
+    zero where masked: `soft_cross_entropy` minus the target's entropy (a constant, so the gradient is the same, and
+    the value reads 0 where the policy matches the target)."""
+    _, mask = shift_labels(labels)
+    index = answer_positions(labels)
+    q = base_logp.exp()
+    entropy = -(q * base_logp).sum(-1)
+    return scatter_answers(_SoftCrossEntropy.apply(policy_logits, q, *index) - entropy, index, mask.shape)
+
+
 def undial_targets(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
     """UNDIAL's self-distillation targets (Dong et al. 2024): `softmax(z_ref - beta * onehot(y))` of reference logits
     `(N, vocab)` at the answer positions, whose answer tokens `targets` `(N,)` get their logit lowered by `beta`."""

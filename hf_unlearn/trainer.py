@@ -140,6 +140,9 @@ class UnlearningTrainer(Trainer):
         processing_class: the tokenizer. It needs an EOS token (it ends every answer); a tokenizer without a pad
             token gets EOS as pad token, with a warning.
         ref_model: a frozen reference model, for a plain (non-peft) `model`. Never needed with a peft model.
+        pre_finetuning_model: the model `model` was fine-tuned from (a model or its path or Hub id), for the methods
+            that read it on the forget documents (`"pre_finetuning_distill"`): a model that never saw them. Same
+            tokenizer; kept frozen.
         calibration_dataset: documents the model never saw, of the same kind as the forget set, for the methods that
             read their NLL (`"anchored"`): a list of strings, a `datasets.Dataset` with a `text` (or `document`)
             column, or one of `input`/`output` rows (grouped into documents as `forget_unit="documents"` does).
@@ -163,6 +166,7 @@ class UnlearningTrainer(Trainer):
         ref_model: PreTrainedModel | None = None,
         peft_config=None,
         calibration_dataset=None,
+        pre_finetuning_model: PreTrainedModel | str | None = None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers=(None, None),
         optimizer_cls_and_kwargs=None,
@@ -214,6 +218,7 @@ class UnlearningTrainer(Trainer):
             model, ref_model, args.reference, args.ref_adapter_name, needed=self.needs.reference
         )
         self.ref_model = ref_model
+        self.pre_finetuning_model = self._load_pre_finetuning_model(pre_finetuning_model, model, args.method)
         self.group_names: dict[str, int] = {}  # documents' kinds, numbered as the forget and calibration sets name them
         train_dataset = self._build_train_dataset(forget_dataset, retain_dataset, processing_class, args)
         self.calibration = self._build_calibration(calibration_dataset, processing_class, args)
@@ -232,6 +237,9 @@ class UnlearningTrainer(Trainer):
         if self.ref_model is not None:
             self.ref_model = self._prepare_ref_model(self.ref_model)
             self.reference.ref_model = self.ref_model
+        if self.pre_finetuning_model is not None:
+            self.pre_finetuning_model = self._prepare_ref_model(self.pre_finetuning_model)
+            self.pre_reference = Reference("model", ref_model=self.pre_finetuning_model)
         self.add_callback(_TrainBeginCallback(self))
         if self.calibration is not None:
             self.add_callback(self.calibration)  # saved with every checkpoint (an ExportableState)
@@ -345,6 +353,35 @@ class UnlearningTrainer(Trainer):
         if len(features) < 2:
             raise ValueError(f"calibration_dataset has {len(features)} document(s); the unseen level needs at least 2.")
         return CalibrationLevels(features, batch)
+
+    def _load_pre_finetuning_model(self, pre, model, method: str):
+        """The frozen model from before fine-tuning, if the method reads it (refused, naming the fix, when it is
+        missing or its vocabulary is not the model's); None otherwise."""
+        if not self.needs.forget_pre_logits:
+            if pre is not None:
+                logger.warning("pre_finetuning_model is given but method=%r does not read it; it is not loaded.",
+                               method)
+            return None
+        if pre is None:
+            raise ValueError(
+                f"method={method!r} distils the forget documents toward the model from before fine-tuning: pass "
+                "pre_finetuning_model= (a model, a local path or a Hub id; --pre-finetuning-model on the command line)."
+            )
+        if isinstance(pre, str):
+            from .pretrained import resolve_model_path
+
+            pre = AutoModelForCausalLM.from_pretrained(resolve_model_path(pre), dtype="auto", use_safetensors=True)
+        if is_peft_model(pre):
+            raise ValueError("pre_finetuning_model must be a plain model, not a peft model (merge its adapter first).")
+        ours, theirs = model.get_output_embeddings().weight.shape[0], pre.get_output_embeddings().weight.shape[0]
+        if ours != theirs:
+            raise ValueError(
+                f"pre_finetuning_model has a vocabulary of {theirs} tokens and the model {ours}: it must be the model "
+                "the model was fine-tuned from, with the same tokenizer."
+            )
+        pre.eval()
+        pre.requires_grad_(False)
+        return pre
 
     def _prepare_ref_model(self, ref_model):
         if self.is_deepspeed_enabled:
@@ -666,6 +703,10 @@ class UnlearningTrainer(Trainer):
         )
         if needs.forget_ref_log_probs and precomputed:
             reference.forget_logp = inputs["forget_ref_logp"]
+        if needs.forget_pre_logits:
+            reference.forget_pre_logits = self.pre_reference.answer_logits(
+                self.pre_finetuning_model, forget_ids, forget_mask, answer_positions(forget_labels)
+            )
 
         # One forward of the policy over forget and retain rows together.
         hidden_layer = needs.hidden_layer
@@ -690,11 +731,14 @@ class UnlearningTrainer(Trainer):
         )
         retain_piece = next(pieces) if use_retain else None
         if calibration_step is not None:
-            cal_logp, cal_tok_mask = token_log_probs(_narrow(next(pieces), cal_ids.shape[1]), cal_labels)
+            cal_piece = _narrow(next(pieces), cal_ids.shape[1])
+            cal_logp, cal_tok_mask = token_log_probs(cal_piece, cal_labels)
             step_nll = mean_token_nll(cal_logp, cal_tok_mask)
             self.calibration.values[calibration_step] = step_nll.detach().float().cpu()
             ctx.calibration_step_nll = step_nll
             ctx.calibration_step_start = self.calibration.start[calibration_step].to(step_nll.device, step_nll.dtype)
+            if needs.calibration_kl:
+                ctx.calibration_step_kl = self._calibration_kl(cal_piece, cal_ids, cal_mask, cal_labels)
         if self.calibration is not None:
             ctx.calibration_nll = self.calibration.values.to(forget_logits.device)
             ctx.calibration_group = self.calibration.groups
@@ -726,6 +770,14 @@ class UnlearningTrainer(Trainer):
         # Data parallel averages gradients over processes; the terms above are this process's share of a global mean.
         loss = loss * scale
         return (loss, {"logits": logits, **terms}) if return_outputs else loss
+
+    def _calibration_kl(self, logits, ids, mask, labels) -> torch.Tensor:
+        """Each calibration document's mean token KL(pi_theta || pi_ref), `(n,)`: its reference log-softmax from a
+        no-grad pass of the reference (the adapter disabled) over these documents alone."""
+        ref_logits, _ = self.reference.answer_outputs(self._policy, ids, mask, answer_positions(labels))
+        kl = answer_kl(logits, log_softmax_(ref_logits), labels)
+        tok_mask = labels[:, 1:].ne(IGNORE_INDEX).to(kl.dtype)
+        return (kl * tok_mask).sum(-1) / tok_mask.sum(-1).clamp(min=1)
 
     def _raise_non_finite(self, terms: dict[str, torch.Tensor]) -> None:
         """Stop before a non-finite loss reaches the weights; the checkpoints saved so far stay as they are."""

@@ -59,6 +59,10 @@ class UnlearnArguments:
         "help": "Unlearning method (the registry's names: npo, gd, simnpo, anchored, ...). Default: anchored (the "
                 "forget documents pulled to the level of unseen ones) when there are calibration documents (--holdout "
                 "or --calibration), else npo."})
+    pre_finetuning_model: str | None = field(default=None, metadata={
+        "help": "The model --model was fine-tuned from (folder or Hub id), if you have it: method "
+                "pre_finetuning_distill distils the forget documents toward it, a model that never saw them. Same "
+                "tokenizer."})
     beta: float = field(default=0.5, metadata={"help": "NPO inverse temperature."})
     retain_nll_weight: float = field(default=4.0, metadata={"help": "Weight of the retain NLL term."})
     retain_kl_weight: float = field(default=3.0, metadata={"help": "Weight of the retain KL(model || reference) term."})
@@ -179,6 +183,24 @@ def job_method(args: UnlearnArguments) -> str:
     return "anchored" if args.calibration or args.holdout else "npo"
 
 
+def check_pre_finetuning_model(args: UnlearnArguments, config) -> None:
+    """`--pre-finetuning-model` where the method reads it (and only there), a folder or Hub id of the same architecture
+    as `--model` where both are here: refused before any model loads."""
+    from .pretrained import check_same_architecture, local_architecture, require_path_or_hub_id
+
+    needed = config.unlearning_method.needs().forget_pre_logits
+    if needed and not args.pre_finetuning_model:
+        raise ValueError(f"method {config.method} distils the forget documents toward the model from before "
+                         "fine-tuning: give --pre-finetuning-model (the folder or Hub id --model was fine-tuned from)")
+    if args.pre_finetuning_model and not needed:
+        raise ValueError(f"--pre-finetuning-model is read by method pre_finetuning_distill only, not "
+                         f"{config.method}: drop it, or give --method pre_finetuning_distill")
+    if needed:
+        require_path_or_hub_id(args.pre_finetuning_model, "--pre-finetuning-model")
+        check_same_architecture(local_architecture(args.model), local_architecture(args.pre_finetuning_model),
+                                f"--model {args.model} and --pre-finetuning-model {args.pre_finetuning_model}")
+
+
 def build_config(args: UnlearnArguments, output_dir: Path):
     """The `UnlearningConfig` of the job (checked, with the method, before any model is loaded)."""
     from .config import UnlearningConfig
@@ -192,7 +214,7 @@ def build_config(args: UnlearnArguments, output_dir: Path):
                     report_to="none", save_strategy="no", logging_steps=10,
                     disable_tqdm=not on_terminal(),  # off a terminal: the logs as plain lines, not bar redraws
                     # the anchored method pulls whole documents to the unseen level, as the attack scores them
-                    forget_unit="documents" if method == "anchored" else "rows")
+                    forget_unit="documents" if method in ("anchored", "pre_finetuning_distill") else "rows")
     settings.update(_trainer_overrides(args.trainer_arg))
     return UnlearningConfig(**settings)
 
@@ -435,6 +457,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     if config.unlearning_method.needs().calibration_batch and calibration is None:
         raise ValueError(f"method {config.method} pulls the forget documents to the level of unseen ones: give "
                          "--holdout (split into calibration and evaluation documents) or --calibration")
+    check_pre_finetuning_model(args, config)
     # Whole documents (plain ones as given; LUME rows grouped by document) for the attack and for training on them.
     plain = all(r.get("document") is not None for r in forget)
     whole = forget_documents if plain else rows_to_documents(forget, questions=False)
@@ -468,9 +491,14 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                 [{k: r[k] for k in ("id", "input", "output", "task") if k in r} for r in forget])
         else:
             forget_data = columns(forget)
+        pre_model = None
+        if config.unlearning_method.needs().forget_pre_logits:
+            pre_path = resolve_model_path(args.pre_finetuning_model, log=progress)
+            pre_model = AutoModelForCausalLM.from_pretrained(pre_path,
+                                                              dtype=dtype, trust_remote_code=args.trust_remote_code)
         trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,
                                     retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
-                                    calibration_dataset=calibration)
+                                    calibration_dataset=calibration, pre_finetuning_model=pre_model)
         stopping = None
         if calibration is not None and args.unseen_band > 0:
             stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,
@@ -518,6 +546,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         method = config.unlearning_method
         result: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "model": args.model, "method": config.method,
+            **({"pre_finetuning_model": args.pre_finetuning_model} if args.pre_finetuning_model else {}),
             "method_settings": config.method_hyperparameters(),
             "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
                          "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,

@@ -146,6 +146,35 @@ def test_first_step_loss_equals_the_definition(memorised_model, memorised_rows, 
     assert logged["forget_document_nll"] == pytest.approx(nll_f.mean().item(), rel=1e-4)
 
 
+def test_the_kl_hold_is_the_token_kl_to_the_model_before_unlearning(memorised_model, tokenizer, documents,
+                                                                     tmp_path):
+    forget, unseen = documents
+    calibration = unseen[:5]
+    # adapter on != adapter off from step 0, and the reference is the adapter disabled: the hold is not 0
+    model = lora(memorised_model, nonzero=True)
+    config = make_config(tmp_path, method="anchored", forget_unit="documents", retain_nll_weight=0.0,
+                         anchor_calibration_batch=3, anchor_hold="kl", anchor_hold_weight=2.0, reference="base")
+    # the first step holds calibration documents 0, 1, 2: each one's mean over its tokens of
+    # sum_v p(v) (log p(v) - log p_ref(v)), with p_ref the model with its adapter disabled
+    model.eval()
+    expected = []
+    with torch.no_grad():
+        for text in calibration[:3]:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            with model.disable_adapter():
+                ref = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            expected.append((logp.exp() * (logp - ref)).sum(-1).mean())
+    expected = 2.0 * torch.stack(expected).mean()
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
+                                processing_class=tokenizer, calibration_dataset=calibration)
+    trainer.train()
+    assert expected > 1e-4
+    assert trainer.state.log_history[0]["calibration_hold"] == pytest.approx(expected.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="anchor_hold"):
+        make_config(tmp_path, method="anchored", anchor_hold="logits")
+
+
 def test_anchored_needs_calibration_documents_and_a_valid_band(memorised_model, tokenizer, documents, tmp_path):
     forget, _ = documents
     with pytest.raises(ValueError, match="calibration_dataset="):

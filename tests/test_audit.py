@@ -278,3 +278,44 @@ def test_a_very_long_row_is_scored_as_training_cut_it(memorised_model, memorised
                         batch_size=2, max_length=64)
     assert time.perf_counter() - started < 60  # whole, the row would take the model minutes and gigabytes
     assert {"forget/regurgitation", "forget/exact_memorization", "retain/regurgitation"} <= set(scores)
+
+
+def test_the_audit_generates_from_each_model_once_and_scores_subsets_from_what_it_kept(
+        memorised_model, tiny_model, tokenizer, memorised_rows, lume_dir, monkeypatch):
+    import hf_unlearn.audit.run as run
+    from hf_unlearn.audit.run import audit_model, score_rows
+
+    from .conftest import read_jsonl
+
+    calls = {"generations": 0, "mia": 0}
+    real_generations, real_mia = run.lume_generations, run.evaluate_mia
+
+    def counted_generations(*args, **kwargs):
+        calls["generations"] += 1
+        return real_generations(*args, **kwargs)
+
+    def counted_mia(*args, **kwargs):
+        calls["mia"] += 1
+        return real_mia(*args, **kwargs)
+
+    monkeypatch.setattr(run, "lume_generations", counted_generations)
+    monkeypatch.setattr(run, "evaluate_mia", counted_mia)
+    forget, retain = memorised_rows["forget"], memorised_rows["retain"][:4]
+    members = [r["input"] + " " + r["output"] for r in forget]
+    nonmembers = [r["document"][:400] for r in read_jsonl(lume_dir / "mia" / "nonmember.jsonl")[:6]]
+    config = RelearnConfig(steps=2, batch_size=2)
+    results = audit_model(tiny_model, memorised_model, tokenizer, forget, retain, members, nonmembers,
+                          probes=("int8", "relearn"), relearn_config=config, max_new_tokens=16, progress=None)
+    # original and unlearned: forget + retain once each; int8: the attacked model's two and the control's retain
+    # rows; relearn: the relearned model's two. The attack: original, unlearned, int8, relearned.
+    assert calls == {"generations": 2 + 2 + 3 + 2, "mia": 4}
+    # the relearn probe's original and unlearned scores on the unseen documents, from the kept outputs, are what
+    # scoring those rows afresh gives
+    _, unseen = split_documents(forget, config.fraction, config.seed)
+    for name, model in (("original", memorised_model), ("unlearned", tiny_model)):
+        fresh = score_rows(model, tokenizer, unseen, retain, max_new_tokens=16, batch_size=16)
+        kept = results["probes"]["relearn"][name]
+        assert {k: kept[k] for k in fresh} == pytest.approx(fresh)
+        assert kept["mia/auc"] == results["models"][name]["mia/auc"]
+    control = results["probes"]["int8"]["original_attacked"]  # the verdict reads its retain rows only
+    assert "retain/regurgitation" in control and not any(k.startswith(("forget/", "mia/")) for k in control)

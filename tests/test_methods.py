@@ -27,7 +27,7 @@ from hf_unlearn.methods import (
 from .conftest import short_rows
 from .test_trainer import answer_distributions, lora, make_config
 
-BUILTIN = ["npo", "ga", "gd", "kl", "simnpo", "undial", "wga", "satimp", "rmu"]
+BUILTIN = ["npo", "ga", "gd", "kl", "simnpo", "undial", "wga", "satimp", "rmu", "anchored", "pre_finetuning_distill"]
 
 
 @pytest.fixture

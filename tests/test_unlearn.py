@@ -139,8 +139,9 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     assert "## Audit" in card and "int8:" in card
     assert (out / "merged" / "model.safetensors").is_file() and (out / "audit" / "audit.json").is_file()
     # the quantization control is the model before unlearning (its adapter dropped), rounded: int8 keeps its recall
+    # of the retain rows (all the verdict reads of it)
     control = json.loads((out / "audit" / "audit.json").read_text())["probes"]["int8"]["original_attacked"]
-    assert control["forget/regurgitation"] == pytest.approx(before["forget/regurgitation"], abs=0.1)
+    assert control["retain/regurgitation"] == pytest.approx(before["retain/regurgitation"], abs=0.1)
     _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
     # a second run may write into the folder it made, a foreign folder is refused before anything loads
     foreign = tmp_path / "foreign"
@@ -370,3 +371,37 @@ def test_eval_forget_alone_is_scored_without_a_retain_side(saved_target, memoris
     after = json.loads((out / "unlearn.json").read_text())["scores"]["after"]
     assert "eval/forget/regurgitation" in after and not any(k.startswith("eval/retain") for k in after)
     assert (out / "merged" / "model.safetensors").is_file() and (out / "report.md").is_file()
+
+
+def test_the_pre_finetuning_model_is_checked_before_a_model_loads(tmp_path, capsys):
+    (tmp_path / "f.txt").write_text("A forget document of a few words.\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    base = ["unlearn", "--model", str(tmp_path / "no-such-model"), "--forget", str(tmp_path / "f.txt"),
+            "--retain", str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out")]
+    assert cli_main(base + ["--method", "pre_finetuning_distill"]) == 2
+    assert "give --pre-finetuning-model" in capsys.readouterr().err
+    assert cli_main(base + ["--pre-finetuning-model", str(tmp_path)]) == 2  # npo does not read it
+    assert "--pre-finetuning-model is read by method pre_finetuning_distill only" in capsys.readouterr().err
+    assert cli_main(base + ["--method", "pre_finetuning_distill", "--pre-finetuning-model", "./gone"]) == 2
+    assert "--pre-finetuning-model folder not found: ./gone" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unlearn_distils_toward_the_pre_finetuning_model(saved_target, memorised_rows, tokenizer, tmp_path):
+    from hf_unlearn.support.tiny import tiny_causal_lm
+
+    pre = tmp_path / "pre"  # the model before memorisation: the target's architecture, never trained
+    tiny_causal_lm(tokenizer, arch="olmo", seed=0).save_pretrained(pre)
+    docs = [r["input"] + " " + r["output"] for r in memorised_rows["forget"]]
+    (tmp_path / "forget.txt").write_text("\n\n".join(docs) + "\n")
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"])
+    out = tmp_path / "out"
+    assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(tmp_path / "forget.txt"),
+                     "--retain", str(retain), "--output-dir", str(out), "--learning-rate", "1e-2",
+                     "--method", "pre_finetuning_distill", "--pre-finetuning-model", str(pre),
+                     "--num-train-epochs", "4", "--probes", "none", "--max-new-tokens", "48"]) == 0
+    result = json.loads((out / "unlearn.json").read_text())
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    assert result["pre_finetuning_model"] == str(pre) and result["method"] == "pre_finetuning_distill"
+    assert after["forget/regurgitation"] < before["forget/regurgitation"] - 0.2
+    assert result["method_settings"]["distill_weight"] == 1.0

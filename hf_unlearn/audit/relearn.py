@@ -57,8 +57,8 @@ class RelearnConfig:
             raise ValueError(f"relearn learning_rate must be positive, got {self.learning_rate}")
 
 
-def split_documents(rows: Sequence[Mapping], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(seen, unseen) rows: a seeded `fraction` of the documents (at least one, never all) and the rest."""
+def split_document_indices(rows: Sequence[Mapping], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(seen, unseen) row indices: a seeded `fraction` of the documents (at least one, never all) and the rest."""
     documents = list(dict.fromkeys(document_of(r, i) for i, r in enumerate(rows)))
     if len(documents) < 2:
         raise ValueError(f"the relearning attack needs at least 2 forget documents, got {len(documents)}")
@@ -66,8 +66,14 @@ def split_documents(rows: Sequence[Mapping], fraction: float, seed: int = 0) -> 
     seen = set(random.Random(seed).sample(documents, count))
     split = ([], [])
     for i, row in enumerate(rows):
-        split[document_of(row, i) not in seen].append(dict(row))
+        split[document_of(row, i) not in seen].append(i)
     return split
+
+
+def split_documents(rows: Sequence[Mapping], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(seen, unseen) rows (copies) of `split_document_indices`."""
+    seen, unseen = split_document_indices(rows, fraction, seed)
+    return [dict(rows[i]) for i in seen], [dict(rows[i]) for i in unseen]
 
 
 def relearn(model, tokenizer, rows: Sequence[Mapping], config: RelearnConfig) -> torch.nn.Module:

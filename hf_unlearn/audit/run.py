@@ -27,7 +27,7 @@ import copy
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from ..metrics.lume import lume_scores_from_generations
 from .memorization import mean_memorization, row_memorization
 from .probes import paraphrase_rows, prefix_rows, regurgitation
 from .quantization import SCHEMES, quantize_model
-from .relearn import RelearnConfig, relearn, split_documents
+from .relearn import RelearnConfig, relearn, split_document_indices
 
 FORMAT = "hf_unlearn.audit"
 VERSION = 1
@@ -67,6 +67,48 @@ MIA_KEYS = {"mia/auc": "mia_loss_auc", "mia/zlib_auc": "mia_zlib_auc", "mia/min_
             "mia/member_loss": "mia_member_loss", "mia/nonmember_loss": "mia_nonmember_loss"}
 
 
+@dataclass
+class RowOutputs:
+    """What scoring reads of one model on some rows, kept per row so that any subset is scored again without the
+    model: its greedy generations and each row's teacher-forced EM/ES (None for an empty answer)."""
+
+    generations: list[str]
+    memorization: list[dict[str, float] | None]
+
+    def take(self, indices: Sequence[int]) -> RowOutputs:
+        return RowOutputs([self.generations[i] for i in indices], [self.memorization[i] for i in indices])
+
+
+def row_outputs(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, batch_size: int, accelerator=None,
+                max_length: int | None = None) -> RowOutputs:
+    """`RowOutputs` of `model` on `rows` (`max_length` caps the tokens of a row as in `score_rows`)."""
+    if not rows:
+        return RowOutputs([], [])
+    generations = lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator,
+                                   max_prompt_tokens=max_length)
+    # per row, gathered in order, then averaged: the same mean as one process computes
+    per_row = map_across_processes(
+        lambda chunk: row_memorization(model, tokenizer, chunk, batch_size, max_length), rows, accelerator)
+    return RowOutputs(list(generations), list(per_row))
+
+
+def scores_from_outputs(forget_rows: Sequence[Mapping], forget: RowOutputs, retain_rows: Sequence[Mapping],
+                        retain: RowOutputs) -> dict[str, float]:
+    """The flat scores of `score_rows` from outputs already made."""
+    lume = lume_scores_from_generations(forget_rows, forget.generations, retain_rows, retain.generations)
+    out = {"task_score": lume["harmonic-mean-task-aggregate"]} if forget_rows and retain_rows else {}
+    for side, rows, outputs in (("forget", forget_rows, forget), ("retain", retain_rows, retain)):
+        if not rows:
+            continue
+        block = lume[f"{side}-set"]
+        for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
+            if block.get(key) is not None:
+                out[f"{side}/{name}"] = block[key]
+        if any(r is not None for r in outputs.memorization):
+            out.update({f"{side}/{k}": v for k, v in mean_memorization(outputs.memorization).items()})
+    return out
+
+
 def score_rows(model, tokenizer, forget_rows: Sequence[Mapping], retain_rows: Sequence[Mapping],
                max_new_tokens: int, batch_size: int, accelerator=None, max_length: int | None = None
                ) -> dict[str, float]:
@@ -74,25 +116,9 @@ def score_rows(model, tokenizer, forget_rows: Sequence[Mapping], retain_rows: Se
     both sides). Either side may be empty (then it has no scores). `max_length` caps the tokens of a row in the
     teacher-forced memorization scoring and the prompts of the generations, as training cut them (None: whole rows,
     as the task scores them)."""
-    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator,
-                              max_prompt_tokens=max_length)
-    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator,
-                              max_prompt_tokens=max_length)
-    lume = lume_scores_from_generations(forget_rows, forget, retain_rows, retain)
-    out = {"task_score": lume["harmonic-mean-task-aggregate"]} if forget_rows and retain_rows else {}
-    for side, rows in (("forget", forget_rows), ("retain", retain_rows)):
-        if not rows:
-            continue
-        block = lume[f"{side}-set"]
-        for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
-            if block.get(key) is not None:
-                out[f"{side}/{name}"] = block[key]
-        # per row, gathered in order, then averaged: the same mean as one process computes
-        per_row = map_across_processes(
-            lambda chunk: row_memorization(model, tokenizer, chunk, batch_size, max_length), rows, accelerator)
-        if any(r is not None for r in per_row):
-            out.update({f"{side}/{k}": v for k, v in mean_memorization(per_row).items()})
-    return out
+    outputs = [row_outputs(model, tokenizer, rows, max_new_tokens, batch_size, accelerator, max_length)
+               for rows in (forget_rows, retain_rows)]
+    return scores_from_outputs(forget_rows, outputs[0], retain_rows, outputs[1])
 
 
 def probe_score(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, batch_size: int,
@@ -198,14 +224,34 @@ def audit_model(
     say = progress or (lambda _: None)
     mia = mia_members is not None and mia_nonmembers is not None
 
-    def scored(model, label: str, forget=forget_rows, retain=retain_rows) -> dict[str, float]:
+    def mia_scores(model) -> dict[str, float]:
+        if not mia:
+            return {}
+        attack = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers, batch_size=max(1, batch_size // 2),
+                              accelerator=accelerator)
+        return {key: attack[name] for key, name in MIA_KEYS.items()}
+
+    def outputs(model, label: str, forget=forget_rows, retain=retain_rows) -> tuple[RowOutputs, RowOutputs]:
         say(f"[audit] scoring {label}")
-        out = score_rows(model, tokenizer, forget, retain, max_new_tokens, batch_size, accelerator, max_length)
-        if mia:
-            attack = evaluate_mia(model, tokenizer, mia_members, mia_nonmembers, batch_size=max(1, batch_size // 2),
-                                  accelerator=accelerator)
-            out.update({key: attack[name] for key, name in MIA_KEYS.items()})
-        return out
+        return tuple(row_outputs(model, tokenizer, rows, max_new_tokens, batch_size, accelerator, max_length)
+                     for rows in (forget, retain))
+
+    # Each model is generated from once: a probe on a subset of these rows (relearn's unseen documents) is scored
+    # again from the kept outputs, and the attack on the same documents is not run twice.
+    kept = {}
+    for name, model in (("original", original), ("unlearned", unlearned)):
+        forget_out, retain_out = outputs(model, f"the {name} model")
+        kept[name] = (forget_out, retain_out, mia_scores(model))
+
+    def from_kept(name: str, indices: Sequence[int] | None = None) -> dict[str, float]:
+        forget_out, retain_out, attack = kept[name]
+        rows = forget_rows if indices is None else [forget_rows[i] for i in indices]
+        forget_out = forget_out if indices is None else forget_out.take(indices)
+        return {**scores_from_outputs(rows, forget_out, retain_rows, retain_out), **attack}
+
+    def scored(model, label: str, forget=forget_rows) -> dict[str, float]:
+        forget_out, retain_out = outputs(model, label, forget)
+        return {**scores_from_outputs(forget, forget_out, retain_rows, retain_out), **mia_scores(model)}
 
     results: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
@@ -214,7 +260,7 @@ def audit_model(
         "settings": {"probes": list(probes), "max_new_tokens": max_new_tokens,
                      "relearn": asdict(relearn_config), "quantization": {k: {"bits": b, "group_size": g}
                                                                         for k, (b, g) in SCHEMES.items()}},
-        "models": {"original": scored(original, "the original model"), "unlearned": scored(unlearned, "the unlearned model")},
+        "models": {"original": from_kept("original"), "unlearned": from_kept("unlearned")},
         "probes": {},
     }
     base, after = results["models"]["original"], results["models"]["unlearned"]
@@ -224,22 +270,24 @@ def audit_model(
             quantize_model(attacked, name)
             scores = scored(attacked, f"the unlearned model under {name}")
             del attacked
-            # the control: the same rounding of the original shows whether it leaves this model usable at all
+            # the control: the same rounding of the original shows whether it leaves this model usable at all (its
+            # retain rows are all that the verdict reads of it, so they are all that is scored)
             control = copy.deepcopy(original)
             if hasattr(control, "unload"):  # a peft model under disable_adapter() (the unlearn job's original)
                 control = control.unload()  # its base weights, the adapter dropped (not merged)
             quantize_model(control, name)
-            original_attacked = scored(control, f"the original model under {name}")
+            _, retain_out = outputs(control, f"the original model under {name} (retain rows)", forget=[])
+            original_attacked = scores_from_outputs([], RowOutputs([], []), retain_rows, retain_out)
             del control
             results["probes"][name] = {"kind": "attack", "rows": len(forget_rows), "original": base,
                                        "unlearned": after, "attacked": scores, "original_attacked": original_attacked}
         elif name == "relearn":
-            seen, unseen = split_documents(forget_rows, relearn_config.fraction, relearn_config.seed)
+            seen, unseen = split_document_indices(forget_rows, relearn_config.fraction, relearn_config.seed)
             say(f"[audit] relearning on {len(seen)} forget rows, {relearn_config.steps} steps")
-            attacked = relearn(unlearned, tokenizer, seen, relearn_config)
-            scores = {"original": scored(original, "the original model on the unseen documents", unseen),
-                      "unlearned": scored(unlearned, "the unlearned model on the unseen documents", unseen),
-                      "attacked": scored(attacked, "the relearned model on the unseen documents", unseen)}
+            attacked = relearn(unlearned, tokenizer, [dict(forget_rows[i]) for i in seen], relearn_config)
+            scores = {"original": from_kept("original", unseen), "unlearned": from_kept("unlearned", unseen),
+                      "attacked": scored(attacked, "the relearned model on the unseen documents",
+                                         [forget_rows[i] for i in unseen])}
             del attacked
             results["probes"][name] = {"kind": "attack", "rows": len(unseen), "rows_relearned": len(seen), **scores}
         else:
@@ -285,7 +333,7 @@ def audit_markdown(results: Mapping[str, Any]) -> str:
                     lines.append(f"| {which}, unseen documents | {probe['rows']} | "
                                  + " | ".join(_fmt(probe[which].get(k)) for k in keys) + " |")
             if "original_attacked" in probe:
-                lines.append(f"| original + {name} | {probe['rows']} | "
+                lines.append(f"| original + {name}, retain rows only | {probe['rows']} | "
                              + " | ".join(_fmt(probe["original_attacked"].get(k)) for k in keys) + " |")
             lines.append(f"| unlearned + {name} | {probe['rows']} | "
                          + " | ".join(_fmt(probe["attacked"].get(k)) for k in keys) + " |")

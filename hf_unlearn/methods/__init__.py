@@ -1,7 +1,8 @@
 """Unlearning methods, one file each, registered by name (see `base.py` for what a method declares).
 
 Importing this package registers the built-in methods, in this order: npo, ga, gd, kl, simnpo, undial, wga, satimp,
-rmu, anchored. A method defined elsewhere is registered with `@register_method` before the config that names it is built.
+rmu, anchored, pre_finetuning_distill. A method defined elsewhere is registered with `@register_method` before the
+config that names it is built.
 """
 
 from .base import (
@@ -27,12 +28,15 @@ from .wga import WGAArguments  # noqa: E402
 from .satimp import SatImpArguments  # noqa: E402
 from .rmu import RMUArguments, rmu_lora_config  # noqa: E402
 from .anchored import AnchoredArguments  # noqa: E402
+from .pre_finetuning_distill import PreFinetuningDistillArguments  # noqa: E402
 
 # The hyperparameter dataclasses UnlearningConfig mixes in (their fields are its fields and `--help` flags).
-BUILTIN_ARGUMENTS = (AnchoredArguments, RMUArguments, SatImpArguments, WGAArguments, UNDIALArguments, SimNPOArguments, NPOArguments)
+BUILTIN_ARGUMENTS = (PreFinetuningDistillArguments, AnchoredArguments, RMUArguments, SatImpArguments, WGAArguments,
+                     UNDIALArguments, SimNPOArguments, NPOArguments)
 
 __all__ = [
     "AnchoredArguments",
+    "PreFinetuningDistillArguments",
     "BUILTIN_ARGUMENTS",
     "FORGET_ROWS",
     "FORGET_TOKENS",

@@ -30,6 +30,7 @@ from ..losses import band_loss, empirical_quantiles, mean_token_nll, quantile_ma
 from .base import Needs, StepContext, UnlearningMethod, register_method
 
 ANCHOR_TARGETS = ("band", "quantiles")
+HOLD_KINDS = ("nll", "kl")
 
 
 @dataclass
@@ -58,6 +59,12 @@ class AnchoredArguments:
             pass (with gradient). Unlearning lifts the unseen level too, and the forget documents then chase a
             moving target; this keeps the unseen level where it was. 0: no hold (the calibration documents are
             measured without gradient).
+        anchor_hold (`str`, *optional*, defaults to `"nll"`):
+            What the hold keeps. `"nll"`: each calibration document's mean NLL (one number per document: the model
+            may still change how it predicts them, and did, on SmolLM2: the held documents stayed while other unseen
+            documents of their kind drifted). `"kl"`: KL(pi_theta || pi_ref) on every token of them, with the model
+            before unlearning as the reference (its adapter disabled): their whole predicted distribution, for a
+            reference pass over the step's calibration documents.
     """
 
     anchor_target: str = field(
@@ -76,6 +83,12 @@ class AnchoredArguments:
     anchor_hold_weight: float = field(
         default=1.0, metadata={"help": "anchored: weight of holding the calibration documents at their NLL before "
                                        "unlearning (0: no hold)."})
+    anchor_hold: str = field(
+        default="nll",
+        metadata={"help": "anchored: what the hold keeps: 'nll' (each calibration document's mean NLL) or 'kl' "
+                          "(KL to the model before unlearning on every token of them; one more reference pass).",
+                  "choices": list(HOLD_KINDS)},
+    )
 
 
 @register_method
@@ -103,12 +116,16 @@ class Anchored(UnlearningMethod):
             raise ValueError(f"anchor_weight must be > 0, got {a.anchor_weight}.")
         if a.anchor_hold_weight < 0:
             raise ValueError(f"anchor_hold_weight must be >= 0, got {a.anchor_hold_weight}.")
+        if a.anchor_hold not in HOLD_KINDS:
+            raise ValueError(f"anchor_hold must be one of {HOLD_KINDS}, got {a.anchor_hold!r}.")
         if a.anchor_calibration_batch < 1:
             raise ValueError(f"anchor_calibration_batch must be >= 1, got {a.anchor_calibration_batch}.")
 
     def needs(self) -> Needs:
         return Needs(calibration_batch=self.args.anchor_calibration_batch,
-                     calibration_grad=self.args.anchor_hold_weight > 0, retain_nll=self.retain_nll_weight > 0,
+                     calibration_grad=self.args.anchor_hold_weight > 0,
+                     calibration_kl=self.args.anchor_hold_weight > 0 and self.args.anchor_hold == "kl",
+                     retain_nll=self.retain_nll_weight > 0,
                      retain_kl=self.retain_kl_weight > 0)
 
     def band(self, calibration_nll: torch.Tensor) -> torch.Tensor:
@@ -152,7 +169,11 @@ class Anchored(UnlearningMethod):
         ctx.log("forget_document_nll", ctx.row_mean(nll.detach()))
         loss = forget + self.retain_loss(ctx)
         if ctx.calibration_step_nll is not None:  # the step's first micro-batch: counted once per step
-            hold = self.args.anchor_hold_weight * (ctx.calibration_step_nll - ctx.calibration_step_start).square().mean()
+            if ctx.calibration_step_kl is not None:
+                held = ctx.calibration_step_kl
+            else:
+                held = (ctx.calibration_step_nll - ctx.calibration_step_start).square()
+            hold = self.args.anchor_hold_weight * held.mean()
             hold = hold / ctx.num_processes  # every process holds the same documents
             ctx.log("calibration_hold", hold)
             loss = loss + hold

@@ -80,6 +80,8 @@ class Needs:
     setup_reference: bool = False  # `setup` runs reference passes of its own before training
     calibration_batch: int | None = None  # calibration documents re-measured per step (the loss reads their NLLs)
     calibration_grad: bool = False  # measure them in the step's policy pass, with gradient (a loss term holds them)
+    calibration_kl: bool = False  # also KL(pi_theta || pi_ref) on every token of them (a reference pass over them)
+    forget_pre_logits: bool = False  # the base model's (before fine-tuning) logits at the forget answer positions
 
     @property
     def uses_retain(self) -> bool:
@@ -89,7 +91,7 @@ class Needs:
     def reference(self) -> bool:
         return (
             self.forget_ref_log_probs or self.forget_ref_logits or self.retain_kl or self.retain_hidden
-            or self.setup_reference
+            or self.setup_reference or self.calibration_kl
         )
 
 
@@ -132,6 +134,7 @@ class ReferenceOutputs:
     forget_logits: torch.Tensor | None = None  # (N_f, vocab) float32 logits at the forget answer positions
     retain_logp: torch.Tensor | None = None  # (N_r, vocab) log-softmax at the retain answer positions
     retain_hidden: torch.Tensor | None = None  # (B_r, S_r, hidden) output of `Needs.hidden_layer` on the retain rows
+    forget_pre_logits: torch.Tensor | None = None  # (N_f, vocab) float32: the base model's, at the forget answers
 
 
 @dataclass
@@ -166,6 +169,8 @@ class StepContext:
     # the policy pass (with gradient), and their NLL when training started; None on the other micro-batches.
     calibration_step_nll: torch.Tensor | None = None
     calibration_step_start: torch.Tensor | None = None
+    # With `Needs.calibration_kl`, on the same micro-batch: each of those documents' mean token KL to the reference.
+    calibration_step_kl: torch.Tensor | None = None
     forget_hidden: torch.Tensor | None = None  # the policy's output of `Needs.hidden_layer` on the forget rows
     retain_hidden: torch.Tensor | None = None  # the same on the retain rows, if `Needs.retain_hidden`
     terms: dict[str, torch.Tensor] = field(default_factory=dict)  # what `log` recorded

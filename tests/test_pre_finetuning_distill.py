@@ -1,0 +1,101 @@
+"""Method "pre_finetuning_distill" (issue #28, item 6): the forget documents distilled toward the model from before
+fine-tuning. The pure KL against a hand-written formula, the first step's loss against an independent computation,
+the pre-fine-tuning model's checks, and a short run on a tiny memorised model."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_unlearn import UnlearningTrainer
+from hf_unlearn.losses import distill_kl
+from hf_unlearn.support.tiny import tiny_causal_lm
+
+from .test_anchored import documents, whole_nll  # noqa: F401  (the fixture, and each text's loss as the attack's)
+from .test_trainer import lora, make_config
+
+
+def test_distill_kl_is_the_forward_kl_from_the_base_at_the_answer_positions():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, requires_grad=True)
+    labels = torch.tensor([[-100, 1, 2, 3], [-100, -100, 4, -100]])  # answer positions (0,0) (0,1) (0,2) (1,1)
+    base = torch.randn(4, 6).log_softmax(-1)
+    out = distill_kl(logits, base, labels)
+    expected = torch.zeros(2, 3)
+    for n, (b, t) in enumerate([(0, 0), (0, 1), (0, 2), (1, 1)]):
+        p, logq = base[n].exp(), logits[b, t].log_softmax(-1)
+        expected[b, t] = (p * (base[n] - logq)).sum()
+    assert out.detach().flatten().tolist() == pytest.approx(expected.flatten().tolist(), abs=1e-5)
+    out.sum().backward()  # d/dz KL(p || softmax z) = softmax(z) - p at each answer position, 0 elsewhere
+    assert logits.grad[0, 1].tolist() == pytest.approx((logits[0, 1].softmax(-1) - base[1].exp()).tolist(), abs=1e-5)
+    assert logits.grad[1, 0].abs().sum() == 0
+    assert distill_kl(base[None].detach(), base, torch.tensor([[0, 1, 2, 3, 4]])).abs().max() < 1e-5  # same: 0
+
+
+def test_first_step_loss_equals_the_definition(memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
+    forget, _ = documents
+    forget = forget[:4]
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    model = lora(memorised_model, nonzero=False)
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
+                         distill_weight=2.0)
+    kl, tokens = 0.0, 0
+    with torch.no_grad():
+        for text in forget:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            logq = model(ids).logits[0, :-1].double().log_softmax(-1)
+            logp = base(ids).logits[0, :-1].double().log_softmax(-1)
+            kl += (logp.exp() * (logp - logq)).sum().item()
+            tokens += ids.shape[1] - 1
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                processing_class=tokenizer, pre_finetuning_model=base)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert kl / tokens > 1.0  # the memorised model is far from a model that never saw the documents
+    assert logged["distill_kl"] == pytest.approx(2.0 * kl / tokens, rel=1e-4)
+
+
+def test_the_base_model_is_required_and_must_share_the_vocabulary(memorised_model, tokenizer, documents,  # noqa: F811
+                                                                  tmp_path):
+    forget, _ = documents
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0)
+    build = lambda **kw: UnlearningTrainer(model=lora(copy.deepcopy(memorised_model)), args=config,  # noqa: E731
+                                           forget_dataset=Dataset.from_dict({"text": forget}),
+                                           processing_class=tokenizer, **kw)
+    with pytest.raises(ValueError, match="pass pre_finetuning_model="):
+        build()
+    other = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    other.resize_token_embeddings(len(tokenizer) + 8)
+    with pytest.raises(ValueError, match="pre_finetuning_model has a vocabulary of"):
+        build(pre_finetuning_model=other)
+
+
+def test_a_short_run_moves_the_forget_documents_to_the_base_models_view(
+        memorised_model, memorised_rows, tokenizer, documents, tmp_path):  # noqa: F811
+    forget, unseen = documents
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    memorise_rows = [r for r in memorised_rows["retain"]]
+    model = lora(memorised_model, nonzero=False)
+    before = np.mean(whole_nll(model, tokenizer, forget))
+    base_level = np.mean(whole_nll(base, tokenizer, forget))
+    retain_texts = [r["input"] + " " + r["output"] for r in memorise_rows]
+    retain_before = np.mean(whole_nll(model, tokenizer, retain_texts))
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", max_steps=30,
+                         learning_rate=3e-3,
+                         lr_scheduler_type="constant", retain_nll_weight=1.0, retain_kl_weight=1.0)
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                retain_dataset=Dataset.from_list(memorise_rows), processing_class=tokenizer,
+                                pre_finetuning_model=base)
+    trainer.train()
+    after = np.mean(whole_nll(model, tokenizer, forget))
+    kls = [h["distill_kl"] for h in trainer.state.log_history if "distill_kl" in h]
+    assert before < 1.0 and base_level > 5.0  # memorised; the untrained base predicts them badly
+    assert after > before + 2.0  # the memorised documents have moved toward the base model's view of them
+    assert kls[-1] < 0.5 * kls[0]
+    retain_after = np.mean(whole_nll(model, tokenizer, retain_texts))
+    print(before, after, base_level, retain_before, retain_after, kls)
+    assert retain_after - retain_before < 0.25 * (after - before)  # selective: the retain rows move far less
