@@ -170,6 +170,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "anchored_kl": dict(label="Anchored (band, KL hold)", trainer="unlearning",
                         config=dict(method="anchored", forget_unit="documents", anchor_hold="kl",
                                     anchor_hold_weight=3.0, retain_nll_weight=4.0, retain_kl_weight=3.0)),
+    # ... with the band from the calibration documents' NLL under the target (fixed), not the current model.
+    "anchored_start": dict(label="Anchored (band at the start level, KL hold)", trainer="unlearning",
+                           config=dict(method="anchored", forget_unit="documents", anchor_levels="start",
+                                       anchor_hold="kl", anchor_hold_weight=10.0, retain_nll_weight=4.0,
+                                       retain_kl_weight=3.0)),
     # Issue #28 item 6: the forget documents distilled toward SmolLM2-135M-Instruct, the model before memorisation.
     "pre_distill": dict(label="Distilled toward the pre-fine-tuning model", trainer="unlearning",
                         config=dict(method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=4.0,
@@ -690,6 +695,8 @@ def group_label(run: dict) -> str:
         parts.append("loss on prompt")
     if c.get("method") == "anchored":
         parts.append(f"{c.get('anchor_hold', 'nll').upper()} hold {c.get('anchor_hold_weight', 1.0):g}")
+        if c.get("anchor_levels") == "start":
+            parts.append("start levels")
         if c.get("anchor_target") == "quantiles":
             parts.append("quantiles")
     if s.get("stop_band"):

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,14 @@ def _citation(method: str | None, trainer_name: str | None) -> str | None:
     return paper
 
 
+def card_name(base: str) -> str:
+    """How the card names the base model: a Hub id as it is; a local folder by its name only (an absolute path says
+    where someone's files are, and means nothing to the card's readers)."""
+    if Path(base).is_absolute() or base.startswith(("./", "../", "~")) or Path(base).expanduser().exists():
+        return f"{Path(base).expanduser().name} (a local folder)"
+    return base
+
+
 def model_card(record: Mapping[str, Any], base_model: str | None = None) -> str:
     """The README.md of a merged model: YAML metadata (tags, base model) and a body built from `record` only."""
     from huggingface_hub import ModelCardData
@@ -210,7 +220,10 @@ def model_card(record: Mapping[str, Any], base_model: str | None = None) -> str:
     method = record.get("method")
     base = base_model or record.get("base_model")
     tags = ["unlearning", "hf_unlearn"] + ([method] if method else []) + (["lora"] if record.get("lora") else [])
-    hub_base = base if base and "/" in base and not Path(base).exists() else None  # a Hub id, not a local folder
+    from .pretrained import looks_like_hub_id
+
+    # a Hub id, not a local folder
+    hub_base = base if base and "/" in base and looks_like_hub_id(base) and not Path(base).exists() else None
     metadata = ModelCardData(library_name="transformers", tags=tags, base_model=hub_base, pipeline_tag="text-generation")
     lines = ["---", metadata.to_yaml(), "---", "", f"# {method or 'unlearning'}: a model that was made to forget", ""]
     lines.append(
@@ -218,7 +231,7 @@ def model_card(record: Mapping[str, Any], base_model: str | None = None) -> str:
         "(`W' = W + (lora_alpha / r) B A`), trained with hf_unlearn"
         f"'s `{record.get('trainer', 'UnlearningTrainer')}`. It loads with `AutoModelForCausalLM.from_pretrained`."
     )
-    lines += ["", f"- Base model: `{base or 'unknown'}`", f"- Method: `{method or 'unknown'}`"]
+    lines += ["", f"- Base model: `{card_name(base) if base else 'unknown'}`", f"- Method: `{method or 'unknown'}`"]
     citation = _citation(method, record.get("trainer"))
     if citation:
         lines.append(f"- Paper: {citation}")
@@ -309,15 +322,27 @@ def merge_and_save(
         return output
     check_output_folder(output)
     merged = merge_adapter(model)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MADE_BY_US).touch()
-    merged.save_pretrained(output, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(output)
-    (output / "README.md").write_text(model_card(record))
-    unsafe = [p.name for p in output.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
-    if unsafe:
-        raise RuntimeError(f"Non-safetensors weight files were written to {output}: {unsafe}")
+    # Written into a temporary folder beside `output` and swapped in whole: a failure (a full disk) leaves the
+    # earlier merge as it was, and nothing of it (a stray weight file) survives into the new one.
+    staging = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        (staging / MADE_BY_US).touch()
+        merged.save_pretrained(staging, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(model_card(record))
+        unsafe = [p.name for p in staging.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+        if unsafe:
+            raise RuntimeError(f"Non-safetensors weight files were written to {output}: {unsafe}")
+        replaced = staging.with_name(staging.name + "-old")
+        if output.exists():
+            os.replace(output, replaced)
+        os.replace(staging, output)
+        shutil.rmtree(replaced, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if push_to_hub:
         push_merged_to_hub(output, push_to_hub, private=private, token=token)
     return output
@@ -352,6 +377,10 @@ def files_to_push(folder: str | Path) -> list[str]:
 
     names = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and not p.is_symlink())
     chosen = [n for n in names if any(fnmatchcase(n, pattern) for pattern in PUSH_ALLOW_LIST)]
+    # Weight shards only as the saved weights name them: the shards of the index, or none beside a single file.
+    index = Path(folder) / "model.safetensors.index.json"
+    shards = set(json.loads(index.read_text()).get("weight_map", {}).values()) if index.is_file() else set()
+    chosen = [n for n in chosen if not fnmatchcase(n, "model-*-of-*.safetensors") or n in shards]
     if not any(n.endswith(".safetensors") for n in chosen) or "README.md" not in chosen:
         raise FileNotFoundError(f"{folder} has no safetensors weights or no README.md: not a merge_and_save folder.")
     return chosen

@@ -741,6 +741,7 @@ class UnlearningTrainer(Trainer):
                 ctx.calibration_step_kl = self._calibration_kl(cal_piece, cal_ids, cal_mask, cal_labels)
         if self.calibration is not None:
             ctx.calibration_nll = self.calibration.values.to(forget_logits.device)
+            ctx.calibration_start = self.calibration.start.to(forget_logits.device)
             ctx.calibration_group = self.calibration.groups
             ctx.forget_group = inputs.get("forget_group")
         if hidden_layer is not None:

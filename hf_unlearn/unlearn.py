@@ -31,6 +31,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +114,51 @@ class UnlearnArguments:
     threads: int | None = field(default=None, metadata={"help": THREADS_HELP})
 
 
+class UnlearnJobError(RuntimeError):
+    """A job that cannot write its folder, or failed after training: the message says what is kept and what to do."""
+
+
 LOCK = ".hf-unlearn.lock"  # held (flock) while a job writes the folder; released by the OS if the job dies
+STAGING = ".staging-"  # + pid: where a job writes its outputs before `publish` moves them in
+UNFINISHED = "adapter-unfinished"  # the adapter of a job that failed after training
+OUTPUTS = ("adapter", "merged", "audit", "report.md")  # what `publish` replaces, then MARKER
+
+
+def _ours(name: str) -> bool:
+    """A name in an output folder that only this command writes (besides MARKER and OUTPUTS)."""
+    return name in (LOCK, UNFINISHED) or name.startswith(STAGING)
 
 
 def check_output_dir(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or (any(p.name != LOCK for p in path.iterdir())
+    if path.exists() and (not path.is_dir() or (any(not _ours(p.name) for p in path.iterdir())
                                                  and not (path / MARKER).is_file())):
         raise FileExistsError(f"{path} exists and was not made by `hf-unlearn unlearn`: give a new or empty folder.")
+
+
+def publish(out: Path, staging: Path) -> None:
+    """Move a finished job's outputs from `staging` into `out`. Each replaces its earlier version by a rename (the
+    same file system), an earlier output that this job did not make (an audit, when this one ran none) goes with the
+    result it belonged to, and `unlearn.json` comes last, so that it only ever describes the files beside it. Until
+    then the earlier complete result is untouched."""
+    replaced = staging / ".replaced"
+    replaced.mkdir()
+    for name in OUTPUTS:
+        if (out / name).exists() or (out / name).is_symlink():
+            os.replace(out / name, replaced / name)
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    os.replace(staging / MARKER, out / MARKER)
+    shutil.rmtree(out / UNFINISHED, ignore_errors=True)  # superseded by the adapter just published
+
+
+def keep_unfinished_adapter(out: Path, staging: Path) -> Path | None:
+    """After a failure past training: the trained adapter moved to `out/adapter-unfinished` (the earlier results are
+    left as they were), or None if it was not saved."""
+    if not (staging / "adapter" / "adapter_config.json").is_file():
+        return None
+    shutil.rmtree(out / UNFINISHED, ignore_errors=True)
+    os.replace(staging / "adapter", out / UNFINISHED)
+    return out / UNFINISHED
 
 
 def lock_output_dir(path: Path):
@@ -126,14 +166,19 @@ def lock_output_dir(path: Path):
     second job into the same folder is refused at once instead of mixing its files with the first one's."""
     import fcntl
 
-    path.mkdir(parents=True, exist_ok=True)
-    handle = open(path / LOCK, "w")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle = open(path / LOCK, "w")
+    except OSError as error:  # read-only, no permission, no space: say so before any model loads
+        raise UnlearnJobError(f"cannot write to --output-dir {path}: {error.strerror or error}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         raise FileExistsError(f"{path} is being written by another `hf-unlearn unlearn` job: wait for it to end, or "
                               "give another --output-dir.") from None
+    for stale in path.glob(f"{STAGING}*"):  # left by a job that was killed (the lock says none is running)
+        shutil.rmtree(stale, ignore_errors=True)
     return handle
 
 
@@ -511,79 +556,97 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         train_started = time.time()
         trainer.train()
         train_seconds = time.time() - train_started
-        adapter_dir = out / "adapter"
-        trainer.save_model(adapter_dir)
-        # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so that
-        # `hf-unlearn merge` and `evaluate` find it from anywhere (set after saving: peft would look the name up).
-        local = Path(args.model).expanduser()
-        base_name = str(local.resolve()) if local.exists() else args.model
-        adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = base_name
-        (adapter_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
-        save_training_record(trainer, adapter_dir)
-        record_path = adapter_dir / "unlearning_record.json"
-        record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "base_model": base_name}, indent=2))
-        (out / MARKER).write_text("{}")  # claims the folder before the long scoring
+        # Every output is written into a staging folder in `out` (the same file system: renames are atomic) and
+        # moved in at the end, so a failure at any stage leaves the earlier complete result, never a half one.
+        staging = out / f"{STAGING}{os.getpid()}"
+        staging.mkdir()
+        try:  # the adapter, scoring, audit, merged model and report, all written into `staging`, then moved in
+            adapter_dir = staging / "adapter"
+            trainer.save_model(adapter_dir)
+            # The adapter names the model as the user did (a Hub id, "smollm2", or the folder's absolute path), so
+            # that `hf-unlearn merge` and `evaluate` find it from anywhere (set after saving: peft would look it up).
+            local = Path(args.model).expanduser()
+            base_name = str(local.resolve()) if local.exists() else args.model
+            adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+            adapter_config["base_model_name_or_path"] = base_name
+            (adapter_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+            save_training_record(trainer, adapter_dir)
+            record_path = adapter_dir / "unlearning_record.json"
+            record = {**json.loads(record_path.read_text()), "base_model": base_name}
+            record_path.write_text(json.dumps(record, indent=2))
+            peft_model = trainer.accelerator.unwrap_model(trainer.model)
+            peft_model.eval()
+            unlearned = merge_adapter(copy.deepcopy(peft_model))  # what a user ships: the merged weights
+            unlearned.eval()
+            with peft_model.disable_adapter():  # the model before unlearning, without a second copy
+                audit = audit_model(unlearned, peft_model, tokenizer, forget, retain, members, nonmembers,
+                                    probes=probes,
+                                    max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
+                                    progress=progress, max_length=args.max_length,
+                                    relearn_config=RelearnConfig(max_length=args.max_length))
+                scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
+                if eval_forget or eval_retain:
+                    progress("[unlearn] scoring the rows not given to the method")
+                    for name, m in (("before", peft_model), ("after", unlearned)):
+                        extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
+                                           args.generation_batch_size, max_length=args.max_length)
+                        scores[name].update({f"eval/{k}": v for k, v in extra.items()})
+            del unlearned
 
-        peft_model = trainer.accelerator.unwrap_model(trainer.model)
-        peft_model.eval()
-        unlearned = merge_adapter(copy.deepcopy(peft_model))  # what a user ships: the merged weights
-        unlearned.eval()
-        with peft_model.disable_adapter():  # the model before unlearning, without a second copy
-            audit = audit_model(unlearned, peft_model, tokenizer, forget, retain, members, nonmembers, probes=probes,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
-                                progress=progress, max_length=args.max_length,
-                                relearn_config=RelearnConfig(max_length=args.max_length))
-            scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
-            if eval_forget or eval_retain:
-                progress("[unlearn] scoring the rows not given to the method")
-                for name, m in (("before", peft_model), ("after", unlearned)):
-                    extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
-                                       args.generation_batch_size, max_length=args.max_length)
-                    scores[name].update({f"eval/{k}": v for k, v in extra.items()})
-        del unlearned
+            method = config.unlearning_method
+            result: dict[str, Any] = {
+                "format": FORMAT, "version": VERSION, "model": args.model, "method": config.method,
+                **({"pre_finetuning_model": args.pre_finetuning_model} if args.pre_finetuning_model else {}),
+                "method_settings": config.method_hyperparameters(),
+                "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
+                             "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+                             "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
+                "paper": method.paper,
+                "rows": {"forget": len(forget), "retain": len(retain),
+                         "forget_documents": documents},
+                "eval_rows": ({"forget": len(eval_forget), "retain": len(eval_retain)}
+                              if (eval_forget or eval_retain) else None),
+                "mia": {"members": len(members), "nonmembers": len(nonmembers),
+                        "nonmembers_from": ("--mia" if args.mia else "--holdout" if args.calibration
+                                            else "--holdout, evaluation half (seeded split)")} if members else None,
+                "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
+                                else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
+                "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps,
+                             "stopped": stopping.stopped,
+                             "checks": [{k: round(v, 4) for k, v in h.items()} for h in stopping.history],
+                             "best": stopping.best} if stopping is not None else None,
+                "scores": scores, "train_seconds": train_seconds,
+                "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
+                                     for k, v in audit["probes"].items()}} if probes else None,
+            }
+            result["caveats"] = caveats(result)
+            result["verdict"] = overall_verdict(result)
 
-        method = config.unlearning_method
-        result: dict[str, Any] = {
-            "format": FORMAT, "version": VERSION, "model": args.model, "method": config.method,
-            **({"pre_finetuning_model": args.pre_finetuning_model} if args.pre_finetuning_model else {}),
-            "method_settings": config.method_hyperparameters(),
-            "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
-                         "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-                         "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
-            "paper": method.paper,
-            "rows": {"forget": len(forget), "retain": len(retain),
-                     "forget_documents": documents},
-            "eval_rows": {"forget": len(eval_forget), "retain": len(eval_retain)} if (eval_forget or eval_retain) else None,
-            "mia": {"members": len(members), "nonmembers": len(nonmembers),
-                    "nonmembers_from": ("--mia" if args.mia else "--holdout" if args.calibration
-                                        else "--holdout, evaluation half (seeded split)")} if members else None,
-            "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
-                            else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
-            "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps, "stopped": stopping.stopped,
-                         "checks": [{k: round(v, 4) for k, v in h.items()} for h in stopping.history],
-                         "best": stopping.best} if stopping is not None else None,
-            "scores": scores, "train_seconds": train_seconds,
-            "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
-                                 for k, v in audit["probes"].items()}} if probes else None,
-        }
-        result["caveats"] = caveats(result)
-        result["verdict"] = overall_verdict(result)
-
-        record = training_record(trainer)
-        record["base_model"] = base_name
-        record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
-                            for k, v in scores["after"].items() if k in scores["before"]}
-        paths = {"adapter": str(adapter_dir), "merged model": str(out / "merged")}
-        if probes:
-            audit_paths = write_audit(audit, out / "audit")
-            paths["audit"] = str(audit_paths["markdown"])
-        merge_and_save(trainer, out / "merged", tokenizer=tokenizer, record=record, audit=audit if probes else None)
-        paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
-        result["paths"] = paths
-        result["seconds"] = time.time() - started
-        (out / MARKER).write_text(json.dumps(result, indent=1) + "\n")
-        (out / "report.md").write_text(format_report(result) + "\n")
-        return result
+            record = training_record(trainer)
+            record["base_model"] = base_name
+            record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
+                                for k, v in scores["after"].items() if k in scores["before"]}
+            paths = {"adapter": str(out / "adapter"), "merged model": str(out / "merged")}
+            if probes:
+                audit_paths = write_audit(audit, staging / "audit")
+                paths["audit"] = str(out / "audit" / audit_paths["markdown"].name)
+            merge_and_save(trainer, staging / "merged", tokenizer=tokenizer, record=record,
+                           audit=audit if probes else None)
+            paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
+            result["paths"] = paths
+            result["seconds"] = time.time() - started
+            (staging / MARKER).write_text(json.dumps(result, indent=1) + "\n")
+            (staging / "report.md").write_text(format_report(result) + "\n")
+            publish(out, staging)
+            return result
+        except Exception as error:
+            kept = keep_unfinished_adapter(out, staging)
+            finish = (f"the trained adapter is kept in {kept}: finish without training again with hf-unlearn merge "
+                      f"--adapter {kept} --output MERGED, then hf-unlearn audit --model MERGED --original {args.model}"
+                      if kept is not None else "the trained adapter could not be saved")
+            raise UnlearnJobError(f"training finished, but the job failed after it ({type(error).__name__}: {error}). "
+                               f"The earlier results in {out} are as they were; {finish}") from error
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
         lock.close()

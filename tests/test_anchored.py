@@ -65,6 +65,26 @@ def test_each_document_is_held_against_the_unseen_level_of_its_own_kind():
     assert method.per_document(nll, calibration, None, None).tolist() == pytest.approx([4.0, 0.0, 0.25, 6.25])
 
 
+def test_start_levels_read_the_band_from_the_model_before_unlearning():
+    from hf_unlearn.methods import StepContext, StepCounts
+    from hf_unlearn.methods.anchored import Anchored, AnchoredArguments
+
+    # two forget documents of mean NLL 1.0 and 3.0 (one token each); the unseen level was 2.0-4.0 at the start and
+    # has since risen to 5.0-7.0
+    logp = torch.tensor([[-1.0], [-3.0]])
+    ctx = StepContext(counts=StepCounts(torch.tensor([2.0, 1.0, 2.0, 1.0])), forget_labels=torch.zeros(2, 2).long(),
+                      forget_logits=torch.zeros(2, 1, 4), forget_logp=logp, forget_mask=torch.ones(2, 1),
+                      forget_nll=torch.tensor(2.0), calibration_nll=torch.tensor([5.0, 7.0]),
+                      calibration_start=torch.tensor([2.0, 4.0]))
+    band = dict(anchor_low_quantile=0.0, anchor_high_quantile=1.0, anchor_hold_weight=0.0)
+    start = Anchored(AnchoredArguments(anchor_levels="start", **band))
+    current = Anchored(AnchoredArguments(anchor_levels="current", **band))
+    assert start.loss(ctx).item() == pytest.approx((1.0 ** 2 + 0.0) / 2)  # 1.0 is 1 below 2.0; 3.0 is inside
+    assert current.loss(ctx).item() == pytest.approx((4.0 ** 2 + 2.0 ** 2) / 2)  # both below 5.0
+    with pytest.raises(ValueError, match="anchor_levels"):
+        Anchored(AnchoredArguments(anchor_levels="end")).check()
+
+
 # ---- documents as the forget stream --------------------------------------------------------------------------------
 
 def test_rows_group_into_documents_by_id_and_questions_become_texts():

@@ -207,9 +207,12 @@ def test_a_push_uploads_the_allow_list_only(tmp_path):
                    "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
                    "tokenizer.json", "tokenizer_config.json", "vocab.json"]
     others = ["generations.jsonl", "evaluation_results.jsonl", "unlearning_record.json", ".hf_unlearn_merged",
-              "optimizer.pt", "training_args.bin", "adapter_model.safetensors.bak", "notes.md"]
+              "optimizer.pt", "training_args.bin", "adapter_model.safetensors.bak", "notes.md",
+              "model-00001-of-00003.safetensors"]  # a stray shard of another save: not in the index
     for name in model_files + others:
         (folder / name).write_text("x")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     (folder / "runs" / "model.safetensors").write_text("x")  # only top-level files
     assert files_to_push(folder) == model_files
     (folder / "README.md").unlink()
@@ -231,6 +234,17 @@ def test_a_public_repo_is_refused_unless_asked_for(tmp_path, monkeypatch):
     hub = fake_hub(monkeypatch, private=None)  # visibility unknown: treated as public
     with pytest.raises(PermissionError, match="unknown visibility"):
         push_merged_to_hub(folder, "me/repo")
+
+
+def test_a_merge_replaces_an_earlier_one_whole_and_the_card_names_a_local_base_by_its_folder(tiny_model, tmp_path):
+    out = merge_and_save(lora(tiny_model), tmp_path / "merged", record={"base_model": str(tmp_path / "my-base")})
+    (out / "pytorch_model.bin").write_text("x")  # a stray weight file in a folder an earlier merge made
+    out = merge_and_save(lora(tiny_model), tmp_path / "merged", record={"base_model": str(tmp_path / "my-base")})
+    assert not (out / "pytorch_model.bin").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary folder left beside it
+    card = (out / "README.md").read_text()
+    assert "- Base model: `my-base (a local folder)`" in card and str(tmp_path) not in card
+    assert "Base model: `HuggingFaceTB/SmolLM2-135M`" in model_card({"base_model": "HuggingFaceTB/SmolLM2-135M"})
 
 
 def test_merge_refuses_a_non_empty_folder_it_did_not_make(tiny_model, tmp_path):

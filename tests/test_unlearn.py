@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,11 @@ def test_load_rows_reads_text_files_text_jsonl_and_lume_rows(tmp_path):
     (tmp_path / "num.jsonl").write_text(json.dumps({"text": 5}) + "\n")
     with pytest.raises(DataValidationError, match="line 1: field 'text' must be a non-empty string, got int"):
         load_rows(tmp_path / "num.jsonl", "forget")
+    (tmp_path / "dup.jsonl").write_text("".join(json.dumps({"id": "k7sc1", "input": "Q", "output": o}) + "\n"
+                                                for o in ("ZQXJ secret.", "B.", "ZQXJ secret again.")))
+    with pytest.raises(DataValidationError, match=r"dup.jsonl, line 2: field 'id' repeats the id of line 1") as err:
+        load_rows(tmp_path / "dup.jsonl", "forget")
+    assert "ZQXJ" not in str(err.value)
 
 
 def _write_jsonl(path, rows):
@@ -405,3 +411,53 @@ def test_unlearn_distils_toward_the_pre_finetuning_model(saved_target, memorised
     assert result["pre_finetuning_model"] == str(pre) and result["method"] == "pre_finetuning_distill"
     assert after["forget/regurgitation"] < before["forget/regurgitation"] - 0.2
     assert result["method_settings"]["distill_weight"] == 1.0
+
+
+def test_outputs_are_a_transaction_a_failure_after_training_keeps_the_earlier_result_and_the_adapter(
+        saved_target, memorised_rows, tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    import hf_unlearn.audit as audit_package
+
+    docs = [r["input"] + " " + r["output"] for r in memorised_rows["forget"]]
+    (tmp_path / "forget.txt").write_text("\n\n".join(docs) + "\n")
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"])
+    out = tmp_path / "out"
+    args = ["unlearn", "--model", str(saved_target), "--forget", str(tmp_path / "forget.txt"), "--retain", str(retain),
+            "--output-dir", str(out), "--num-train-epochs", "1", "--max-new-tokens", "8"]
+    assert cli_main(args + ["--probes", "int8"]) == 0
+    capsys.readouterr()
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    first = {p.relative_to(out): digest(p) for p in out.rglob("*") if p.is_file() and p.name != ".hf-unlearn.lock"}
+    assert (out / "audit" / "audit.json").is_file()
+
+    def full_disk(*args, **kwargs):  # a failure after training, as a full disk would raise it in the audit
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit_package, "audit_model", full_disk)
+    assert cli_main(args + ["--probes", "none", "--learning-rate", "5e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "training finished, but the job failed after it" in err and "No space left on device" in err
+    assert f"hf-unlearn merge --adapter {out / 'adapter-unfinished'}" in err
+    # the earlier complete result is untouched, the new adapter kept beside it, nothing half written left
+    assert {p.relative_to(out): digest(p) for p in out.rglob("*") if p.is_file() and p.name != ".hf-unlearn.lock"
+            and "adapter-unfinished" not in p.parts} == first
+    assert (out / "adapter-unfinished" / "adapter_config.json").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
+    monkeypatch.undo()
+    # the next run into the folder replaces the result whole: no audit from the earlier run beside a report without
+    assert cli_main(args + ["--probes", "none"]) == 0
+    assert not (out / "audit").exists() and not (out / "adapter-unfinished").exists()
+    result = json.loads((out / "unlearn.json").read_text())
+    assert result["audit"] is None and Path(result["paths"]["merged model"]) == out / "merged"
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "f.txt").write_text("A forget document of a few words.\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    (tmp_path / "a-file").write_text("")
+    assert cli_main(["unlearn", "--model", "smollm2", "--forget", str(tmp_path / "f.txt"), "--retain",
+                     str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to --output-dir {tmp_path / 'a-file' / 'out'}" in err and len(err.strip().splitlines()) == 1

@@ -97,6 +97,7 @@ def check_row_types(rows: list[tuple[str, dict]], source: str) -> None:
     with a message quoting another row's text; these messages name the source, the place and the field only.
     """
     first_kind: dict[str, tuple[str, str]] = {}  # field -> (kind, where it was first seen)
+    ids: dict[str, str] = {}  # id -> where it was first seen
     for where, row in rows:
         for column in REQUIRED_COLUMNS:
             if column not in row:
@@ -122,6 +123,11 @@ def check_row_types(rows: list[tuple[str, dict]], source: str) -> None:
                 )
         if not row["output"].strip():
             raise DataValidationError(f"{source}, {where}: field 'output' is empty; nothing to learn or unlearn.")
+        if isinstance(row.get("id"), str):  # a repeated id would merge two rows' documents and scores
+            first = ids.setdefault(row["id"], where)
+            if first != where:
+                raise DataValidationError(f"{source}, {where}: field 'id' repeats the id of {first}; ids must be "
+                                          "unique.")
 
 
 def validate_rows(dataset: Dataset, name: str, source: str | None = None) -> None:

@@ -31,6 +31,7 @@ from .base import Needs, StepContext, UnlearningMethod, register_method
 
 ANCHOR_TARGETS = ("band", "quantiles")
 HOLD_KINDS = ("nll", "kl")
+LEVELS = ("current", "start")
 
 
 @dataclass
@@ -59,6 +60,12 @@ class AnchoredArguments:
             pass (with gradient). Unlearning lifts the unseen level too, and the forget documents then chase a
             moving target; this keeps the unseen level where it was. 0: no hold (the calibration documents are
             measured without gradient).
+        anchor_levels (`str`, *optional*, defaults to `"current"`):
+            Which unseen level the band is read from. `"current"`: the calibration documents' NLL under the current
+            model (re-measured, `anchor_calibration_batch` a step), so the target follows the model. `"start"`: their
+            NLL under the model before unlearning, fixed. On SmolLM2 the current level rose with the forget documents
+            (each push on them lifted the unseen documents too, and so the target), a loop that a fixed target does
+            not have; the reported attack still compares against the final model's unseen level.
         anchor_hold (`str`, *optional*, defaults to `"nll"`):
             What the hold keeps. `"nll"`: each calibration document's mean NLL (one number per document: the model
             may still change how it predicts them, and did, on SmolLM2: the held documents stayed while other unseen
@@ -83,6 +90,12 @@ class AnchoredArguments:
     anchor_hold_weight: float = field(
         default=1.0, metadata={"help": "anchored: weight of holding the calibration documents at their NLL before "
                                        "unlearning (0: no hold)."})
+    anchor_levels: str = field(
+        default="current",
+        metadata={"help": "anchored: the band from the calibration documents' NLL under the current model ('current') "
+                          "or under the model before unlearning ('start', fixed).",
+                  "choices": list(LEVELS)},
+    )
     anchor_hold: str = field(
         default="nll",
         metadata={"help": "anchored: what the hold keeps: 'nll' (each calibration document's mean NLL) or 'kl' "
@@ -118,6 +131,8 @@ class Anchored(UnlearningMethod):
             raise ValueError(f"anchor_hold_weight must be >= 0, got {a.anchor_hold_weight}.")
         if a.anchor_hold not in HOLD_KINDS:
             raise ValueError(f"anchor_hold must be one of {HOLD_KINDS}, got {a.anchor_hold!r}.")
+        if a.anchor_levels not in LEVELS:
+            raise ValueError(f"anchor_levels must be one of {LEVELS}, got {a.anchor_levels!r}.")
         if a.anchor_calibration_batch < 1:
             raise ValueError(f"anchor_calibration_batch must be >= 1, got {a.anchor_calibration_batch}.")
 
@@ -158,14 +173,14 @@ class Anchored(UnlearningMethod):
 
     def loss(self, ctx: StepContext):
         nll = mean_token_nll(ctx.forget_logp, ctx.forget_mask)  # per document (per window of a long one)
-        calibration = ctx.calibration_nll
+        calibration = ctx.calibration_start if self.args.anchor_levels == "start" else ctx.calibration_nll
         per_row = self.per_document(nll, calibration, ctx.calibration_group, ctx.forget_group)
         has_tokens = ctx.forget_mask.sum(-1).gt(0).to(per_row.dtype)
         forget = self.args.anchor_weight * ctx.row_mean(per_row * has_tokens)
         ctx.log("anchor_loss", forget)
         # Logged as this micro-batch's share, so the step's sum is the value itself (see StepContext.log).
         share = torch.full_like(nll.detach(), 1.0)
-        ctx.log("calibration_nll", ctx.row_mean(share * calibration.mean().to(share)))
+        ctx.log("calibration_nll", ctx.row_mean(share * ctx.calibration_nll.mean().to(share)))  # the current level
         ctx.log("forget_document_nll", ctx.row_mean(nll.detach()))
         loss = forget + self.retain_loss(ctx)
         if ctx.calibration_step_nll is not None:  # the step's first micro-batch: counted once per step

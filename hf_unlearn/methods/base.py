@@ -163,6 +163,7 @@ class StepContext:
     retain_nll: torch.Tensor | None = None  # share of the step's mean retain token NLL, if `Needs.retain_nll`
     retain_kl: torch.Tensor | None = None  # share of the step's mean retain KL, if `Needs.retain_kl`
     calibration_nll: torch.Tensor | None = None  # (n_calibration,) latest NLL of every calibration document, no grad
+    calibration_start: torch.Tensor | None = None  # (n_calibration,) their NLL under the model before unlearning
     calibration_group: torch.Tensor | None = None  # (n_calibration,) each calibration document's kind, if known
     forget_group: torch.Tensor | None = None  # (B_f,) each forget document's kind, if known
     # With `Needs.calibration_grad`, on the step's first micro-batch: the NLL of the step's calibration documents in
