@@ -49,18 +49,16 @@ def load_adapter(model, adapter: str, base: str):
 def _load_model(args, name: str | None = None, adapter: str | None = None):
     """The model `name` (default `--model`) with `adapter` (default `--adapter`) loaded on it, and its tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from .pretrained import require_path_or_hub_id, resolve_model_path
+    from .pretrained import load_causal_lm, require_path_or_hub_id, resolve_model_path
 
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     path = resolve_model_path(name or args.model, log=print)
     adapter = args.adapter if name is None else adapter
     if adapter:
         require_path_or_hub_id(adapter, "adapter")  # before the model loads
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=args.trust_remote_code, use_safetensors=True
-    )
+    model = load_causal_lm(path, "model", dtype=dtype, trust_remote_code=args.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(
         resolve_model_path(args.tokenizer) if args.tokenizer else path, trust_remote_code=args.trust_remote_code
     )
@@ -265,10 +263,10 @@ def merge_command(args) -> int:
 def _merge(args) -> Path:
     import torch
     from peft import PeftConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .hub import check_output_folder, merge_and_save, read_training_record
-    from .pretrained import require_path_or_hub_id, resolve_model_path
+    from .pretrained import load_causal_lm, require_path_or_hub_id, resolve_model_path
 
     check_output_folder(args.output)  # before loading anything
     require_path_or_hub_id(args.adapter, "adapter")
@@ -281,7 +279,7 @@ def _merge(args) -> Path:
         raise SystemExit(f"{args.adapter}/adapter_config.json names no base model: pass --base MODEL.")
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     base_path = resolve_model_path(base, log=print)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    model = load_causal_lm(base_path, "base", dtype=dtype, trust_remote_code=args.trust_remote_code)
     tokenizer_source = args.adapter if Path(args.adapter, "tokenizer_config.json").is_file() else base_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=args.trust_remote_code)
     # Only the default (trained) adapter is loaded: a frozen "ref" copy saved beside it is not merged.

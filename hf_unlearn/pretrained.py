@@ -168,6 +168,22 @@ def require_path_or_hub_id(name: str, what: str) -> str:
     return name
 
 
+def load_causal_lm(path: str, what: str = "model", **kwargs):
+    """`AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)`: every command loads safetensors
+    weights only (a pickled `.bin` runs code when it is loaded). A local folder with `.bin` weights only is refused in
+    one line that says how to convert it."""
+    from transformers import AutoModelForCausalLM
+
+    local = Path(str(path)).expanduser()
+    if local.is_dir() and not any(local.glob("*.safetensors")) and any(local.glob("*.bin")):
+        raise FileNotFoundError(
+            f"{what} folder {path} has .bin weights only: hf-unlearn loads safetensors (a pickled .bin can run code "
+            "when it is loaded); convert it once with AutoModelForCausalLM.from_pretrained(FOLDER)"
+            ".save_pretrained(FOLDER, safe_serialization=True)"
+        )
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+
+
 def load_model_and_tokenizer(name_or_path: str | os.PathLike, dtype="auto", log=None, **kwargs):
     """`(model, tokenizer)` from a Hub id, a local folder or an offline model name, as safetensors. A tokenizer
     without a pad token pads with EOS."""

@@ -467,7 +467,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .audit import PROBES, audit_model, write_audit
     from .audit.relearn import RelearnConfig
@@ -476,7 +476,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from .data.documents import document_of, load_rows, rows_to_documents
     from .stopping import UnseenLevelStoppingCallback
     from .hub import check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
-    from .pretrained import resolve_model_path
+    from .pretrained import load_causal_lm, resolve_model_path
     from .trainer import UnlearningTrainer
 
     out = Path(args.output_dir)
@@ -516,7 +516,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         started = time.time()
         path = resolve_model_path(args.model, log=progress)
         dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
+        model = load_causal_lm(path, "--model", dtype=dtype, trust_remote_code=args.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=args.trust_remote_code)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -539,8 +539,8 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         pre_model = None
         if config.unlearning_method.needs().forget_pre_logits:
             pre_path = resolve_model_path(args.pre_finetuning_model, log=progress)
-            pre_model = AutoModelForCausalLM.from_pretrained(pre_path,
-                                                              dtype=dtype, trust_remote_code=args.trust_remote_code)
+            pre_model = load_causal_lm(pre_path, "--pre-finetuning-model", dtype=dtype,
+                                       trust_remote_code=args.trust_remote_code)
         trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,
                                     retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
                                     calibration_dataset=calibration, pre_finetuning_model=pre_model)

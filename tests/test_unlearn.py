@@ -461,3 +461,24 @@ def test_an_output_folder_that_cannot_be_written_is_refused_in_one_line(tmp_path
                      str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "a-file" / "out")]) == 2
     err = capsys.readouterr().err
     assert f"cannot write to --output-dir {tmp_path / 'a-file' / 'out'}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bin_weights_are_refused_in_one_line_by_every_command(saved_target, lume_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin-model"  # the same model, saved the old way: pickled weights only
+    shutil.copytree(saved_target, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    (tmp_path / "f.txt").write_text("A forget document of a few words.\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    unlearn = ["unlearn", "--model", str(folder), "--forget", str(tmp_path / "f.txt"), "--retain",
+               str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out"), "--probes", "none"]
+    assert cli_main(unlearn) == 2
+    assert f"--model folder {folder} has .bin weights only" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--model", str(folder), "--data", str(lume_dir), "--output-dir",
+                     str(tmp_path / "ev")]) == 2
+    assert f"model folder {folder} has .bin weights only" in capsys.readouterr().err
