@@ -40,7 +40,7 @@ README = REPO_ROOT / "README.md"
 # The pages under docs/, in the order their sections had in the README: a page's blocks may use what the README's
 # blocks, or an earlier page's, wrote (outputs/demo, outputs/npo, outputs/merged).
 DOCS = ["docs/methods.md", "docs/deletion.md", "docs/smollm2.md", "docs/evaluation.md", "docs/guarantees.md",
-        "docs/distributed.md", "docs/audit.md", "docs/benchmarks.md"]
+        "docs/distributed.md", "docs/audit.md", "docs/benchmarks.md", "docs/layout.md"]
 FILES = ["README.md", *DOCS]
 LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
@@ -131,14 +131,14 @@ def test_the_relative_links_of_the_readme_and_docs_resolve():
 
 
 def test_the_layout_names_every_module_and_support_code_lives_apart():
-    layout = README.read_text().split("## Layout", 1)[1].split("```")[1]
+    layout = (README.parent / "docs" / "layout.md").read_text().split("```")[1]
     package = REPO_ROOT / "hf_unlearn"
     names = {p.relative_to(REPO_ROOT).as_posix() for p in package.glob("*.py") if p.name != "__init__.py"}
     names |= {p.relative_to(REPO_ROOT).as_posix() + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
     names -= {"hf_unlearn/support/"}  # its modules are named one by one
     names |= {p.relative_to(REPO_ROOT).as_posix() for p in (package / "support").glob("*.py") if p.name != "__init__.py"}
     missing = sorted(n for n in names if not re.search(rf"^{re.escape(n)}\s", layout, re.M))
-    assert not missing, f"README layout omits {missing}"
+    assert not missing, f"docs/layout.md omits {missing}"
     library = layout.split("Support code", 1)[0]
     assert "support/" not in library and "hf_unlearn/support/tiny.py" in layout
 
