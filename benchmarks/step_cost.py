@@ -62,6 +62,8 @@ VARIANTS = {
     "e": "full fine-tuning (b) with a deep-copied reference",
     "f": "anchored on whole documents + retain NLL + KL, LoRA, calibration documents",
     "g": "(b) on whole documents",
+    "h": "(f) with the band at the start level and no hold (no calibration pass during training)",
+    "i": "pre_finetuning_distill on whole documents + retain NLL + KL, a pre-fine-tuning model (a copy here)",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -72,6 +74,8 @@ GOALS = [
     ("e", "b", "memory", None, "full fine-tuning with a copy"),
     ("f", "g", "time", 1.30, "the unseen-level method against NPO + NLL + KL, on the same documents"),
     ("f", "b", "time", None, "(f) against (b) on rows: documents carry loss on every token"),
+    ("h", "g", "time", 1.30, "the unseen-level method at fixed levels against NPO + NLL + KL, on the same documents"),
+    ("i", "g", "time", 1.30, "distillation toward the pre-fine-tuning model against NPO + NLL + KL, same documents"),
 ]
 
 
@@ -156,15 +160,20 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     if cuda:
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
+    pre_model = copy.deepcopy(model) if variant == "i" else None  # stands in for the model before fine-tuning
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
-    anchored = variant == "f"
-    if variant in ("f", "g"):  # the same rows, as whole documents
+    anchored = variant in ("f", "h")
+    documents = variant in ("f", "g", "h", "i")
+    if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
+    method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill"}.get(variant, "npo")
+    fixed = dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else {}
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
-        method="gd" if variant == "a" else "anchored" if anchored else "npo",
-        forget_unit="documents" if variant in ("f", "g") else "rows",
+        method=method,
+        forget_unit="documents" if documents else "rows",
+        **fixed,
         retain_nll_weight=1.0,
         retain_kl_weight=0.0 if variant == "a" else 1.0,
         precompute_ref_log_probs=variant == "c",
@@ -180,7 +189,7 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     )
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget, retain_dataset=retain,
                                 processing_class=tokenizer, ref_model=ref_model,
-                                calibration_dataset=calibration if anchored else None)
+                                calibration_dataset=calibration if anchored else None, pre_finetuning_model=pre_model)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
     if variant == "c":
         trainer.precompute_reference_log_probs()

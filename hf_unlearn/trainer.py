@@ -492,7 +492,8 @@ class UnlearningTrainer(Trainer):
         [`InfluenceUnlearningTrainer`] adds its influence step (once per run) before it. Each pass reads `p.grad` and
         leaves the gradients zero again, so the step's own backward accumulates exactly as without it.
         """
-        if self.calibration is not None and not self.needs.calibration_grad:  # else measured in the step's pass
+        if self.calibration is not None and self.needs.calibration_refresh and not self.needs.calibration_grad:
+            # (with calibration_grad they are measured in the step's own pass)
             self.calibration.refresh(self._policy, self.processing_class.pad_token_id, self.state.global_step)
         optimizer = hessian_optimizer(self.optimizer)
         if optimizer is not None and optimizer.should_update_hessian(self.state.global_step):

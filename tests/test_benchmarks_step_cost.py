@@ -22,12 +22,12 @@ def test_one_step_of_the_reference_variants_is_measured(step_cost):
     # Each variant in a fresh process, as the script measures it: a test process's peak RSS is the history of the
     # tests before it, so the memory measured there can be 0.
     args = SimpleNamespace(reps=1, warmup=0, threads=1, data=SHARED_DATA, max_tokens=96)
-    results = {v: step_cost.run_child(args, "--variant", v, "--size", "tiny") for v in "abd"}
+    results = {v: step_cost.run_child(args, "--variant", v, "--size", "tiny") for v in "abdhi"}
     for v, r in results.items():
         assert r["variant"] == v and r["time_s"] > 0 and r["memory_mb"] > 0
         assert r["answer_tokens"] > 0 and r["vocab"] > 20_000
-    # the same rows in every variant
-    assert len({(tuple(r["width"]), r["answer_tokens"]) for r in results.values()}) == 1
+    # the same rows in every variant on rows (the document variants carry loss on every token)
+    assert len({(tuple(r["width"]), r["answer_tokens"]) for v, r in results.items() if v in "abd"}) == 1
 
 
 def test_ratios_and_verdicts(step_cost):

@@ -138,6 +138,7 @@ class Anchored(UnlearningMethod):
 
     def needs(self) -> Needs:
         return Needs(calibration_batch=self.args.anchor_calibration_batch,
+                     calibration_refresh=self.args.anchor_levels == "current",
                      calibration_grad=self.args.anchor_hold_weight > 0,
                      calibration_kl=self.args.anchor_hold_weight > 0 and self.args.anchor_hold == "kl",
                      retain_nll=self.retain_nll_weight > 0,
@@ -180,7 +181,8 @@ class Anchored(UnlearningMethod):
         ctx.log("anchor_loss", forget)
         # Logged as this micro-batch's share, so the step's sum is the value itself (see StepContext.log).
         share = torch.full_like(nll.detach(), 1.0)
-        ctx.log("calibration_nll", ctx.row_mean(share * ctx.calibration_nll.mean().to(share)))  # the current level
+        if self.args.anchor_levels == "current" or self.args.anchor_hold_weight > 0:  # else never re-measured
+            ctx.log("calibration_nll", ctx.row_mean(share * ctx.calibration_nll.mean().to(share)))  # the current level
         ctx.log("forget_document_nll", ctx.row_mean(nll.detach()))
         loss = forget + self.retain_loss(ctx)
         if ctx.calibration_step_nll is not None:  # the step's first micro-batch: counted once per step

@@ -79,6 +79,7 @@ class Needs:
     retain_hidden: bool = False  # also the policy's and the reference's hidden states of that layer on retain rows
     setup_reference: bool = False  # `setup` runs reference passes of its own before training
     calibration_batch: int | None = None  # calibration documents re-measured per step (the loss reads their NLLs)
+    calibration_refresh: bool = True  # re-measure them each step (False: the loss reads their starting NLL only)
     calibration_grad: bool = False  # measure them in the step's policy pass, with gradient (a loss term holds them)
     calibration_kl: bool = False  # also KL(pi_theta || pi_ref) on every token of them (a reference pass over them)
     forget_pre_logits: bool = False  # the base model's (before fine-tuning) logits at the forget answer positions
