@@ -217,6 +217,8 @@ class Settings:
     beta: float = field(default=0.0, metadata={"help": "NPO beta override for the npo* methods (0: theirs)."})
     retain_nll_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
     retain_kl_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
+    distill_weight: float = field(default=-1.0,
+                                  metadata={"help": "distill_weight override for pre_distill (-1: theirs)."})
     hold_weight: float = field(default=-1.0,
                                metadata={"help": "anchor_hold_weight override for anchored* (-1: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
@@ -529,6 +531,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
                 config["retain_kl_weight"] = settings.retain_kl_weight
     if key.startswith("anchored") and settings.hold_weight >= 0:
         config["anchor_hold_weight"] = settings.hold_weight
+    if key == "pre_distill" and settings.distill_weight >= 0:
+        config["distill_weight"] = settings.distill_weight
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -699,6 +703,8 @@ def group_label(run: dict) -> str:
             parts.append("start levels")
         if c.get("anchor_target") == "quantiles":
             parts.append("quantiles")
+    if c.get("method") == "pre_finetuning_distill" and c.get("distill_weight", 1.0) != 1.0:
+        parts.append(f"distill weight {c['distill_weight']:g}")
     if s.get("stop_band"):
         parts.append(f"stop at AUC 0.5 +- {s['stop_band']:g}")
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"

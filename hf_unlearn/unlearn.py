@@ -12,8 +12,9 @@
    3, 5 epochs, batch 4 + 4). With unseen documents (`--holdout`, `--calibration`) the default method is `anchored`
    on whole documents: the forget documents pulled to the level of unseen ones, steered by the calibration half (a
    seeded split of `--holdout`, `hf_unlearn.data.holdout.split_holdout`, or `--calibration`), with the stopping rule
-   (`UnseenLevelStoppingCallback`) on the same documents. Any other `UnlearningConfig` field: `--trainer-arg
-   NAME=VALUE`.
+   (`UnseenLevelStoppingCallback`) on the same documents. With `--pre-finetuning-model` (the model this one was
+   fine-tuned from) it is `pre_finetuning_distill`: the forget documents distilled toward that model. Any other
+   `UnlearningConfig` field: `--trainer-arg NAME=VALUE`.
 3. **Evidence.** The model before (the adapter disabled) and after (the adapter merged) is scored on the forget and
    retain rows, and on `--eval-forget` / `--eval-retain` rows it was not given; the membership-inference attacks
    (loss, zlib, Min-K%, Min-K%++, and the share of exposed documents) compare the forget documents with the
@@ -21,7 +22,9 @@
    probes the unlearned model.
 4. **Outputs** in `--output-dir`: `adapter/` (with `unlearning_record.json`), `merged/` (safetensors, tokenizer and a
    model card with the method, its settings, the scores and the audit's verdicts), `unlearn.json` (numbers and
-   verdicts, stable keys), `report.md` (the report it prints) and `audit/`. No file it writes holds forget-set text.
+   verdicts, stable keys), `report.md` (the report it prints) and `audit/`, written into a staging folder and moved in
+   together at the end (`publish`): a failure leaves the earlier result whole, and one after training keeps the
+   adapter in `adapter-unfinished/`. No file it writes holds forget-set text.
 
 Memory: the audit holds the model with its adapter and a merged copy (and a third copy while relearning).
 """
@@ -58,9 +61,9 @@ class UnlearnArguments:
     output_dir: str = field(metadata={"help": "Where adapter/, merged/, unlearn.json, report.md and audit/ go (a new "
                                               "or empty folder, or one this command made)."})
     method: str | None = field(default=None, metadata={
-        "help": "Unlearning method (the registry's names: npo, gd, simnpo, anchored, ...). Default: anchored (the "
-                "forget documents pulled to the level of unseen ones) when there are calibration documents (--holdout "
-                "or --calibration), else npo."})
+        "help": "Unlearning method (the registry's names: npo, gd, simnpo, anchored, ...). Default: "
+                "pre_finetuning_distill with --pre-finetuning-model; else anchored (the forget documents pulled to the "
+                "level of unseen ones) when there are calibration documents (--holdout or --calibration); else npo."})
     pre_finetuning_model: str | None = field(default=None, metadata={
         "help": "The model --model was fine-tuned from (folder or Hub id), if you have it: method "
                 "pre_finetuning_distill distils the forget documents toward it, a model that never saw them. Same "
@@ -222,9 +225,12 @@ def _trainer_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def job_method(args: UnlearnArguments) -> str:
-    """The method the job runs: `--method`, else anchored where there are calibration documents, else npo."""
+    """The method the job runs: `--method`, else pre_finetuning_distill where the model before fine-tuning is given,
+    else anchored where there are calibration documents, else npo."""
     if args.method:
         return args.method
+    if args.pre_finetuning_model:
+        return "pre_finetuning_distill"
     return "anchored" if args.calibration or args.holdout else "npo"
 
 

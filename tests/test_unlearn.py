@@ -386,7 +386,7 @@ def test_the_pre_finetuning_model_is_checked_before_a_model_loads(tmp_path, caps
             "--retain", str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out")]
     assert cli_main(base + ["--method", "pre_finetuning_distill"]) == 2
     assert "give --pre-finetuning-model" in capsys.readouterr().err
-    assert cli_main(base + ["--pre-finetuning-model", str(tmp_path)]) == 2  # npo does not read it
+    assert cli_main(base + ["--pre-finetuning-model", str(tmp_path), "--method", "npo"]) == 2  # npo does not read it
     assert "--pre-finetuning-model is read by method pre_finetuning_distill only" in capsys.readouterr().err
     assert cli_main(base + ["--method", "pre_finetuning_distill", "--pre-finetuning-model", "./gone"]) == 2
     assert "--pre-finetuning-model folder not found: ./gone" in capsys.readouterr().err
@@ -404,7 +404,7 @@ def test_unlearn_distils_toward_the_pre_finetuning_model(saved_target, memorised
     out = tmp_path / "out"
     assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(tmp_path / "forget.txt"),
                      "--retain", str(retain), "--output-dir", str(out), "--learning-rate", "1e-2",
-                     "--method", "pre_finetuning_distill", "--pre-finetuning-model", str(pre),
+                     "--pre-finetuning-model", str(pre),  # the method it implies
                      "--num-train-epochs", "4", "--probes", "none", "--max-new-tokens", "48"]) == 0
     result = json.loads((out / "unlearn.json").read_text())
     before, after = result["scores"]["before"], result["scores"]["after"]

@@ -15,9 +15,12 @@ Where the documents' kinds are known (rows grouped by `rows_to_units`: a LUME ta
 forget document is held against the calibration documents of its own kind.
 
 Train it on whole documents (`forget_unit="documents"`: every token carries loss, as the attack scores them), with
-the retain NLL and KL keeping the rest of the model. The calibration levels follow the current model: unlearning
-moves the unseen level too, and a target fixed before training would be chased past (METHODS.md, "Forgetting to the
-unseen level"). The documents that steer training must not be the ones a reported attack uses.
+the retain NLL and KL keeping the rest of the model. By default the calibration levels follow the current model
+(unlearning moves the unseen level too, METHODS.md, "Forgetting to the unseen level"); `anchor_levels="start"` fixes
+them at the model before unlearning instead, and `anchor_hold` keeps the calibration documents where they were. On
+SmolLM2 neither stopped the unseen level from rising with the forget documents (docs/benchmarks.md); where the model
+from before fine-tuning is at hand, `"pre_finetuning_distill"` is the method that kept it. The documents that steer
+training must not be the ones a reported attack uses.
 """
 
 from __future__ import annotations

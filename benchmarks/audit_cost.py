@@ -1,0 +1,77 @@
+"""Does the audit cost more than the unlearning it audits? `hf-unlearn unlearn` on SmolLM2 with 30 forget and 30
+retain rows (issue #29: there, 10 minutes of training were followed by about 20 minutes of audit).
+
+    python benchmarks/audit_cost.py               # writes benchmarks/results/audit_cost.md
+
+The job is the command a user runs (`hf_unlearn.unlearn.run_unlearn`, its defaults: NPO + NLL + KL, LoRA r 8, 5
+epochs, every audit probe) on SmolLM2-135M-Instruct (`smollm2`, offline) with the first 30 rows of LUME's
+forget_train and retain_train (real rows; the model never memorised them, which changes the scores, not the work).
+No membership attack (no `--holdout`). It prints the training time, the time of everything after it (scoring the
+model before and after, the probes, merging, the report) and their ratio (goal: at most 1), all from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "audit_cost.md"
+SHARED = HERE.parent.parent / "shared" / "data"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=30, help="Forget rows, and as many retain rows.")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared machine's fair share).")
+    parser.add_argument("--no-write", action="store_true", help="Print only; do not write the results file.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from hf_unlearn.unlearn import UnlearnArguments, run_unlearn
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="audit-cost-") as work:
+        work = Path(work)
+        for split in ("forget_train", "retain_train"):
+            lines = (SHARED / "lume" / f"{split}.jsonl").read_text().splitlines()[: args.rows]
+            (work / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        started = time.time()
+        result = run_unlearn(UnlearnArguments(model="smollm2", forget=str(work / "forget_train.jsonl"),
+                                              retain=str(work / "retain_train.jsonl"), output_dir=str(work / "out"),
+                                              threads=args.threads),
+                             progress=lambda line: print(line, flush=True))
+        total = time.time() - started
+    train = result["train_seconds"]
+    after = result["seconds"] - train
+    ratio = after / train
+    summary = {"rows": args.rows, "train_seconds": round(train, 1), "after_training_seconds": round(after, 1),
+               "ratio": round(ratio, 3), "total_seconds": round(total, 1), "probes": list(result["audit"]["probes"]),
+               "steps": result["training"]["steps"]}
+    print(json.dumps(summary))
+    if not args.no_write:
+        RESULTS.write_text(
+            "# Audit cost against training cost\n\n"
+            f"`python benchmarks/audit_cost.py` (benchmarks/audit_cost.py; its docstring says what runs), "
+            f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch "
+            f"thread(s), torch {torch.__version__}: `hf-unlearn unlearn` on SmolLM2-135M-Instruct with {args.rows} "
+            f"forget and {args.rows} retain LUME rows, its defaults, probes {', '.join(summary['probes'])}.\n\n"
+            "| training | everything after it (scores before/after, probes, merge, report) | ratio | goal |\n"
+            "|---:|---:|---:|---|\n"
+            f"| {train:.0f} s ({summary['steps']} steps) | {after:.0f} s | {ratio:.2f} | "
+            f"{'PASS' if ratio <= 1 else 'FAIL'} (<= 1) |\n")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
