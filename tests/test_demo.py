@@ -50,7 +50,8 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
     merged = tmp_path / "merged"
     assert cli_main(["merge", "--adapter", str(adapter), "--output", str(merged)]) == 0
     card = (merged / "README.md").read_text()
-    assert f"- Base model: `{cache_dir}`" in card and "- Method: `anchored`" in card and "Paper:" in card
+    assert f"- Base model: `{Path(cache_dir).name} (a local folder)`" in card and "- Method: `anchored`" in card
+    assert "Paper:" in card and str(cache_dir) not in card  # a local path says where someone's files are
     assert "| anchor_weight | 1.0 |" in card and "| retain_nll_weight | 3.0 |" in card and "| num_train_epochs | 2 |" in card
     before = first["before"]["lume/forget/regurgitation"]
     assert f"| lume/forget/regurgitation | {before:.4f} |" in card and "| mia/score |" in card
