@@ -215,8 +215,10 @@ class Settings:
     lora_r: int = field(default=8, metadata={"help": "Unlearning LoRA rank (a method may fix its own)."})
     lora_alpha: int = field(default=8, metadata={"help": "Unlearning LoRA alpha."})
     beta: float = field(default=0.0, metadata={"help": "NPO beta override for the npo* methods (0: theirs)."})
-    retain_nll_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
-    retain_kl_weight: float = field(default=-1.0, metadata={"help": "Override for npo_nll_kl* (-1: theirs)."})
+    retain_nll_weight: float = field(default=-1.0,
+                                     metadata={"help": "Override for npo_nll_kl* and pre_distill (-1: theirs)."})
+    retain_kl_weight: float = field(default=-1.0,
+                                    metadata={"help": "Override for npo_nll_kl* and pre_distill (-1: theirs)."})
     distill_weight: float = field(default=-1.0,
                                   metadata={"help": "distill_weight override for pre_distill (-1: theirs)."})
     hold_weight: float = field(default=-1.0,
@@ -524,11 +526,11 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
     if key.startswith("npo") and key != "npo_nll_kl_paper":  # the paper's row keeps the paper's values
         if settings.beta:
             config["beta"] = settings.beta
-        if key.startswith("npo_nll_kl"):
-            if settings.retain_nll_weight >= 0:
-                config["retain_nll_weight"] = settings.retain_nll_weight
-            if settings.retain_kl_weight >= 0:
-                config["retain_kl_weight"] = settings.retain_kl_weight
+    if (key.startswith("npo_nll_kl") and key != "npo_nll_kl_paper") or key == "pre_distill":
+        if settings.retain_nll_weight >= 0:
+            config["retain_nll_weight"] = settings.retain_nll_weight
+        if settings.retain_kl_weight >= 0:
+            config["retain_kl_weight"] = settings.retain_kl_weight
     if key.startswith("anchored") and settings.hold_weight >= 0:
         config["anchor_hold_weight"] = settings.hold_weight
     if key == "pre_distill" and settings.distill_weight >= 0:
