@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from .calibration import CalibrationLevels
 from .checkpoint import resolve_resume, save_checkpoint_atomically
@@ -181,9 +181,9 @@ class UnlearningTrainer(Trainer):
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required to tokenise the forget and retain sets.")
         if isinstance(model, str):
-            from .pretrained import resolve_model_path
+            from .pretrained import load_causal_lm, resolve_model_path
 
-            model = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype="auto", use_safetensors=True)
+            model = load_causal_lm(resolve_model_path(model), "model", dtype="auto")
         if peft_config is not None:
             if is_peft_model(model):
                 raise ValueError("The model is already a peft model; do not pass peft_config as well.")
@@ -368,9 +368,9 @@ class UnlearningTrainer(Trainer):
                 "pre_finetuning_model= (a model, a local path or a Hub id; --pre-finetuning-model on the command line)."
             )
         if isinstance(pre, str):
-            from .pretrained import resolve_model_path
+            from .pretrained import load_causal_lm, resolve_model_path
 
-            pre = AutoModelForCausalLM.from_pretrained(resolve_model_path(pre), dtype="auto", use_safetensors=True)
+            pre = load_causal_lm(resolve_model_path(pre), "pre_finetuning_model", dtype="auto")
         if is_peft_model(pre):
             raise ValueError("pre_finetuning_model must be a plain model, not a peft model (merge its adapter first).")
         ours, theirs = model.get_output_embeddings().weight.shape[0], pre.get_output_embeddings().weight.shape[0]
