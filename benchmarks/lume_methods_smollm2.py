@@ -221,6 +221,9 @@ class Settings:
                                     metadata={"help": "Override for npo_nll_kl* and pre_distill (-1: theirs)."})
     distill_weight: float = field(default=-1.0,
                                   metadata={"help": "distill_weight override for pre_distill (-1: theirs)."})
+    level_weight: float = field(default=-1.0,
+                                metadata={"help": "level_weight override for pre_distill (-1: theirs; > 0 reads "
+                                                  "the calibration documents, --num_calibration)."})
     hold_weight: float = field(default=-1.0,
                                metadata={"help": "anchor_hold_weight override for anchored* (-1: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
@@ -535,6 +538,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["anchor_hold_weight"] = settings.hold_weight
     if key == "pre_distill" and settings.distill_weight >= 0:
         config["distill_weight"] = settings.distill_weight
+    if key == "pre_distill" and settings.level_weight >= 0:
+        config["level_weight"] = settings.level_weight
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -593,7 +598,7 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     general = data.mix if settings.retain_general_source == "mix" else data.anchor_documents
     retain = data.subset.rows[f"retain_{given}"] + general_retain_rows(general[: settings.retain_general])
     forget = data.subset.rows[f"forget_{given}"]
-    anchored = config.method == "anchored"
+    anchored = config.method == "anchored" or config.level_weight > 0  # the methods that read calibration documents
     if (anchored or settings.stop_band) and not data.calibration_rows:
         raise ValueError(f"{key} needs calibration documents: set --num_calibration")
     trainer = trainer_cls(
@@ -707,6 +712,8 @@ def group_label(run: dict) -> str:
             parts.append("quantiles")
     if c.get("method") == "pre_finetuning_distill" and c.get("distill_weight", 1.0) != 1.0:
         parts.append(f"distill weight {c['distill_weight']:g}")
+    if c.get("level_weight"):
+        parts.append(f"level weight {c['level_weight']:g}")
     if s.get("stop_band"):
         parts.append(f"stop at AUC 0.5 +- {s['stop_band']:g}")
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"

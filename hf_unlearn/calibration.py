@@ -59,14 +59,19 @@ class CalibrationLevels(TrainerCallback, ExportableState):
         self.groups = torch.tensor([f["group"] for f in features]) if features and "group" in features[0] else None
         self.values: torch.Tensor | None = None  # the latest NLL of each document
         self.start: torch.Tensor | None = None  # each document's NLL when training started (the model before it)
+        # each document's NLL under the model from before fine-tuning, where a method compares with it
+        self.pre: torch.Tensor | None = None
 
     def state(self) -> dict:
         as_list = lambda t: None if t is None else t.tolist()  # noqa: E731
-        return {"args": {}, "attributes": {"values": as_list(self.values), "start": as_list(self.start)}}
+        return {"args": {}, "attributes": {"values": as_list(self.values), "start": as_list(self.start),
+                                           "pre": as_list(self.pre)}}
 
-    def measure_all(self, model, pad_token_id: int) -> None:
+    def measure_all(self, model, pad_token_id: int, pre_model=None) -> None:
         self.values = documents_nll(model, self.features, pad_token_id)
         self.start = self.values.clone()
+        if pre_model is not None:
+            self.pre = documents_nll(pre_model, self.features, pad_token_id)
 
     def indices(self, step: int) -> list[int]:
         return cycle_indices(step, self.batch, len(self.features))
@@ -90,4 +95,6 @@ class CalibrationLevels(TrainerCallback, ExportableState):
             return False
         self.values = torch.tensor(values, dtype=torch.float32)
         self.start = torch.tensor(start, dtype=torch.float32)
+        pre = attributes.get("pre")
+        self.pre = None if pre is None else torch.tensor(pre, dtype=torch.float32)
         return True

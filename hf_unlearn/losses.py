@@ -243,6 +243,15 @@ def distill_kl(policy_logits: torch.Tensor, base_logp: torch.Tensor, labels: tor
     return scatter_answers(_SoftCrossEntropy.apply(policy_logits, q, *index) - entropy, index, mask.shape)
 
 
+def fixed_token_log_probs(base_logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A fixed distribution's log-probability of each target token, `(batch, seq - 1)`, zero where masked, from its
+    log-softmax `base_logp` `(N, vocab)` at the answer positions (`answer_positions(labels)` order)."""
+    targets, mask = shift_labels(labels)
+    index = answer_positions(labels)
+    picked = base_logp.gather(-1, targets[index].unsqueeze(-1)).squeeze(-1)
+    return scatter_answers(picked, index, mask.shape)
+
+
 def undial_targets(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
     """UNDIAL's self-distillation targets (Dong et al. 2024): `softmax(z_ref - beta * onehot(y))` of reference logits
     `(N, vocab)` at the answer positions, whose answer tokens `targets` `(N,)` get their logit lowered by `beta`."""

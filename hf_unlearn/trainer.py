@@ -123,7 +123,8 @@ class _TrainBeginCallback(TrainerCallback):
             self.trainer.precompute_reference_log_probs()
         calibration = self.trainer.calibration
         if calibration is not None and calibration.values is None:  # not restored from a checkpoint
-            calibration.measure_all(self.trainer._policy, self.trainer.processing_class.pad_token_id)
+            pre = self.trainer.pre_finetuning_model if self.trainer.needs.calibration_pre else None
+            calibration.measure_all(self.trainer._policy, self.trainer.processing_class.pad_token_id, pre)
         self.trainer.method.setup(self.trainer)
 
 
@@ -743,6 +744,8 @@ class UnlearningTrainer(Trainer):
         if self.calibration is not None:
             ctx.calibration_nll = self.calibration.values.to(forget_logits.device)
             ctx.calibration_start = self.calibration.start.to(forget_logits.device)
+            if self.calibration.pre is not None:
+                ctx.calibration_pre = self.calibration.pre.to(forget_logits.device)
             ctx.calibration_group = self.calibration.groups
             ctx.forget_group = inputs.get("forget_group")
         if hidden_layer is not None:

@@ -623,7 +623,8 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                              "best": stopping.best} if stopping is not None else None,
                 "scores": scores, "train_seconds": train_seconds,
                 "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
-                                     for k, v in audit["probes"].items()}} if probes else None,
+                                     for k, v in audit["probes"].items()},
+                          "seconds": audit["seconds"]} if probes else None,
             }
             result["caveats"] = caveats(result)
             result["verdict"] = overall_verdict(result)

@@ -306,9 +306,14 @@ def test_the_audit_generates_from_each_model_once_and_scores_subsets_from_what_i
     config = RelearnConfig(steps=2, batch_size=2)
     results = audit_model(tiny_model, memorised_model, tokenizer, forget, retain, members, nonmembers,
                           probes=("int8", "relearn"), relearn_config=config, max_new_tokens=16, progress=None)
-    # original and unlearned: forget + retain once each; int8: the attacked model's two and the control's retain
-    # rows; relearn: the relearned model's two. The attack: original, unlearned, int8, relearned.
-    assert calls == {"generations": 2 + 2 + 3 + 2, "mia": 4}
+    # original and unlearned: forget + retain once each; int8: the attacked model's two (and the control's retain
+    # rows only where int8 took the unlearned model's retain score down); relearn: the relearned model's two. The
+    # attack: original, unlearned, int8, relearned.
+    int8 = results["probes"]["int8"]
+    damaged = results["models"]["unlearned"]["retain/regurgitation"] - int8["attacked"]["retain/regurgitation"]
+    assert ("original_attacked" in int8) == (damaged > run.DAMAGED)
+    assert calls == {"generations": 2 + 2 + 2 + ("original_attacked" in int8) + 2, "mia": 4}
+    assert set(results["seconds"]) == {"original", "unlearned", "int8", "relearn"}
     # the relearn probe's original and unlearned scores on the unseen documents, from the kept outputs, are what
     # scoring those rows afresh gives
     _, unseen = split_documents(forget, config.fraction, config.seed)
@@ -317,5 +322,28 @@ def test_the_audit_generates_from_each_model_once_and_scores_subsets_from_what_i
         kept = results["probes"]["relearn"][name]
         assert {k: kept[k] for k in fresh} == pytest.approx(fresh)
         assert kept["mia/auc"] == results["models"][name]["mia/auc"]
-    control = results["probes"]["int8"]["original_attacked"]  # the verdict reads its retain rows only
+
+
+def test_the_quantization_control_is_scored_only_when_the_attack_damaged_the_model(
+        memorised_model, tokenizer, memorised_rows, monkeypatch):
+    """The original rounded the same way is what tells "the attack breaks any model" from "the forgetting does not
+    survive": needed only when the quantized model lost its retain score. Here a stand-in attack that wrecks every
+    weight it rounds (a test double for our own rounding, not for a dependency) makes that happen."""
+    import hf_unlearn.audit.run as run
+    from hf_unlearn.audit.run import audit_model
+
+    def wrecking(model, scheme):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.0)
+
+    forget, retain = memorised_rows["forget"][:4], memorised_rows["retain"][:4]
+    kept = audit_model(memorised_model, memorised_model, tokenizer, forget, retain, probes=("int8",),
+                       max_new_tokens=16, progress=None)
+    assert "original_attacked" not in kept["probes"]["int8"]  # int8 keeps the memorised model's retain rows
+    monkeypatch.setattr(run, "quantize_model", wrecking)
+    wrecked = audit_model(memorised_model, memorised_model, tokenizer, forget, retain, probes=("int8",),
+                          max_new_tokens=16, progress=None)
+    control = wrecked["probes"]["int8"]["original_attacked"]  # the verdict reads its retain rows only
     assert "retain/regurgitation" in control and not any(k.startswith(("forget/", "mia/")) for k in control)
+    assert control["retain/regurgitation"] < 0.1  # the wrecked original too

@@ -57,8 +57,12 @@ def test_audit_command_end_to_end(memorised_model, tokenizer, memorised_rows, lu
     for name in ("int8", "int4", "relearn"):
         probe = results["probes"][name]
         assert probe["kind"] == "attack" and set(probe["attacked"]) == KEYS and probe["verdict"].startswith(name)
-    for name in ("int8", "int4"):  # the control: the original rounded the same way, on the retain rows it is read on
-        assert set(results["probes"][name]["original_attacked"]) == {k for k in KEYS if k.startswith("retain/")}
+    for name in ("int8", "int4"):  # the control (the original rounded the same way) only where rounding hurt retain
+        probe = results["probes"][name]
+        damaged = results["models"]["unlearned"]["retain/regurgitation"] - probe["attacked"]["retain/regurgitation"]
+        assert ("original_attacked" in probe) == (damaged > 0.2)
+        if "original_attacked" in probe:
+            assert set(probe["original_attacked"]) == {k for k in KEYS if k.startswith("retain/")}
     assert "original_attacked" not in results["probes"]["relearn"]
     relearn = results["probes"]["relearn"]
     assert 0 < relearn["rows"] < len(forget) and relearn["rows"] + relearn["rows_relearned"] == len(forget)

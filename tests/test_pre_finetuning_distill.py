@@ -99,3 +99,43 @@ def test_a_short_run_moves_the_forget_documents_to_the_base_models_view(
     retain_after = np.mean(whole_nll(model, tokenizer, retain_texts))
     print(before, after, base_level, retain_before, retain_after, kls)
     assert retain_after - retain_before < 0.25 * (after - before)  # selective: the retain rows move far less
+
+
+def test_fixed_token_log_probs_and_the_level_target_by_hand():
+    from hf_unlearn.losses import fixed_token_log_probs
+    from hf_unlearn.methods.pre_finetuning_distill import PreFinetuningDistill
+
+    torch.manual_seed(0)
+    labels = torch.tensor([[-100, 1, 2, 3], [-100, -100, 4, -100]])  # answer positions (0,0) (0,1) (0,2) (1,1)
+    base = torch.randn(4, 6).log_softmax(-1)
+    picked = fixed_token_log_probs(base, labels)
+    expected = torch.tensor([[base[0, 1], base[1, 2], base[2, 3]], [0.0, base[3, 4], 0.0]])
+    assert picked.flatten().tolist() == pytest.approx(expected.flatten().tolist(), abs=1e-6)
+    mask = labels[:, 1:].ne(-100).float()
+    start, pre = torch.tensor([3.0, 3.4]), torch.tensor([2.8, 2.8])  # fine-tuning lifted the unseen level by 0.4
+    target = PreFinetuningDistill.level_targets(base, labels, mask, start, pre)
+    by_hand = [-(base[0, 1] + base[1, 2] + base[2, 3]).item() / 3 + 0.4, -base[3, 4].item() + 0.4]
+    assert target.tolist() == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_the_level_needs_calibration_documents_and_pulls_to_its_target(memorised_model, tokenizer, documents,  # noqa: F811
+                                                                       tmp_path):
+    forget, unseen = documents
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
+                         level_weight=1.0, max_steps=1)
+    build = lambda **kw: UnlearningTrainer(model=lora(copy.deepcopy(memorised_model), nonzero=False),  # noqa: E731
+                                           args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
+                                           processing_class=tokenizer, pre_finetuning_model=base, **kw)
+    with pytest.raises(ValueError, match="pass calibration_dataset="):
+        build()
+    trainer = build(calibration_dataset=Dataset.from_dict({"text": unseen[:6]}))
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    # the first step's level term against the definition: the target from both models' whole-document NLLs
+    model_nll = whole_nll(memorised_model, tokenizer, forget[:4])
+    base_nll = whole_nll(base, tokenizer, forget[:4])
+    shift = np.mean(whole_nll(memorised_model, tokenizer, unseen[:6])) - np.mean(whole_nll(base, tokenizer, unseen[:6]))
+    expected = np.mean([(m - (b + shift)) ** 2 for m, b in zip(model_nll, base_nll)])
+    assert logged["level_loss"] == pytest.approx(expected, rel=1e-3)
+    assert logged["level_target"] == pytest.approx(np.mean(base_nll) + shift, rel=1e-4)

@@ -144,10 +144,13 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     assert "Method: `npo`" in card and "retain_kl_weight" in card and "forget/regurgitation" in card
     assert "## Audit" in card and "int8:" in card
     assert (out / "merged" / "model.safetensors").is_file() and (out / "audit" / "audit.json").is_file()
-    # the quantization control is the model before unlearning (its adapter dropped), rounded: int8 keeps its recall
-    # of the retain rows (all the verdict reads of it)
-    control = json.loads((out / "audit" / "audit.json").read_text())["probes"]["int8"]["original_attacked"]
-    assert control["retain/regurgitation"] == pytest.approx(before["retain/regurgitation"], abs=0.1)
+    # int8 keeps the unlearned model's retain rows, so the quantization control (the original rounded the same way)
+    # is not needed and not run; the audit says what each stage cost
+    audit = json.loads((out / "audit" / "audit.json").read_text())
+    assert "original_attacked" not in audit["probes"]["int8"]
+    assert audit["probes"]["int8"]["attacked"]["retain/regurgitation"] == pytest.approx(
+        after["retain/regurgitation"], abs=0.2)
+    assert {"original", "unlearned", "int8"} <= set(audit["seconds"])
     _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
     # a second run may write into the folder it made, a foreign folder is refused before anything loads
     foreign = tmp_path / "foreign"

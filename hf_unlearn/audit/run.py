@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,10 +239,20 @@ def audit_model(
 
     # Each model is generated from once: a probe on a subset of these rows (relearn's unseen documents) is scored
     # again from the kept outputs, and the attack on the same documents is not run twice.
+    seconds: dict[str, float] = {}  # wall time of each stage, in the results (what a user's audit cost, and where)
+    clock = time.time()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.time()
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 1)
+        clock = now
+
     kept = {}
     for name, model in (("original", original), ("unlearned", unlearned)):
         forget_out, retain_out = outputs(model, f"the {name} model")
         kept[name] = (forget_out, retain_out, mia_scores(model))
+        lap(name)
 
     def from_kept(name: str, indices: Sequence[int] | None = None) -> dict[str, float]:
         forget_out, retain_out, attack = kept[name]
@@ -262,6 +273,7 @@ def audit_model(
                                                                         for k, (b, g) in SCHEMES.items()}},
         "models": {"original": from_kept("original"), "unlearned": from_kept("unlearned")},
         "probes": {},
+        "seconds": seconds,
     }
     base, after = results["models"]["original"], results["models"]["unlearned"]
     for name in probes:
@@ -270,17 +282,20 @@ def audit_model(
             quantize_model(attacked, name)
             scores = scored(attacked, f"the unlearned model under {name}")
             del attacked
-            # the control: the same rounding of the original shows whether it leaves this model usable at all (its
-            # retain rows are all that the verdict reads of it, so they are all that is scored)
-            control = copy.deepcopy(original)
-            if hasattr(control, "unload"):  # a peft model under disable_adapter() (the unlearn job's original)
-                control = control.unload()  # its base weights, the adapter dropped (not merged)
-            quantize_model(control, name)
-            _, retain_out = outputs(control, f"the original model under {name} (retain rows)", forget=[])
-            original_attacked = scores_from_outputs([], RowOutputs([], []), retain_rows, retain_out)
-            del control
-            results["probes"][name] = {"kind": "attack", "rows": len(forget_rows), "original": base,
-                                       "unlearned": after, "attacked": scores, "original_attacked": original_attacked}
+            probe = {"kind": "attack", "rows": len(forget_rows), "original": base, "unlearned": after,
+                     "attacked": scores}
+            # The control: the same rounding of the original shows whether it leaves this model usable at all. Only
+            # a fall of the quantized model's retain score raises that question (the verdict reads the control then
+            # only), so the original is quantized and scored only then, on its retain rows.
+            if after.get(RETAIN, 0.0) - scores.get(RETAIN, 0.0) > DAMAGED:
+                control = copy.deepcopy(original)
+                if hasattr(control, "unload"):  # a peft model under disable_adapter() (the unlearn job's original)
+                    control = control.unload()  # its base weights, the adapter dropped (not merged)
+                quantize_model(control, name)
+                _, retain_out = outputs(control, f"the original model under {name} (retain rows)", forget=[])
+                probe["original_attacked"] = scores_from_outputs([], RowOutputs([], []), retain_rows, retain_out)
+                del control
+            results["probes"][name] = probe
         elif name == "relearn":
             seen, unseen = split_document_indices(forget_rows, relearn_config.fraction, relearn_config.seed)
             say(f"[audit] relearning on {len(seen)} forget rows, {relearn_config.steps} steps")
@@ -304,6 +319,7 @@ def audit_model(
             u = probe_score(unlearned, tokenizer, rows, cap, batch_size, accelerator, max_length)
             results["probes"][name] = {"kind": "probe", "rows": len(rows), "original": {METRIC: o},
                                        "unlearned": {METRIC: u}}
+        lap(name)
     return judge(results)
 
 
@@ -343,6 +359,8 @@ def audit_markdown(results: Mapping[str, Any]) -> str:
                              + " | ".join(_fmt(probe[which].get(k)) for k in keys) + " |")
     lines += ["", "Forget scores: lower is better after unlearning; retain scores: higher is better. `recovered` is "
               "the share of the forgotten forget regurgitation that an attack brings back.", ""]
+    if results.get("seconds"):  # audits written before version 1.x kept no times
+        lines += ["Time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items()) + ".", ""]
     return "\n".join(lines)
 
 

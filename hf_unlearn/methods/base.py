@@ -83,6 +83,7 @@ class Needs:
     calibration_grad: bool = False  # measure them in the step's policy pass, with gradient (a loss term holds them)
     calibration_kl: bool = False  # also KL(pi_theta || pi_ref) on every token of them (a reference pass over them)
     forget_pre_logits: bool = False  # the base model's (before fine-tuning) logits at the forget answer positions
+    calibration_pre: bool = False  # the calibration documents' NLL under that model too, measured once at the start
 
     @property
     def uses_retain(self) -> bool:
@@ -165,6 +166,7 @@ class StepContext:
     retain_kl: torch.Tensor | None = None  # share of the step's mean retain KL, if `Needs.retain_kl`
     calibration_nll: torch.Tensor | None = None  # (n_calibration,) latest NLL of every calibration document, no grad
     calibration_start: torch.Tensor | None = None  # (n_calibration,) their NLL under the model before unlearning
+    calibration_pre: torch.Tensor | None = None  # (n_calibration,) their NLL under the model before fine-tuning
     calibration_group: torch.Tensor | None = None  # (n_calibration,) each calibration document's kind, if known
     forget_group: torch.Tensor | None = None  # (B_f,) each forget document's kind, if known
     # With `Needs.calibration_grad`, on the step's first micro-batch: the NLL of the step's calibration documents in
