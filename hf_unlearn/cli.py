@@ -249,6 +249,17 @@ def unlearn_command(args) -> int:
     return 0
 
 
+def compare_command(args) -> int:
+    """Run or resume a comparison of settings (see `hf_unlearn.compare`) and print where its report is."""
+    from .compare import CompareArguments, run_compare
+
+    job = CompareArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CompareArguments)})
+    result = run_compare(job)
+    out = Path(args.output_dir)
+    print(f"\n{(out / 'compare.md').read_text()}\nwritten to {out / 'compare.md'} (numbers: compare.json)")
+    return 0 if result else 1
+
+
 def merge_command(args) -> int:
     """Load the base model and the adapter, merge, save safetensors + tokenizer + model card, optionally push."""
     try:
@@ -420,6 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     un.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     un.set_defaults(func=unlearn_command)
+
+    from .compare import CompareArguments
+
+    cp = commands.add_parser(
+        "compare", help="Run several methods and settings over seeds on your model and data; recommend one.",
+        description="Pick a method on your own model and data: each setting of an experiment file (methods, "
+        "settings, grids, seeds, checks) runs as `hf-unlearn unlearn` does, scored the same way; writes one report "
+        "(mean +- std over seeds, the checks each run failed, the recommended setting and the command that "
+        "reproduces it). Finished runs are kept and skipped when it runs again.",
+        dataclass_types=[CompareArguments],
+    )
+    cp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    cp.set_defaults(func=compare_command)
 
     demo = commands.add_parser(
         "demo", help="The offline miniature of the task: memorise synthetic data, unlearn it, score it.",

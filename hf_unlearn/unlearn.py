@@ -115,6 +115,9 @@ class UnlearnArguments:
     dtype: str = field(default="float32", metadata={"help": "Load dtype (float32, bfloat16, float16 or auto)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own code to run."})
     threads: int | None = field(default=None, metadata={"help": THREADS_HELP})
+    merge: bool = field(default=True, metadata={
+        "help": "Write merged/, the model with the adapter merged in (--no-merge: the adapter only, as "
+                "`hf-unlearn compare` runs each setting; merge later with hf-unlearn merge)."})
 
 
 class UnlearnJobError(RuntimeError):
@@ -633,12 +636,15 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
             record["base_model"] = base_name
             record["scores"] = {k: {"first": scores["before"][k], "final": v, "step": trainer.state.global_step}
                                 for k, v in scores["after"].items() if k in scores["before"]}
-            paths = {"adapter": str(out / "adapter"), "merged model": str(out / "merged")}
+            paths = {"adapter": str(out / "adapter")}
+            if args.merge:
+                paths["merged model"] = str(out / "merged")
             if probes:
                 audit_paths = write_audit(audit, staging / "audit")
                 paths["audit"] = str(out / "audit" / audit_paths["markdown"].name)
-            merge_and_save(trainer, staging / "merged", tokenizer=tokenizer, record=record,
-                           audit=audit if probes else None)
+            if args.merge:
+                merge_and_save(trainer, staging / "merged", tokenizer=tokenizer, record=record,
+                               audit=audit if probes else None)
             paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
             result["paths"] = paths
             result["seconds"] = time.time() - started

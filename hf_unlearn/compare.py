@@ -1,0 +1,533 @@
+"""`hf-unlearn compare`: which method and settings forget *your* data selectively, on *your* model.
+
+    hf-unlearn compare --experiment my_experiment.yaml --output-dir compare_out
+
+An experiment is a small YAML file (or the same as a dict, `load_experiment`):
+
+    model: smollm2                      # what `hf-unlearn unlearn --model` takes
+    data:                               # the files `hf-unlearn unlearn` reads; paths relative to this file
+      forget: forget.jsonl
+      retain: retain.jsonl
+      holdout: unseen.txt               # optional: membership attack (and the anchored method's calibration)
+    seeds: [0, 1, 2]
+    settings:                           # shared by every run: `hf-unlearn unlearn` options or UnlearningConfig fields
+      num_train_epochs: 5
+    runs:
+      - name: npo_nll_kl                # a row of the report
+        method: npo
+        settings: {beta: 1.0, retain_nll_weight: 4.0, retain_kl_weight: 3.0}
+      - method: anchored
+        grid: {learning_rate: [1.0e-3, 2.0e-3]}   # one row per combination
+    checks: {forget_ratio: 0.5, retain_drop: 0.1, mia_band: null}
+
+Each run is `hf_unlearn.unlearn.run_unlearn` (the job `hf-unlearn unlearn` runs, so a run is scored exactly as a
+deletion request is), without merging and, unless the settings ask for them, without the audit's probes. Its numbers
+go to `runs/<key>.json`, the key a hash of the run's settings, the data files' contents and the package version: a
+finished run is not run again when the comparison is resumed or extended, and a changed file or setting is a new run.
+Every record holds the environment (package versions, torch threads, device). `compare.md` (with `compare.png` and
+`compare.json`) has the mean and spread over seeds of each row, the checks each run failed, the recommended setting
+and the `hf-unlearn unlearn` command that reproduces it. No forget text is written anywhere: scores and settings only.
+
+`--jobs N` runs N settings at once, each in its own process with `--threads` torch threads (default: the cores
+divided among the jobs). On a cluster, give each node its own slice of the experiment (a `runs:` list each, the same
+`--output-dir` on a shared file system): the records are keyed files, so the last `compare` over the whole experiment
+only writes the report. A scheduler (SLURM array jobs, Ray tasks) can do the same by running one run each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "hf_unlearn.compare"
+VERSION = 1
+DATA_FIELDS = ("forget", "retain", "holdout", "calibration", "eval_forget", "eval_retain", "mia",
+               "pre_finetuning_model")
+TOP_FIELDS = {"model", "data", "seeds", "settings", "runs", "checks", "name", "description"}
+RUN_FIELDS = {"name", "method", "settings", "grid"}
+# Report columns: (label, key in the job's before/after scores).
+COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge", "forget/knowledge"),
+           ("retain regurgitation", "retain/regurgitation"), ("retain knowledge", "retain/knowledge"),
+           ("task score", "task_score"), ("MIA AUC", "mia/auc")]
+# Settings that say where a run writes or how fast it goes, not what it computes (not in the run's key).
+NOT_IN_KEY = {"output_dir", "threads"}
+
+
+@dataclass
+class Checks:
+    """What a run must show to count as selective (the project's bars on the real model).
+
+    Parameters:
+        forget_ratio: forget regurgitation after at most this share of its value before.
+        retain_drop: each retain score (regurgitation, knowledge) at most this much below its value before.
+        mia_band: if set, the loss attack's AUC within 0.5 +- this (needs `data.holdout` or `data.mia`).
+    """
+
+    forget_ratio: float = 0.5
+    retain_drop: float = 0.1
+    mia_band: float | None = None
+
+    def failed(self, before: Mapping[str, float], after: Mapping[str, float]) -> list[str]:
+        """The checks a run failed, in words (empty: selective)."""
+        out = []
+        fb, fa = before.get("forget/regurgitation"), after.get("forget/regurgitation")
+        if fb is None or fa is None or fa > self.forget_ratio * fb:
+            out.append(f"forget regurgitation at most {self.forget_ratio:g}x its value before")
+        for key in ("retain/regurgitation", "retain/knowledge"):
+            if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > \
+                    self.retain_drop:
+                out.append(f"{key.replace('/', ' ')} within {self.retain_drop:g}")
+        if self.mia_band is not None:
+            auc = after.get("mia/auc")
+            if auc is None or abs(auc - 0.5) > self.mia_band:
+                out.append(f"MIA AUC within 0.5 +- {self.mia_band:g}")
+        return out
+
+
+@dataclass
+class RunSpec:
+    """One row of the comparison: a method with its settings (one combination of a grid)."""
+
+    name: str
+    method: str
+    settings: dict[str, Any]
+
+
+@dataclass
+class Experiment:
+    """A parsed experiment file (see the module docstring)."""
+
+    model: str | None
+    data: dict[str, str]
+    seeds: list[int]
+    settings: dict[str, Any]
+    runs: list[RunSpec]
+    checks: Checks
+    name: str = "experiment"
+    source: str = "<dict>"
+
+
+def _unlearn_fields() -> dict[str, dataclasses.Field]:
+    from .unlearn import UnlearnArguments
+
+    return {f.name: f for f in dataclasses.fields(UnlearnArguments)}
+
+
+def _config_fields() -> set[str]:
+    from .config import UnlearningConfig
+
+    return {f.name for f in dataclasses.fields(UnlearningConfig)}
+
+
+def _check_settings(settings: Any, where: str, source: str) -> dict[str, Any]:
+    """Settings keys must be `hf-unlearn unlearn` options or UnlearningConfig fields (a typo is refused, not
+    ignored); data paths and the output folder are the experiment's own."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"{source}: {where} must be a mapping of setting names to values")
+    unlearn, config = _unlearn_fields(), _config_fields()
+    for key in settings:
+        if key in DATA_FIELDS or key in ("model", "output_dir", "method", "seed", "trainer_arg"):
+            raise ValueError(f"{source}: {where}.{key}: set {key} "
+                             + ("under data:" if key in DATA_FIELDS else "at the top level" if key == "model"
+                                else "as the run's method:" if key == "method" else "under seeds:" if key == "seed"
+                                else "with --output-dir" if key == "output_dir" else "as a setting of its own"))
+        if key not in unlearn and key not in config:
+            raise ValueError(f"{source}: {where}.{key}: unknown setting (neither an `hf-unlearn unlearn` option nor "
+                             "an UnlearningConfig field)")
+    return dict(settings)
+
+
+def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
+    """Parse and check an experiment (a YAML file or its dict) before any run: every error names the field."""
+    from .methods import METHOD_REGISTRY as METHODS
+
+    if isinstance(experiment, Mapping):
+        raw, source, base = dict(experiment), "<dict>", Path.cwd()
+    else:
+        import yaml
+
+        path = Path(experiment)
+        if not path.is_file():
+            raise FileNotFoundError(f"experiment file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ValueError(f"{path}: not a readable YAML file{where}") from None
+        source, base = str(path), path.resolve().parent
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{source}: an experiment is a mapping with runs:, seeds:, ...")
+    unknown = sorted(set(raw) - TOP_FIELDS)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(TOP_FIELDS))})")
+    data = raw.get("data") or {}
+    if not isinstance(data, Mapping) or set(data) - set(DATA_FIELDS):
+        bad = sorted(set(data) - set(DATA_FIELDS)) if isinstance(data, Mapping) else ["(not a mapping)"]
+        raise ValueError(f"{source}: data: unknown field(s) {', '.join(bad)} (known: {', '.join(DATA_FIELDS)})")
+    data = {k: (v if k == "pre_finetuning_model" and not (base / str(v)).exists() else str((base / str(v))))
+            for k, v in data.items() if v is not None}
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                              for s in seeds):
+        raise ValueError(f"{source}: seeds: a non-empty list of integers, e.g. [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{source}: seeds: each seed once")
+    shared = _check_settings(raw.get("settings"), "settings", source)
+    runs_raw = raw.get("runs")
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise ValueError(f"{source}: runs: a non-empty list of runs (each with a method:)")
+    runs: list[RunSpec] = []
+    for i, run in enumerate(runs_raw):
+        where = f"runs[{i}]"
+        if not isinstance(run, Mapping):
+            raise ValueError(f"{source}: {where}: a mapping with method: (and name:, settings:, grid:)")
+        bad = sorted(set(run) - RUN_FIELDS)
+        if bad:
+            raise ValueError(f"{source}: {where}: unknown field(s) {', '.join(bad)} (known: "
+                             f"{', '.join(sorted(RUN_FIELDS))})")
+        method = run.get("method")
+        if method not in METHODS:
+            raise ValueError(f"{source}: {where}.method: unknown method {method!r} (known: "
+                             f"{', '.join(sorted(METHODS))})")
+        settings = {**shared, **_check_settings(run.get("settings"), f"{where}.settings", source)}
+        grid = run.get("grid") or {}
+        if not isinstance(grid, Mapping):
+            raise ValueError(f"{source}: {where}.grid: a mapping of setting names to lists of values")
+        _check_settings({k: None for k in grid}, f"{where}.grid", source)
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{source}: {where}.grid.{key}: a non-empty list of values")
+        name = str(run.get("name") or method)
+        combos = list(itertools.product(*grid.values())) if grid else [()]
+        for combo in combos:
+            chosen = dict(zip(grid, combo))
+            label = name + (" (" + ", ".join(f"{k} {v}" for k, v in chosen.items()) + ")" if chosen else "")
+            runs.append(RunSpec(label, method, {**settings, **chosen}))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{source}: runs: two runs are named the same ({sorted(n for n in names if names.count(n) > 1)[0]}): "
+                         "give each a name:")
+    checks_raw = raw.get("checks") or {}
+    known = {f.name for f in dataclasses.fields(Checks)}
+    if not isinstance(checks_raw, Mapping) or set(checks_raw) - known:
+        bad = sorted(set(checks_raw) - known) if isinstance(checks_raw, Mapping) else ["(not a mapping)"]
+        raise ValueError(f"{source}: checks: unknown field(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+    model = raw.get("model")
+    if model is not None and (base / str(model)).exists():  # a folder beside the file (else a Hub id, or smollm2)
+        model = str(base / str(model))
+    return Experiment(model=None if model is None else str(model), data=data, seeds=list(seeds), settings=shared,
+                      runs=runs, checks=Checks(**checks_raw), name=str(raw.get("name") or Path(source).stem),
+                      source=source)
+
+
+def _file_digest(path: str) -> str:
+    """sha256 of a file (of every file, in name order, for a folder): a changed data file is a new run."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    for q in files:
+        h.update(q.name.encode())
+        h.update(q.read_bytes())
+    return h.hexdigest()
+
+
+def run_key(model: str, data: Mapping[str, str], spec: RunSpec, seed: int) -> str:
+    """The key of one run: its method, settings, seed, model, the data files' contents and the package version."""
+    from . import __version__
+
+    what = {"model": model, "method": spec.method, "seed": seed, "version": __version__,
+            "settings": {k: v for k, v in sorted(spec.settings.items()) if k not in NOT_IN_KEY},
+            "data": {k: _file_digest(v) if Path(v).exists() else v for k, v in sorted(data.items())}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def job_arguments(model: str, data: Mapping[str, str], spec: RunSpec, seed: int, output_dir: str,
+                  threads: int | None = None):
+    """The `UnlearnArguments` of one run: settings that are `hf-unlearn unlearn` options set directly, the rest as
+    `--trainer-arg NAME=VALUE`; no merge, and no audit unless the settings ask for probes."""
+    from .unlearn import UnlearnArguments
+
+    fields = _unlearn_fields()
+    direct = {k: v for k, v in spec.settings.items() if k in fields and k != "threads"}
+    extra = [f"{k}={v}" for k, v in spec.settings.items() if k not in fields]
+    return UnlearnArguments(model=model, output_dir=output_dir, method=spec.method, seed=seed, threads=threads,
+                            **{"probes": "none", "merge": False, **direct},
+                            trainer_arg=extra, **{k: v for k, v in data.items()})
+
+
+def environment() -> dict[str, Any]:
+    """What produced a number: package versions, torch threads, the device, the machine."""
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for name in ("hf_unlearn", "torch", "transformers", "peft", "accelerate", "datasets"):
+        try:
+            versions[name] = md.version(name.replace("_", "-")) if name != "hf_unlearn" else md.version("hf-unlearn")
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return {"versions": versions, "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+            "platform": platform.platform()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_one(payload: dict[str, Any]) -> dict[str, Any]:
+    """One run (in this process or a worker's): the unlearn job into `runs/<key>/`, its record to `runs/<key>.json`."""
+    from .threads import configure_threads
+    from .unlearn import run_unlearn
+
+    spec = RunSpec(**payload["spec"])
+    folder = Path(payload["runs_dir"]) / payload["key"]
+    configure_threads(payload["threads"])
+    job = job_arguments(payload["model"], payload["data"], spec, payload["seed"], str(folder), payload["threads"])
+    log = open(folder.with_suffix(".log"), "w")
+    try:
+        result = run_unlearn(job, progress=lambda line: print(line, file=log, flush=True))
+    finally:
+        log.close()
+    record = {"format": FORMAT, "version": VERSION, "key": payload["key"], "name": spec.name, "method": spec.method,
+              "settings": spec.settings, "seed": payload["seed"], "model": payload["model"],
+              "scores": result["scores"], "verdict": result["verdict"], "train_seconds": result["train_seconds"],
+              "seconds": result["seconds"], "steps": result["training"]["steps"],
+              "method_settings": result["method_settings"], "environment": environment()}
+    _write_atomic(folder.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
+    return record
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(experiment: Experiment, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per row of the experiment: mean and std over seeds of each column, the checks each run failed, and the
+    recommendation: of the rows whose every run passed every check, the highest mean task score (then MIA AUC
+    nearest 0.5); if none did, none is recommended and the closest row is named."""
+    rows = []
+    for spec in experiment.runs:
+        mine = [r for r in records if r["name"] == spec.name]
+        if not mine:
+            continue
+        stats, before = {}, {}
+        for _, key in COLUMNS:
+            after = [r["scores"]["after"][key] for r in mine if r["scores"]["after"].get(key) is not None]
+            if after:
+                stats[key] = _mean_std(after)
+                before[key] = statistics.mean(r["scores"]["before"][key] for r in mine
+                                              if r["scores"]["before"].get(key) is not None)
+        failed = [experiment.checks.failed(r["scores"]["before"], r["scores"]["after"]) for r in mine]
+        rows.append({"name": spec.name, "method": spec.method, "settings": spec.settings,
+                     "seeds": [r["seed"] for r in mine], "stats": stats, "before": before,
+                     "failed": {r["seed"]: f for r, f in zip(mine, failed)},
+                     "passed": sum(not f for f in failed), "train_seconds": _mean_std([r["train_seconds"]
+                                                                                       for r in mine])})
+
+    def rank(row):
+        task = row["stats"].get("task_score", (0.0, 0.0))[0]
+        auc = row["stats"].get("mia/auc", (0.5, 0.0))[0]
+        return (row["passed"] == len(row["seeds"]), row["passed"] / len(row["seeds"]), task, -abs(auc - 0.5))
+
+    best = max(rows, key=rank) if rows else None
+    recommended = best if best is not None and best["passed"] == len(best["seeds"]) else None
+    return {"rows": rows, "recommended": recommended and recommended["name"],
+            "closest": None if best is None or recommended is not None else best["name"]}
+
+
+def reproduce_command(experiment: Experiment, row: Mapping[str, Any], seed: int) -> str:
+    """The `hf-unlearn unlearn` command that runs `row`'s setting as a deletion request (merged, audited)."""
+    fields = _unlearn_fields()
+    parts = ["hf-unlearn unlearn", f"--model {experiment.model}"]
+    parts += [f"--{k.replace('_', '-')} {v}" for k, v in experiment.data.items()]
+    parts += [f"--method {row['method']}", f"--seed {seed}"]
+    for key, value in row["settings"].items():
+        if key in fields:
+            if isinstance(value, bool):
+                parts.append(f"--{key.replace('_', '-')}" if value else f"--no-{key.replace('_', '-')}")
+            else:
+                parts.append(f"--{key.replace('_', '-')} {value}")
+        else:
+            parts.append(f"--trainer-arg {key}={value}")
+    return " ".join(parts) + " --output-dir OUTPUT_DIR"
+
+
+def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_runs: int) -> str:
+    cols = [(label, key) for label, key in COLUMNS if any(key in r["stats"] for r in summary["rows"])]
+    lines = [f"# hf-unlearn compare: {experiment.name}", "",
+             f"Model `{experiment.model}`, {len(experiment.runs)} setting(s) x {len(experiment.seeds)} seed(s) "
+             f"({total_runs} runs), seeds {', '.join(map(str, experiment.seeds))}. Each cell: mean +- std over seeds, "
+             "after unlearning (the row `before` is the model before it). A run is selective when it passes every "
+             "check: " + "; ".join(filter(None, [
+                 f"forget regurgitation at most {experiment.checks.forget_ratio:g}x its value before",
+                 f"retain scores within {experiment.checks.retain_drop:g}",
+                 f"MIA AUC within 0.5 +- {experiment.checks.mia_band:g}" if experiment.checks.mia_band is not None
+                 else ""])) + ".", ""]
+    rec = summary["recommended"]
+    if rec:
+        row = next(r for r in summary["rows"] if r["name"] == rec)
+        lines += [f"**Recommended: {rec}**: every run of it passed every check, and of those rows it has the highest "
+                  "task score (forgetting and keeping together).", "", "Reproduce it as a deletion request:", "",
+                  "```bash", reproduce_command(experiment, row, row["seeds"][0]), "```", ""]
+    elif summary["closest"]:
+        lines += [f"**No setting passed every check on every seed.** The closest is {summary['closest']}; try "
+                  "more epochs or a higher learning rate if the forget checks failed, higher retain weights if the "
+                  "retain checks did.", ""]
+    lines += ["| setting | selective runs | " + " | ".join(label for label, _ in cols) + " | training (s) | "
+              "failed checks |", "|---|---|" + "---:|" * len(cols) + "---:|---|"]
+    if summary["rows"]:
+        first = summary["rows"][0]
+        lines.append("| before | | " + " | ".join(f"{first['before'][k]:.3f}" if k in first["before"] else ""
+                                                 for _, k in cols) + " | | |")
+    for row in summary["rows"]:
+        cells = [f"{row['stats'][k][0]:.3f} +- {row['stats'][k][1]:.3f}" if k in row["stats"] else ""
+                 for _, k in cols]
+        fails = "; ".join(f"seed {s}: {', '.join(f)}" for s, f in row["failed"].items() if f) or "none"
+        lines.append(f"| {row['name']} | {row['passed']}/{len(row['seeds'])} | " + " | ".join(cells)
+                     + f" | {row['train_seconds'][0]:.0f} | {fails} |")
+    lines += ["", "![forget against retain](compare.png)", "",
+              "The plot: each setting's forget regurgitation (lower is more forgotten) beside its retain "
+              "regurgitation (higher is more kept), mean over seeds with their spread; a selective setting has a low "
+              "first bar and a second bar near the model's before line.", ""]
+    return "\n".join(lines)
+
+
+def plot_summary(summary: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4))
+    x = range(len(rows))
+    for offset, (key, label) in enumerate((("forget/regurgitation", "forgotten text still written back"),
+                                           ("retain/regurgitation", "text to keep still written back"))):
+        means = [r["stats"].get(key, (math.nan, 0))[0] for r in rows]
+        stds = [r["stats"].get(key, (0, 0))[1] for r in rows]
+        ax.bar([i + (offset - 0.5) * 0.38 for i in x], means, 0.38, yerr=stds, capsize=3, label=label)
+    if rows and "retain/regurgitation" in rows[0]["before"]:
+        ax.axhline(rows[0]["before"]["retain/regurgitation"], color="grey", ls="--", lw=1, label="before, retain")
+    ax.set_xticks(list(x), [r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("share written back (ROUGE-L recall)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Forget low, keep high: each setting, mean over seeds")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+@dataclass
+class CompareArguments:
+    """What `hf-unlearn compare` takes; each field is a `--kebab-case` option (see `--help`)."""
+
+    experiment: str = field(metadata={"help": "The experiment file (YAML): runs (methods, settings, grids), seeds, "
+                                              "data, checks; see `hf_unlearn.compare`'s docstring."})
+    output_dir: str = field(metadata={"help": "Where runs/, compare.md, compare.png and compare.json go; a "
+                                              "comparison run again into it skips the runs already finished."})
+    model: str | None = field(default=None, metadata={"help": "The model (overrides the experiment's model:)."})
+    jobs: int = field(default=1, metadata={"help": "Runs at once, each in its own process."})
+    threads: int | None = field(default=None, metadata={"help": "Torch threads per run (default: the cores that "
+                                                                 "other jobs leave free, divided among --jobs)."})
+
+
+def run_compare(args: CompareArguments, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) a comparison; returns what `compare.json` holds."""
+    from tqdm.auto import tqdm
+
+    from .threads import free_cores
+
+    experiment = load_experiment(args.experiment)
+    if args.model:
+        experiment.model = args.model
+    if not experiment.model:
+        raise ValueError(f"{experiment.source}: model: missing (or give --model)")
+    for key in ("forget", "retain"):
+        if key not in experiment.data:
+            raise ValueError(f"{experiment.source}: data.{key}: missing")
+    for key, value in experiment.data.items():
+        if key != "pre_finetuning_model" and not Path(value).exists():
+            raise FileNotFoundError(f"{experiment.source}: data.{key}: {value} does not exist")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    out = Path(args.output_dir)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or max(1, free_cores() // args.jobs)
+    todo, records = [], []
+    for spec in experiment.runs:
+        for seed in experiment.seeds:
+            key = run_key(experiment.model, experiment.data, spec, seed)
+            done = runs_dir / f"{key}.json"
+            if done.is_file():
+                records.append(json.loads(done.read_text()))
+                continue
+            todo.append({"spec": dataclasses.asdict(spec), "seed": seed, "key": key, "model": experiment.model,
+                         "data": experiment.data, "runs_dir": str(runs_dir), "threads": threads})
+    total = len(records) + len(todo)
+    progress(f"[compare] {len(experiment.runs)} setting(s) x {len(experiment.seeds)} seed(s): {len(records)} run(s) "
+             f"already done, {len(todo)} to run, {args.jobs} at once with {threads} thread(s) each")
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not todo)
+    try:
+        if args.jobs == 1 or len(todo) <= 1:
+            for payload in todo:
+                bar.set_postfix_str(f"{payload['spec']['name']}, seed {payload['seed']}")
+                records.append(run_one(payload))
+                bar.update()
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(run_one, payload) for payload in todo]
+                for future in as_completed(futures):
+                    records.append(future.result())
+                    bar.update()
+    finally:
+        bar.close()
+    order = {(spec.name, seed): i for i, (spec, seed) in enumerate(itertools.product(experiment.runs,
+                                                                                    experiment.seeds))}
+    records.sort(key=lambda r: order.get((r["name"], r["seed"]), len(order)))
+    summary = summarise(experiment, records)
+    result = {"format": FORMAT, "version": VERSION, "experiment": experiment.source, "model": experiment.model,
+              "seeds": experiment.seeds, "checks": dataclasses.asdict(experiment.checks), "summary": summary,
+              "runs": records, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if summary["recommended"]:
+        row = next(r for r in summary["rows"] if r["name"] == summary["recommended"])
+        result["command"] = reproduce_command(experiment, row, row["seeds"][0])
+    _write_atomic(out / "compare.json", json.dumps(result, indent=1, default=str) + "\n")
+    plot_summary(summary, out / "compare.png")
+    _write_atomic(out / "compare.md", report_markdown(experiment, summary, total))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:  # `python -m hf_unlearn.compare` (the CLI's `compare` is the same)
+    from .cli import main as cli_main
+
+    return cli_main(["compare", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

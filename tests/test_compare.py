@@ -1,0 +1,126 @@
+"""`hf-unlearn compare` (issue #31): experiment files checked before any run, then the comparison end to end on a
+tiny model that memorised real LUME rows (2 methods x 2 seeds, a few steps): report keys, resume, canary scan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from hf_unlearn.cli import main as cli_main
+from hf_unlearn.compare import Checks, load_experiment, summarise
+
+from .test_unlearn import _canary_scan, _write_jsonl, saved_target  # noqa: F401  (the fixture)
+
+
+def _experiment(tmp_path, **over):
+    raw = {"model": "tiny-target", "data": {"forget": "f.jsonl", "retain": "r.jsonl"}, "seeds": [0, 1],
+           "settings": {"num_train_epochs": 1},
+           "runs": [{"name": "npo", "method": "npo", "settings": {"beta": 0.5}},
+                    {"method": "gd", "grid": {"learning_rate": [1e-3, 2e-3]}}]}
+    raw.update(over)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"runs": [{"method": "forget_everything"}]}, r"runs\[0\]\.method: unknown method 'forget_everything'"),
+    ({"runs": [{"method": "npo", "setings": {}}]}, r"runs\[0\]: unknown field\(s\) setings"),
+    ({"runs": [{"method": "npo", "settings": {"betta": 1}}]}, r"runs\[0\]\.settings\.betta: unknown setting"),
+    ({"runs": [{"method": "npo", "grid": {"beta": []}}]}, r"runs\[0\]\.grid\.beta: a non-empty list"),
+    ({"seeds": [0, "one"]}, r"seeds: a non-empty list of integers"),
+    ({"seeds": [0.5]}, r"seeds: a non-empty list of integers"),
+    ({"seeds": []}, r"seeds: a non-empty list of integers"),
+    ({"runs": []}, r"runs: a non-empty list"),
+    ({"method": "npo"}, r"unknown field\(s\) method"),
+    ({"data": {"forget": "f.jsonl", "forgot": "x"}}, r"data: unknown field\(s\) forgot"),
+    ({"checks": {"forget_ratio": 0.5, "mia": 1}}, r"checks: unknown field\(s\) mia"),
+    ({"settings": {"output_dir": "x"}}, r"settings\.output_dir: set output_dir with --output-dir"),
+    ({"runs": [{"method": "npo"}, {"method": "npo"}]}, r"two runs are named the same \(npo\)"),
+])
+def test_a_malformed_experiment_is_refused_naming_the_field(tmp_path, change, message):
+    path = _experiment(tmp_path, **change)
+    with pytest.raises(ValueError, match=message) as err:
+        load_experiment(path)
+    assert str(path) in str(err.value)
+
+
+def test_an_experiment_expands_grids_and_resolves_data_paths(tmp_path):
+    experiment = load_experiment(_experiment(tmp_path))
+    assert [r.name for r in experiment.runs] == ["npo", "gd (learning_rate 0.001)", "gd (learning_rate 0.002)"]
+    assert experiment.runs[0].settings == {"num_train_epochs": 1, "beta": 0.5}
+    assert experiment.runs[2].settings["learning_rate"] == 2e-3
+    assert experiment.data["forget"] == str(tmp_path / "f.jsonl")
+    assert experiment.seeds == [0, 1] and experiment.checks == Checks()
+
+
+def test_checks_and_the_recommendation_by_hand(tmp_path):
+    experiment = load_experiment(_experiment(tmp_path, checks={"mia_band": 0.1}))
+    before = {"forget/regurgitation": 0.8, "retain/regurgitation": 0.9, "task_score": 0.0, "mia/auc": 1.0}
+
+    def record(name, seed, forget, retain, auc, task):
+        return {"name": name, "seed": seed, "train_seconds": 1.0, "scores": {"before": before, "after": {
+            "forget/regurgitation": forget, "retain/regurgitation": retain, "mia/auc": auc, "task_score": task}}}
+
+    records = [record("npo", 0, 0.3, 0.85, 0.55, 0.7), record("npo", 1, 0.35, 0.88, 0.58, 0.72),
+               record("gd (learning_rate 0.001)", 0, 0.1, 0.5, 0.5, 0.9),  # forgets, but breaks retain
+               record("gd (learning_rate 0.001)", 1, 0.1, 0.9, 0.5, 0.9),
+               record("gd (learning_rate 0.002)", 0, 0.5, 0.9, 0.8, 0.4)]  # forgets too little, still visible
+    assert experiment.checks.failed(before, records[2]["scores"]["after"]) == ["retain regurgitation within 0.1"]
+    assert experiment.checks.failed(before, records[4]["scores"]["after"]) == [
+        "forget regurgitation at most 0.5x its value before", "MIA AUC within 0.5 +- 0.1"]
+    summary = summarise(experiment, records)
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert rows["npo"]["passed"] == 2 and rows["gd (learning_rate 0.001)"]["passed"] == 1
+    assert rows["npo"]["stats"]["forget/regurgitation"][0] == pytest.approx(0.325)
+    assert rows["npo"]["stats"]["forget/regurgitation"][1] == pytest.approx(0.0353553, abs=1e-6)  # sample std
+    # gd 0.001 has the higher task score, but only npo passed on every seed
+    assert summary["recommended"] == "npo" and summary["closest"] is None
+    # the command that reproduces it: unlearn options as options, method fields as --trainer-arg
+    from hf_unlearn.compare import reproduce_command
+
+    assert reproduce_command(experiment, rows["npo"], 0) == (
+        f"hf-unlearn unlearn --model tiny-target --forget {tmp_path / 'f.jsonl'} --retain {tmp_path / 'r.jsonl'} "
+        "--method npo --seed 0 --num-train-epochs 1 --beta 0.5 --output-dir OUTPUT_DIR")
+
+
+def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memorised_rows, tmp_path,  # noqa: F811
+                                                              capsys):
+    _write_jsonl(tmp_path / "f.jsonl", memorised_rows["forget"])
+    _write_jsonl(tmp_path / "r.jsonl", memorised_rows["retain"])
+    path = _experiment(tmp_path, model=str(saved_target),
+                       settings={"num_train_epochs": 2, "learning_rate": 1e-2, "max_new_tokens": 24},
+                       runs=[{"name": "npo", "method": "npo"}, {"name": "gd", "method": "gd"}])
+    out = tmp_path / "out"
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "compare.json").read_text())
+    assert set(result) >= {"format", "version", "experiment", "model", "seeds", "checks", "summary", "runs"}
+    assert [(r["name"], r["seed"]) for r in result["runs"]] == [("npo", 0), ("npo", 1), ("gd", 0), ("gd", 1)]
+    for run in result["runs"]:
+        assert {"forget/regurgitation", "retain/regurgitation", "task_score"} <= set(run["scores"]["after"])
+        assert run["environment"]["torch_threads"] == 1 and run["environment"]["versions"]["torch"]
+        assert not (out / "runs" / run["key"] / "merged").exists()  # the adapter only
+    rows = result["summary"]["rows"]
+    assert [r["name"] for r in rows] == ["npo", "gd"] and all(r["seeds"] == [0, 1] for r in rows)
+    assert (out / "compare.png").stat().st_size > 1000
+    report = (out / "compare.md").read_text()
+    assert "| npo | " in report and "+-" in report and report.strip() in printed
+    if result["summary"]["recommended"]:
+        assert result["command"].startswith("hf-unlearn unlearn --model") and "--method" in result["command"]
+    # resumed: nothing runs again (the records are kept), and a new seed runs only its own runs
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert len(stamps) == 4
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
+    assert "4 run(s) already done, 0 to run" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
+    _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
+
+
+def test_missing_data_is_refused_before_any_run(tmp_path, capsys):
+    path = _experiment(tmp_path)
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "data.forget" in err and "does not exist" in err and not (tmp_path / "o").exists()
