@@ -131,6 +131,37 @@ def _config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(UnlearningConfig)}
 
 
+def _coerce(value: Any, kind: str, where: str, source: str) -> Any:
+    """A setting's value as its field's type (YAML reads 3e-3 as a string): refused, naming it, if it is not one."""
+    if value is None or not isinstance(kind, str):
+        return value
+    base = kind.replace(" | None", "").replace("Optional[", "").rstrip("]").strip()
+    try:
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+        if base == "bool" and isinstance(value, (bool, str)):
+            if isinstance(value, bool) or value.lower() in ("true", "false"):
+                return value if isinstance(value, bool) else value.lower() == "true"
+            raise ValueError
+        if base == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {where}: must be {base}, got {type(value).__name__}") from None
+    if base in ("float", "int", "bool"):
+        raise ValueError(f"{source}: {where}: must be {base}, got {type(value).__name__}")
+    return value
+
+
+def _field_types() -> dict[str, str]:
+    from .config import UnlearningConfig
+
+    types = {f.name: f.type for f in dataclasses.fields(UnlearningConfig)}
+    types.update({name: f.type for name, f in _unlearn_fields().items()})
+    return types
+
+
 def _check_settings(settings: Any, where: str, source: str) -> dict[str, Any]:
     """Settings keys must be `hf-unlearn unlearn` options or UnlearningConfig fields (a typo is refused, not
     ignored); data paths and the output folder are the experiment's own."""
@@ -148,7 +179,8 @@ def _check_settings(settings: Any, where: str, source: str) -> dict[str, Any]:
         if key not in unlearn and key not in config:
             raise ValueError(f"{source}: {where}.{key}: unknown setting (neither an `hf-unlearn unlearn` option nor "
                              "an UnlearningConfig field)")
-    return dict(settings)
+    types = _field_types()
+    return {key: _coerce(value, types.get(key), f"{where}.{key}", source) for key, value in settings.items()}
 
 
 def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
@@ -209,9 +241,12 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
         if not isinstance(grid, Mapping):
             raise ValueError(f"{source}: {where}.grid: a mapping of setting names to lists of values")
         _check_settings({k: None for k in grid}, f"{where}.grid", source)
+        types = _field_types()
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{source}: {where}.grid.{key}: a non-empty list of values")
+        grid = {key: [_coerce(v, types.get(key), f"{where}.grid.{key}", source) for v in values]
+                for key, values in grid.items()}
         name = str(run.get("name") or method)
         combos = list(itertools.product(*grid.values())) if grid else [()]
         for combo in combos:

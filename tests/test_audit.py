@@ -198,6 +198,13 @@ def test_judge_recomputes_every_verdict_from_the_stored_scores():
     assert "does not survive" in judged["relearn"]["verdict"] and judged["relearn"]["recovered"] == pytest.approx(0.75)
     assert judged["prefix50"]["forgotten_share"] == pytest.approx(0.5) and "holds" in judged["prefix50"]["verdict"]
     assert judged["paraphrase"]["verdict"] == "paraphrase: not run"
+    # an audit of this version: the attacked model's retain rows teacher-forced only, and the damage read from them
+    damage = {"forget/regurgitation": 0.3, "retain/exact_memorization": 0.3}
+    results["probes"]["int4"]["attacked"] = damage
+    for model in (results["probes"]["int4"]["unlearned"], results["probes"]["int4"]["original"]):
+        model["retain/exact_memorization"] = 0.95
+    verdict = judge(results)["probes"]["int4"]["verdict"]
+    assert "it also takes retain exact memorization 0.95 -> 0.30: it damages the model" in verdict
 
 
 def test_audit_plot_names_each_probe_in_words_and_explains_a_mia_score_of_zero(tmp_path):
@@ -306,13 +313,16 @@ def test_the_audit_generates_from_each_model_once_and_scores_subsets_from_what_i
     config = RelearnConfig(steps=2, batch_size=2)
     results = audit_model(tiny_model, memorised_model, tokenizer, forget, retain, members, nonmembers,
                           probes=("int8", "relearn"), relearn_config=config, max_new_tokens=16, progress=None)
-    # original and unlearned: forget + retain once each; int8: the attacked model's two (and the control's retain
-    # rows only where int8 took the unlearned model's retain score down); relearn: the relearned model's two. The
-    # attack: original, unlearned, int8, relearned.
+    # Generated from: original and unlearned, forget + retain once each; the attacked models (int8, relearned) their
+    # forget rows only: their retain rows are scored teacher-forced (the damage check reads that), and so is the
+    # control's (the original rounded the same way), which runs only where int8 took that score down. The attack:
+    # original, unlearned, int8, relearned.
     int8 = results["probes"]["int8"]
-    damaged = results["models"]["unlearned"]["retain/regurgitation"] - int8["attacked"]["retain/regurgitation"]
+    damaged = results["models"]["unlearned"][run.DAMAGE] - int8["attacked"][run.DAMAGE]
     assert ("original_attacked" in int8) == (damaged > run.DAMAGED)
-    assert calls == {"generations": 2 + 2 + 2 + ("original_attacked" in int8) + 2, "mia": 4}
+    assert calls == {"generations": 2 + 2 + 1 + 1, "mia": 4}
+    assert "retain/regurgitation" not in int8["attacked"] and "task_score" not in int8["attacked"]
+    assert {"forget/regurgitation", "forget/exact_memorization", run.DAMAGE} <= set(int8["attacked"])
     assert set(results["seconds"]) == {"original", "unlearned", "int8", "relearn"}
     # the relearn probe's original and unlearned scores on the unseen documents, from the kept outputs, are what
     # scoring those rows afresh gives
@@ -345,5 +355,5 @@ def test_the_quantization_control_is_scored_only_when_the_attack_damaged_the_mod
     wrecked = audit_model(memorised_model, memorised_model, tokenizer, forget, retain, probes=("int8",),
                           max_new_tokens=16, progress=None)
     control = wrecked["probes"]["int8"]["original_attacked"]  # the verdict reads its retain rows only
-    assert "retain/regurgitation" in control and not any(k.startswith(("forget/", "mia/")) for k in control)
-    assert control["retain/regurgitation"] < 0.1  # the wrecked original too
+    assert run.DAMAGE in control and not any(k.startswith(("forget/", "mia/")) for k in control)
+    assert control[run.DAMAGE] < 0.1  # the wrecked original too

@@ -56,13 +56,16 @@ def test_audit_command_end_to_end(memorised_model, tokenizer, memorised_rows, lu
     assert list(results["probes"]) == ["int8", "int4", "relearn", "prefix50", "prefix25", "paraphrase"]
     for name in ("int8", "int4", "relearn"):
         probe = results["probes"][name]
-        assert probe["kind"] == "attack" and set(probe["attacked"]) == KEYS and probe["verdict"].startswith(name)
+        # an attacked model's retain rows are scored teacher-forced only (what the damage check reads)
+        assert probe["kind"] == "attack" and probe["verdict"].startswith(name)
+        assert set(probe["attacked"]) == KEYS - {"retain/regurgitation", "retain/knowledge", "task_score"}
     for name in ("int8", "int4"):  # the control (the original rounded the same way) only where rounding hurt retain
         probe = results["probes"][name]
-        damaged = results["models"]["unlearned"]["retain/regurgitation"] - probe["attacked"]["retain/regurgitation"]
+        damaged = (results["models"]["unlearned"]["retain/exact_memorization"]
+                   - probe["attacked"]["retain/exact_memorization"])
         assert ("original_attacked" in probe) == (damaged > 0.2)
         if "original_attacked" in probe:
-            assert set(probe["original_attacked"]) == {k for k in KEYS if k.startswith("retain/")}
+            assert set(probe["original_attacked"]) == {"retain/exact_memorization", "retain/extraction_strength"}
     assert "original_attacked" not in results["probes"]["relearn"]
     relearn = results["probes"]["relearn"]
     assert 0 < relearn["rows"] < len(forget) and relearn["rows"] + relearn["rows_relearned"] == len(forget)

@@ -39,6 +39,9 @@ def _experiment(tmp_path, **over):
     ({"checks": {"forget_ratio": 0.5, "mia": 1}}, r"checks: unknown field\(s\) mia"),
     ({"settings": {"output_dir": "x"}}, r"settings\.output_dir: set output_dir with --output-dir"),
     ({"runs": [{"method": "npo"}, {"method": "npo"}]}, r"two runs are named the same \(npo\)"),
+    ({"settings": {"learning_rate": "fast"}}, r"settings\.learning_rate: must be float, got str"),
+    ({"runs": [{"method": "npo", "grid": {"num_train_epochs": [1, "x"]}}]},
+     r"runs\[0\]\.grid\.num_train_epochs: must be float"),
 ])
 def test_a_malformed_experiment_is_refused_naming_the_field(tmp_path, change, message):
     path = _experiment(tmp_path, **change)
@@ -52,6 +55,9 @@ def test_an_experiment_expands_grids_and_resolves_data_paths(tmp_path):
     assert [r.name for r in experiment.runs] == ["npo", "gd (learning_rate 0.001)", "gd (learning_rate 0.002)"]
     assert experiment.runs[0].settings == {"num_train_epochs": 1, "beta": 0.5}
     assert experiment.runs[2].settings["learning_rate"] == 2e-3
+    # YAML reads 3e-3 (no dot) as a string: it becomes the field's type
+    coerced = load_experiment(_experiment(tmp_path, settings={"learning_rate": "3e-3", "batch_size": "8"}))
+    assert coerced.settings == {"learning_rate": 3e-3, "batch_size": 8}
     assert experiment.data["forget"] == str(tmp_path / "f.jsonl")
     assert experiment.seeds == [0, 1] and experiment.checks == Checks()
 
@@ -83,7 +89,7 @@ def test_checks_and_the_recommendation_by_hand(tmp_path):
 
     assert reproduce_command(experiment, rows["npo"], 0) == (
         f"hf-unlearn unlearn --model tiny-target --forget {tmp_path / 'f.jsonl'} --retain {tmp_path / 'r.jsonl'} "
-        "--method npo --seed 0 --num-train-epochs 1 --beta 0.5 --output-dir OUTPUT_DIR")
+        "--method npo --seed 0 --num-train-epochs 1.0 --beta 0.5 --output-dir OUTPUT_DIR")
 
 
 def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memorised_rows, tmp_path,  # noqa: F811

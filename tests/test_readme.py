@@ -39,8 +39,8 @@ from .conftest import REPO_ROOT, SHARED_DATA
 README = REPO_ROOT / "README.md"
 # The pages under docs/, in the order their sections had in the README: a page's blocks may use what the README's
 # blocks, or an earlier page's, wrote (outputs/demo, outputs/npo, outputs/merged).
-DOCS = ["docs/methods.md", "docs/deletion.md", "docs/smollm2.md", "docs/evaluation.md", "docs/guarantees.md",
-        "docs/distributed.md", "docs/audit.md", "docs/benchmarks.md", "docs/layout.md"]
+DOCS = ["docs/methods.md", "docs/deletion.md", "docs/compare.md", "docs/smollm2.md", "docs/evaluation.md",
+        "docs/guarantees.md", "docs/distributed.md", "docs/audit.md", "docs/benchmarks.md", "docs/layout.md"]
 FILES = ["README.md", *DOCS]
 LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)

@@ -148,8 +148,8 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     # is not needed and not run; the audit says what each stage cost
     audit = json.loads((out / "audit" / "audit.json").read_text())
     assert "original_attacked" not in audit["probes"]["int8"]
-    assert audit["probes"]["int8"]["attacked"]["retain/regurgitation"] == pytest.approx(
-        after["retain/regurgitation"], abs=0.2)
+    assert audit["probes"]["int8"]["attacked"]["retain/exact_memorization"] == pytest.approx(
+        after["retain/exact_memorization"], abs=0.2)
     assert {"original", "unlearned", "int8"} <= set(audit["seconds"])
     _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
     # a second run may write into the folder it made, a foreign folder is refused before anything loads

@@ -48,10 +48,14 @@ HOLDS_MARGIN = 0.15  # a data probe holds when its forgotten share is within thi
 # A data probe whose rows the original model completes at under this share of its full-prompt score tests little:
 # there was little on those prompts to forget (e.g. a small model that memorised questions it cannot paraphrase).
 WEAK_PROBE = 0.5
-# An attack that takes retain regurgitation down by more than this damaged the model itself: forget scores that stay
+# An attack that takes the retain score down by more than this damaged the model itself: forget scores that stay
 # low under it are no evidence that the forgetting survives (e.g. int4 rounding of a small model).
 DAMAGED = 0.2
 RETAIN = "retain/regurgitation"
+# What an attacked model is scored on for that damage: the retain answers' exact memorization, teacher-forced (one
+# forward pass, no generation: an attacked model's retain rows cost a third of what generating from them did, and
+# the teacher-forced share moves at least as soon as the greedy one). Audits written before it read RETAIN.
+DAMAGE = "retain/exact_memorization"
 
 ATTACK_WORDS = {"int8": "8-bit quantization", "int4": "4-bit quantization",
                 "relearn": "a relearning fine-tune on the other forget documents"}
@@ -73,37 +77,43 @@ class RowOutputs:
     """What scoring reads of one model on some rows, kept per row so that any subset is scored again without the
     model: its greedy generations and each row's teacher-forced EM/ES (None for an empty answer)."""
 
-    generations: list[str]
+    generations: list[str] | None  # None: not generated from (teacher-forced scores only)
     memorization: list[dict[str, float] | None]
 
     def take(self, indices: Sequence[int]) -> RowOutputs:
-        return RowOutputs([self.generations[i] for i in indices], [self.memorization[i] for i in indices])
+        return RowOutputs(None if self.generations is None else [self.generations[i] for i in indices],
+                          [self.memorization[i] for i in indices])
 
 
 def row_outputs(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, batch_size: int, accelerator=None,
-                max_length: int | None = None) -> RowOutputs:
-    """`RowOutputs` of `model` on `rows` (`max_length` caps the tokens of a row as in `score_rows`)."""
+                max_length: int | None = None, generate: bool = True) -> RowOutputs:
+    """`RowOutputs` of `model` on `rows` (`max_length` caps the tokens of a row as in `score_rows`); with
+    `generate=False` the teacher-forced scores only (`generations` is None)."""
     if not rows:
         return RowOutputs([], [])
     generations = lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator,
-                                   max_prompt_tokens=max_length)
+                                   max_prompt_tokens=max_length) if generate else None
     # per row, gathered in order, then averaged: the same mean as one process computes
     per_row = map_across_processes(
         lambda chunk: row_memorization(model, tokenizer, chunk, batch_size, max_length), rows, accelerator)
-    return RowOutputs(list(generations), list(per_row))
+    return RowOutputs(None if generations is None else list(generations), list(per_row))
 
 
 def scores_from_outputs(forget_rows: Sequence[Mapping], forget: RowOutputs, retain_rows: Sequence[Mapping],
                         retain: RowOutputs) -> dict[str, float]:
-    """The flat scores of `score_rows` from outputs already made."""
-    lume = lume_scores_from_generations(forget_rows, forget.generations, retain_rows, retain.generations)
-    out = {"task_score": lume["harmonic-mean-task-aggregate"]} if forget_rows and retain_rows else {}
+    """The flat scores of `score_rows` from outputs already made (a side without generations gets its
+    teacher-forced scores only, and there is no task score)."""
+    generated = {"forget": forget_rows if forget.generations is not None else [],
+                 "retain": retain_rows if retain.generations is not None else []}
+    lume = lume_scores_from_generations(generated["forget"], forget.generations or [], generated["retain"],
+                                        retain.generations or []) if generated["forget"] or generated["retain"] else {}
+    out = {"task_score": lume["harmonic-mean-task-aggregate"]} if generated["forget"] and generated["retain"] else {}
     for side, rows, outputs in (("forget", forget_rows, forget), ("retain", retain_rows, retain)):
         if not rows:
             continue
-        block = lume[f"{side}-set"]
+        block = lume.get(f"{side}-set", {})
         for key, name in (("overall-regurgitation-score", "regurgitation"), ("overall-knowledge-score", "knowledge")):
-            if block.get(key) is not None:
+            if generated[side] and block.get(key) is not None:
                 out[f"{side}/{name}"] = block[key]
         if any(r is not None for r in outputs.memorization):
             out.update({f"{side}/{k}": v for k, v in mean_memorization(outputs.memorization).items()})
@@ -130,8 +140,8 @@ def probe_score(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, 
 
 def attack_verdict(name: str, original: float, unlearned: float, attacked: float,
                    retain_unlearned: float | None = None, retain_attacked: float | None = None,
-                   retain_original: float | None = None, retain_original_attacked: float | None = None
-                   ) -> tuple[float | None, str]:
+                   retain_original: float | None = None, retain_original_attacked: float | None = None,
+                   retain_label: str = "retain regurgitation") -> tuple[float | None, str]:
     """(recovered share, one plain sentence) for an attack on the model. With the retain regurgitation of the
     unlearned and the attacked model, a verdict that the forgetting (partly) survives says so when the attack damaged
     the model (retain down by more than `DAMAGED`); with that of the original before and under the same attack (the
@@ -146,12 +156,12 @@ def attack_verdict(name: str, original: float, unlearned: float, attacked: float
     recovered = (attacked - unlearned) / forgotten
     if None not in (retain_original, retain_original_attacked) and \
             retain_original - retain_original_attacked > DAMAGED:
-        return recovered, (f"{head}: {what} breaks the original model too (its retain regurgitation "
+        return recovered, (f"{head}: {what} breaks the original model too (its {retain_label} "
                            f"{retain_original:.2f} -> {retain_original_attacked:.2f}), so it is no test of the "
                            "forgetting on this model")
     if recovered >= FAILS:
         return recovered, f"{head}: the forgetting does not survive {what} ({recovered:.0%} of it comes back)"
-    damaged = (f"; but it also takes retain regurgitation {retain_unlearned:.2f} -> {retain_attacked:.2f}: it damages "
+    damaged = (f"; but it also takes {retain_label} {retain_unlearned:.2f} -> {retain_attacked:.2f}: it damages "
                "the model, so it may understate what could come back"
                if None not in (retain_unlearned, retain_attacked) and retain_unlearned - retain_attacked > DAMAGED
                else "")
@@ -167,10 +177,11 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
     for name, probe in results["probes"].items():
         if probe.get("kind") == "attack":
             # quantization is scored on all rows (its original/unlearned are the models'); relearn on the unseen ones
+            key = DAMAGE if DAMAGE in probe["attacked"] and RETAIN not in probe["attacked"] else RETAIN
             probe["recovered"], probe["verdict"] = attack_verdict(
                 name, probe["original"][METRIC], probe["unlearned"][METRIC], probe["attacked"][METRIC],
-                probe["unlearned"].get(RETAIN), probe["attacked"].get(RETAIN), probe["original"].get(RETAIN),
-                probe.get("original_attacked", {}).get(RETAIN))
+                probe["unlearned"].get(key), probe["attacked"].get(key), probe["original"].get(key),
+                probe.get("original_attacked", {}).get(key), retain_label=key.replace("/", " ").replace("_", " "))
         elif probe.get("rows"):
             probe["forgotten_share"], probe["verdict"] = probe_verdict(
                 name, probe["original"][METRIC], probe["unlearned"][METRIC], base[METRIC], after[METRIC])
@@ -232,10 +243,12 @@ def audit_model(
                               accelerator=accelerator)
         return {key: attack[name] for key, name in MIA_KEYS.items()}
 
-    def outputs(model, label: str, forget=forget_rows, retain=retain_rows) -> tuple[RowOutputs, RowOutputs]:
+    def outputs(model, label: str, forget=forget_rows, retain=retain_rows, generate_retain: bool = True
+                ) -> tuple[RowOutputs, RowOutputs]:
         say(f"[audit] scoring {label}")
-        return tuple(row_outputs(model, tokenizer, rows, max_new_tokens, batch_size, accelerator, max_length)
-                     for rows in (forget, retain))
+        return (row_outputs(model, tokenizer, forget, max_new_tokens, batch_size, accelerator, max_length),
+                row_outputs(model, tokenizer, retain, max_new_tokens, batch_size, accelerator, max_length,
+                            generate=generate_retain))
 
     # Each model is generated from once: a probe on a subset of these rows (relearn's unseen documents) is scored
     # again from the kept outputs, and the attack on the same documents is not run twice.
@@ -261,7 +274,9 @@ def audit_model(
         return {**scores_from_outputs(rows, forget_out, retain_rows, retain_out), **attack}
 
     def scored(model, label: str, forget=forget_rows) -> dict[str, float]:
-        forget_out, retain_out = outputs(model, label, forget)
+        """An attacked model: its forget rows as the others', its retain rows teacher-forced only (the `DAMAGE`
+        check is all that is read of them)."""
+        forget_out, retain_out = outputs(model, label, forget, generate_retain=False)
         return {**scores_from_outputs(forget, forget_out, retain_rows, retain_out), **mia_scores(model)}
 
     results: dict[str, Any] = {
@@ -287,12 +302,13 @@ def audit_model(
             # The control: the same rounding of the original shows whether it leaves this model usable at all. Only
             # a fall of the quantized model's retain score raises that question (the verdict reads the control then
             # only), so the original is quantized and scored only then, on its retain rows.
-            if after.get(RETAIN, 0.0) - scores.get(RETAIN, 0.0) > DAMAGED:
+            if after.get(DAMAGE, 0.0) - scores.get(DAMAGE, 0.0) > DAMAGED:
                 control = copy.deepcopy(original)
                 if hasattr(control, "unload"):  # a peft model under disable_adapter() (the unlearn job's original)
                     control = control.unload()  # its base weights, the adapter dropped (not merged)
                 quantize_model(control, name)
-                _, retain_out = outputs(control, f"the original model under {name} (retain rows)", forget=[])
+                _, retain_out = outputs(control, f"the original model under {name} (retain rows)", forget=[],
+                                        generate_retain=False)
                 probe["original_attacked"] = scores_from_outputs([], RowOutputs([], []), retain_rows, retain_out)
                 del control
             results["probes"][name] = probe
