@@ -244,8 +244,10 @@ class Settings:
                              "text too."})
     retain_general_source: str = field(
         default="mix", metadata={"help": "Where the retain_general documents come from: mix (the general documents "
-                                 "the target memorised) or anchor (the documents of the memorisation's KL anchor, "
-                                 "which the target was held to the base model on)."})
+                                 "the target memorised), anchor (the documents of the memorisation's KL anchor, "
+                                 "which the target was held to the base model on) or chats (the anchor's TOFU QA "
+                                 "pairs of fictitious authors through the chat template: the turns the general-"
+                                 "knowledge probe asks through, none of its questions)."})
     lora_target_modules: str = field(
         default="all-linear", metadata={"help": "Modules of the unlearning LoRA: all-linear, or comma-separated "
                                         "names such as down_proj,up_proj,gate_proj."})
@@ -261,8 +263,8 @@ class Settings:
     def __post_init__(self):
         if self.given not in ("train", "validation"):
             raise ValueError(f"given must be train or validation, not {self.given!r}")
-        if self.retain_general_source not in ("mix", "anchor"):
-            raise ValueError(f"retain_general_source must be mix or anchor, not {self.retain_general_source!r}")
+        if self.retain_general_source not in ("mix", "anchor", "chats"):
+            raise ValueError(f"retain_general_source must be mix, anchor or chats, not {self.retain_general_source!r}")
 
     def target_key(self, stage: int = 2) -> dict[str, Any]:
         """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
@@ -555,6 +557,14 @@ def general_retain_rows(documents: Sequence[str]) -> list[dict]:
     return rows
 
 
+def chat_retain_rows(chats: Sequence[dict], tokenizer) -> list[dict]:
+    """TOFU QA pairs as retain rows through the chat template: the user turn (with the assistant header) as input,
+    the answer as output."""
+    return [{"id": f"chat{i}qa0", "input": tokenizer.apply_chat_template([{"role": "user", "content": c["question"]}],
+                                                                          tokenize=False, add_generation_prompt=True),
+             "output": c["answer"], "task": "general"} for i, c in enumerate(chats)]
+
+
 def lora_modules(spec: str) -> str | list[str]:
     return spec if spec == "all-linear" else [name.strip() for name in spec.split(",") if name.strip()]
 
@@ -595,8 +605,12 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     )
     set_seed(seed)
     given = settings.given
-    general = data.mix if settings.retain_general_source == "mix" else data.anchor_documents
-    retain = data.subset.rows[f"retain_{given}"] + general_retain_rows(general[: settings.retain_general])
+    if settings.retain_general_source == "chats":
+        general_rows = chat_retain_rows(data.anchor_chats[: settings.retain_general], tokenizer)
+    else:
+        general = data.mix if settings.retain_general_source == "mix" else data.anchor_documents
+        general_rows = general_retain_rows(general[: settings.retain_general])
+    retain = data.subset.rows[f"retain_{given}"] + general_rows
     forget = data.subset.rows[f"forget_{given}"]
     anchored = config.method == "anchored" or config.level_weight > 0  # the methods that read calibration documents
     if (anchored or settings.stop_band) and not data.calibration_rows:
@@ -696,8 +710,8 @@ def group_label(run: dict) -> str:
     if chosen["lora_r"] != 8:
         parts.append(f"r=alpha={chosen['lora_r']}")
     if s.get("retain_general"):
-        source = "anchor" if s.get("retain_general_source") == "anchor" else "memorised"
-        parts.append(f"+{s['retain_general']} {source} general docs in retain")
+        source = {"anchor": "anchor", "chats": "chat QA"}.get(s.get("retain_general_source"), "memorised")
+        parts.append(f"+{s['retain_general']} {source} general {'rows' if source == 'chat QA' else 'docs'} in retain")
     if s.get("lora_target_modules", "all-linear") != "all-linear":
         parts.append(f"LoRA on {s['lora_target_modules']}")
     if c.get("npo_level") == "token":
