@@ -1,0 +1,125 @@
+"""Issue #32's attacks and metrics against hand-computed values: MUSE's PrivLeak, the reference-model and gradient-norm
+attacks, and TOFU's truth ratio, forget quality (KS test against scipy's) and model utility."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hf_unlearn.metrics.mia import (
+    DocumentTokenStats,
+    gradient_norm_scores,
+    gradient_norms,
+    membership_auc,
+    privleak,
+    reference_scores,
+)
+from hf_unlearn.metrics.tofu import (
+    UTILITY_TERMS,
+    forget_quality,
+    model_utility,
+    normalised_probability,
+    option_probability,
+    split_truth_ratios,
+    truth_ratio,
+    truth_ratio_score,
+    utility_from_probabilities,
+)
+
+
+def stats(log_probs) -> DocumentTokenStats:
+    log_probs = np.asarray(log_probs, float)
+    return DocumentTokenStats(log_probs, np.zeros_like(log_probs), np.ones_like(log_probs))
+
+
+def test_privleak_in_muse_sign_convention_by_hand():
+    # a model that still tells every forget document from the holdout (our AUC 1) against a retain model at chance
+    assert privleak(1.0, 0.5) == pytest.approx(-100.0)
+    assert privleak(0.5, 0.5) == 0.0
+    assert privleak(0.0, 0.5) == pytest.approx(100.0)  # pushed past the unseen ones: over-unlearned
+    # MUSE's AUCs are 1 - ours: (0.3 - 0.45) / 0.45 * 100
+    assert privleak(0.7, 0.55) == pytest.approx((0.3 - 0.45) / 0.45 * 100, abs=1e-9)
+    with pytest.raises(ValueError, match="auc_retain is 1"):
+        privleak(0.5, 1.0)
+    with pytest.raises(ValueError, match=r"auc_unlearned must be in \[0, 1\]"):
+        privleak(1.2, 0.5)
+
+
+def test_reference_attack_by_hand():
+    model = [stats([-1.0, -1.0]), stats([-3.0, -1.0])]  # losses 1.0, 2.0
+    reference = [stats([-4.0, -2.0]), stats([-2.0, -2.0])]  # losses 3.0, 2.0
+    assert reference_scores(model, reference).tolist() == pytest.approx([2.0, 0.0])
+    # the easy document is no longer a member just because it is easy: the harder member wins on the reference
+    members, nonmembers = [stats([-2.0]), stats([-2.5])], [stats([-1.0]), stats([-3.0])]
+    ref_members, ref_nonmembers = [stats([-5.0]), stats([-5.5])], [stats([-1.1]), stats([-3.1])]
+    assert membership_auc(reference_scores(members, ref_members), reference_scores(nonmembers, ref_nonmembers)) == 1.0
+    with pytest.raises(ValueError, match="2 documents scored by the model but 1"):
+        reference_scores(model, reference[:1])
+
+
+def test_gradient_norm_by_hand_on_a_tiny_model(tiny_model, tokenizer):
+    documents = ["The cat sat on the mat.", "A completely different sentence about rivers."]
+    flags = [p.requires_grad for p in tiny_model.parameters()]
+    norms = gradient_norms(tiny_model, tokenizer, documents)
+    # by hand: the loss's gradient over every parameter, its L2 norm
+    ids = torch.tensor([tokenizer(documents[1])["input_ids"]])
+    tiny_model.zero_grad()
+    for p in tiny_model.parameters():
+        p.requires_grad_(True)
+    tiny_model.eval()
+    tiny_model(input_ids=ids, labels=ids).loss.backward()
+    expected = math.sqrt(sum(float(p.grad.square().sum()) for p in tiny_model.parameters() if p.grad is not None))
+    tiny_model.zero_grad()
+    for p, flag in zip(tiny_model.parameters(), flags):
+        p.requires_grad_(flag)
+    assert norms[1] == pytest.approx(expected, rel=1e-4)
+    assert gradient_norm_scores(norms).tolist() == pytest.approx([-n for n in norms])
+    assert [p.requires_grad for p in tiny_model.parameters()] == flags  # left as it was
+
+
+def test_gradient_norm_is_smaller_on_what_the_model_memorised(memorised_model, tokenizer, memorised_rows, lume_rows):
+    members = [r["input"] + " " + r["output"] for r in memorised_rows["forget"][:4]]
+    unseen = [r["input"] + " " + r["output"] for r in lume_rows["forget_validation"] if r["task"] == "Task2"][:4]
+    scores_m = gradient_norm_scores(gradient_norms(memorised_model, tokenizer, members))
+    scores_u = gradient_norm_scores(gradient_norms(memorised_model, tokenizer, unseen))
+    assert membership_auc(scores_m, scores_u) >= 0.75
+
+
+def test_truth_ratio_probability_and_options_by_hand():
+    assert normalised_probability([1.0, 3.0]) == pytest.approx(math.exp(-2.0))
+    assert truth_ratio([0.1, 0.3], 0.4) == pytest.approx(0.5)
+    assert split_truth_ratios([0.4, 0.2], [[0.1, 0.3], [0.4]]) == pytest.approx([0.5, 2.0])
+    assert truth_ratio_score([0.5, 2.0]) == pytest.approx((0.5 + 0.0) / 2)
+    assert option_probability(0.6, [0.1, 0.2, 0.1]) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="at least one perturbed answer"):
+        truth_ratio([], 0.4)
+    with pytest.raises(ValueError, match="no tokens"):
+        normalised_probability([])
+
+
+def test_forget_quality_is_scipys_ks_test():
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 1, 40), rng.uniform(0.3, 1.3, 40)
+    assert forget_quality(a, b) == pytest.approx(ks_2samp(a, b).pvalue, abs=1e-12)
+    assert forget_quality(a, a) == pytest.approx(1.0)
+    # a hand case: [1,2,3] against [4,5,6], the largest CDF gap is 1; the exact two-sided p-value is 2 / C(6,3)
+    assert forget_quality([1, 2, 3], [4, 5, 6]) == pytest.approx(2 / 20, abs=1e-9)
+
+
+def test_model_utility_is_the_harmonic_mean_of_nine_terms():
+    terms = dict(zip(UTILITY_TERMS, [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 0.25, 0.25, 0.25]))
+    assert model_utility(terms) == pytest.approx(9 / (3 * 2 + 3 * 1 + 3 * 4))
+    assert model_utility({**terms, "world_facts/rouge": 0.0}) == 0.0
+    with pytest.raises(ValueError, match="needs retain/probability"):
+        model_utility({k: v for k, v in terms.items() if k != "retain/probability"})
+    split = {"answer": [0.5, 0.7], "true": [0.5, 0.7], "perturbed": [[0.25, 0.25], [0.7, 0.7]], "rouge": [1.0, 0.5]}
+    out = utility_from_probabilities(split, split, split)
+    assert out["retain/probability"] == pytest.approx(0.6)
+    assert out["real_authors/probability"] == pytest.approx((0.5 / 1.0 + 0.7 / 2.1) / 2)
+    assert out["world_facts/truth_ratio"] == pytest.approx((0.5 + 0.0) / 2)
+    assert out["model_utility"] == pytest.approx(model_utility(out))
