@@ -123,3 +123,43 @@ def test_model_utility_is_the_harmonic_mean_of_nine_terms():
     assert out["real_authors/probability"] == pytest.approx((0.5 / 1.0 + 0.7 / 2.1) / 2)
     assert out["world_facts/truth_ratio"] == pytest.approx((0.5 + 0.0) / 2)
     assert out["model_utility"] == pytest.approx(model_utility(out))
+
+
+def _tofu(name, n):
+    import json
+
+    from .conftest import SHARED_DATA
+
+    with open(SHARED_DATA / "tofu" / f"{name}.jsonl") as f:
+        return [json.loads(line) for line in f][:n]
+
+
+def test_answer_probability_by_hand_and_the_tofu_scores_of_a_tiny_model(tiny_model, tokenizer):
+    from hf_unlearn.metrics.tofu import answer_probabilities, evaluate_tofu, tofu_prompt
+
+    prompt, answer = tofu_prompt(tokenizer, "Who wrote it?", chat_template=False), "Someone did."
+    assert prompt == "Question: Who wrote it?\nAnswer: "
+    p = tokenizer(prompt)["input_ids"]
+    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = tiny_model(torch.tensor([p + a])).logits[0].log_softmax(-1)
+    nll = [-float(logp[len(p) - 1 + j, t]) for j, t in enumerate(a)]
+    assert answer_probabilities(tiny_model, tokenizer, [prompt, prompt], [answer, answer + " More."])[0] == \
+        pytest.approx(math.exp(-sum(nll) / len(nll)), rel=1e-4)
+
+    forget, retain = _tofu("forget01_perturbed", 3), _tofu("retain_perturbed", 3)
+    ra, wf = _tofu("real_authors_perturbed", 3), _tofu("world_facts_perturbed", 3)
+    first = evaluate_tofu(tiny_model, tokenizer, forget, retain, ra, wf, chat_template=False, max_new_tokens=8)
+    assert set(UTILITY_TERMS) <= {k.removeprefix("tofu/") for k in first}
+    assert first["tofu/model_utility"] == pytest.approx(
+        model_utility({k: first[f"tofu/{k}"] for k in UTILITY_TERMS}))  # 0 where an untrained model's ROUGE is 0
+    assert all(0 <= first[f"tofu/{k}"] <= 1 for k in UTILITY_TERMS) and len(first["tofu/forget/truth_ratios"]) == 3
+    # against its own truth ratios the KS test cannot tell the models apart
+    again = evaluate_tofu(tiny_model, tokenizer, forget, retain, ra, wf, first["tofu/forget/truth_ratios"],
+                          chat_template=False, max_new_tokens=8)
+    assert again["tofu/forget_quality"] == pytest.approx(1.0)
+    # a split without its perturbed answers is refused, naming the row and what is missing
+    with pytest.raises(ValueError, match=r"TOFU row 1: no perturbed_answer .*_perturbed.jsonl"):
+        evaluate_tofu(tiny_model, tokenizer, _tofu("forget01", 2), retain, ra, wf, chat_template=False)
+    with pytest.raises(ValueError, match="must be the same questions"):
+        evaluate_tofu(tiny_model, tokenizer, forget, retain, ra, wf, [1.0], chat_template=False, max_new_tokens=8)

@@ -102,3 +102,99 @@ def utility_from_probabilities(retain: Mapping[str, Any], real_authors: Mapping[
         terms[f"{name}/truth_ratio"] = truth_ratio_score(split_truth_ratios(split["true"], split["perturbed"]))
     terms["model_utility"] = model_utility(terms)
     return terms
+
+
+# ---- the model pass ----------------------------------------------------------------------------------------------
+
+
+def tofu_prompt(tokenizer, question: str, chat_template: bool = True) -> str:
+    """The question as the model is asked it: through its chat template when it has one (and `chat_template`), else
+    TOFU's plain `Question: ...\\nAnswer: ` format."""
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+    return f"Question: {question}\nAnswer: "
+
+
+def answer_probabilities(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16
+                         ) -> list[float]:
+    """`Ptilde(answer | prompt) = exp(-mean token NLL of the answer's tokens)` of each pair (no EOS), in order."""
+    import torch
+
+    from ..data.collator import pad_features
+    from ..losses import mean_token_nll, token_log_probs
+    from ._model_state import evaluation_mode, model_device
+
+    features = []
+    for prompt, answer in zip(prompts, answers):
+        p = tokenizer(prompt)["input_ids"]
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not a:
+            raise ValueError("an empty answer has no probability")
+        features.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device, out = model_device(model), []
+    with evaluation_mode(model):
+        for start in range(0, len(features), batch_size):
+            ids, mask, labels = (t.to(device) for t in pad_features(features[start:start + batch_size], pad_id))
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            logp, tok_mask = token_log_probs(logits, labels)
+            out += torch.exp(-mean_token_nll(logp.float(), tok_mask.float())).tolist()
+    return out
+
+
+def tofu_split(model, tokenizer, rows: Sequence[Mapping[str, Any]], chat_template: bool = True,
+               max_new_tokens: int = 64, batch_size: int = 16, generate: bool = True) -> dict[str, list]:
+    """Per-question numbers of one TOFU split (rows with `question`, `answer`, `perturbed_answer` and, where the split
+    has them, `paraphrased_answer`): `answer` (Ptilde of the answer), `true` (of the paraphrase, else the answer),
+    `perturbed` (of each perturbed answer), `truth_ratio`, and `rouge` (ROUGE-L recall of the greedy answer)."""
+    from .generation import generate_completions
+    from .lume import regurgitation_score
+
+    for i, row in enumerate(rows):
+        missing = [k for k in ("question", "answer", "perturbed_answer") if not row.get(k)]
+        if missing:
+            raise ValueError(f"TOFU row {i + 1}: no {', '.join(missing)} (a split scored for the truth ratio needs "
+                             "its perturbed answers: the *_perturbed.jsonl files)")
+    prompts = [tofu_prompt(tokenizer, r["question"], chat_template) for r in rows]
+    answer = answer_probabilities(model, tokenizer, prompts, [r["answer"] for r in rows], batch_size)
+    has_paraphrase = all(r.get("paraphrased_answer") for r in rows)
+    true = (answer_probabilities(model, tokenizer, prompts, [r["paraphrased_answer"] for r in rows], batch_size)
+            if has_paraphrase else list(answer))
+    flat = [(i, a) for i, r in enumerate(rows) for a in r["perturbed_answer"]]
+    probs = answer_probabilities(model, tokenizer, [prompts[i] for i, _ in flat], [a for _, a in flat], batch_size)
+    perturbed: list[list[float]] = [[] for _ in rows]
+    for (i, _), p in zip(flat, probs):
+        perturbed[i].append(p)
+    out = {"answer": answer, "true": true, "perturbed": perturbed, "truth_ratio": split_truth_ratios(true, perturbed)}
+    if generate:
+        generations = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                           batch_size=batch_size)
+        out["rouge"] = [regurgitation_score(r["answer"], g) for r, g in zip(rows, generations)]
+    return out
+
+
+def evaluate_tofu(model, tokenizer, forget: Sequence[Mapping], retain: Sequence[Mapping],
+                  real_authors: Sequence[Mapping], world_facts: Sequence[Mapping],
+                  retain_model_truth_ratios: Sequence[float] | None = None, chat_template: bool = True,
+                  max_new_tokens: int = 64, batch_size: int = 16) -> dict[str, Any]:
+    """TOFU's scores of one model (flat `tofu/...` keys): the forget split's probability, ROUGE and truth ratio, the
+    nine model-utility terms and model utility, and, given the retain model's truth ratios on the same forget
+    questions, forget quality. `tofu/forget/truth_ratios` keeps the per-question ratios (what a retain model's run
+    passes to the unlearned model's as `retain_model_truth_ratios`)."""
+    splits = {name: tofu_split(model, tokenizer, rows, chat_template, max_new_tokens, batch_size)
+              for name, rows in (("forget", forget), ("retain", retain), ("real_authors", real_authors),
+                                 ("world_facts", world_facts))}
+    f = splits["forget"]
+    out: dict[str, Any] = {"tofu/forget/probability": float(np.mean(f["answer"])),
+                           "tofu/forget/rouge": float(np.mean(f["rouge"])),
+                           "tofu/forget/truth_ratio": truth_ratio_score(f["truth_ratio"]),
+                           "tofu/forget/truth_ratios": list(f["truth_ratio"])}
+    terms = utility_from_probabilities(splits["retain"], splits["real_authors"], splits["world_facts"])
+    out.update({f"tofu/{k}": v for k, v in terms.items()})
+    if retain_model_truth_ratios is not None:
+        if len(retain_model_truth_ratios) != len(forget):
+            raise ValueError(f"the retain model's truth ratios are of {len(retain_model_truth_ratios)} questions, the "
+                             f"forget split has {len(forget)}: they must be the same questions")
+        out["tofu/forget_quality"] = forget_quality(f["truth_ratio"], retain_model_truth_ratios)
+    return out
