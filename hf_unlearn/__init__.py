@@ -8,7 +8,7 @@ from .threads import passive_wait  # noqa: E402
 passive_wait()
 
 
-from .callbacks import LumeEvaluationCallback, TimeBudgetCallback, plot_history
+from .callbacks import LumeEvaluationCallback, TimeBudgetCallback, TofuEvaluationCallback, plot_history
 from .config import InfluenceUnlearningConfig, UnlearningConfig
 from .data import DataValidationError, load_lume
 from .influence import InfluenceUnlearningTrainer
@@ -21,6 +21,7 @@ __all__ = [
     "InfluenceUnlearningConfig",
     "InfluenceUnlearningTrainer",
     "LumeEvaluationCallback",
+    "TofuEvaluationCallback",
     "TimeBudgetCallback",
     "UnlearningConfig",
     "UnlearningTrainer",

@@ -165,7 +165,8 @@ class LumeEvaluationCallback(TrainerCallback):
             raise ValueError("Give both forget_rows and retain_rows (the task score needs both), or neither.")
         if (mia_members is None) != (mia_nonmembers is None):
             raise ValueError("Give both mia_members and mia_nonmembers, or neither.")
-        if forget_rows is None and mia_members is None and mmlu is None:
+        if forget_rows is None and mia_members is None and mmlu is None and type(self).score is \
+                LumeEvaluationCallback.score:  # a subclass that scores in its own way needs none of them
             raise ValueError("Nothing to evaluate: give LUME rows, MIA documents or MMLU options.")
         self.trainer = trainer
         self.forget_rows, self.retain_rows = _rows(forget_rows), _rows(retain_rows)
@@ -227,6 +228,43 @@ class LumeEvaluationCallback(TrainerCallback):
         # A run that stops between scheduled points (max_steps, a time budget) still gets its final scores.
         if self._last_scored_step != state.global_step:
             self.evaluate()
+
+
+class TofuEvaluationCallback(LumeEvaluationCallback):
+    """Logs TOFU's scores on the same schedule as `LumeEvaluationCallback` (`hf_unlearn.metrics.tofu.evaluate_tofu`):
+    `tofu/forget/{probability,rouge,truth_ratio}`, the nine utility terms, `tofu/model_utility` and, given the retain
+    model's truth ratios on the same forget questions, `tofu/forget_quality`.
+
+    Args:
+        trainer: the trainer whose model is scored.
+        forget / retain / real_authors / world_facts: TOFU rows with their perturbed answers (the `*_perturbed.jsonl`
+            files: `question`, `answer`, `perturbed_answer`, and `paraphrased_answer` where the split has it).
+        retain_model_truth_ratios: the retain model's truth ratio of each forget question (its `evaluate_tofu`'s
+            `tofu/forget/truth_ratios`), for forget quality.
+        chat_template: ask the questions through the tokenizer's chat template (else TOFU's plain format).
+        every / unit / at_start / max_new_tokens / batch_size: as `LumeEvaluationCallback`'s.
+    """
+
+    def __init__(self, trainer, forget, retain, real_authors, world_facts, retain_model_truth_ratios=None,
+                 chat_template: bool = True, every: int = 1, unit: str = "epoch", at_start: bool = True,
+                 max_new_tokens: int = 64, batch_size: int = 16):
+        super().__init__(trainer, every=every, unit=unit, at_start=at_start, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size)
+        self.splits = {name: _rows(rows) for name, rows in (("forget", forget), ("retain", retain),
+                                                             ("real_authors", real_authors),
+                                                             ("world_facts", world_facts))}
+        self.retain_model_truth_ratios = retain_model_truth_ratios
+        self.chat_template = chat_template
+
+    def score(self) -> dict[str, float]:
+        from .metrics.tofu import evaluate_tofu
+
+        results = evaluate_tofu(self.trainer.model, self.trainer.processing_class, self.splits["forget"],
+                                self.splits["retain"], self.splits["real_authors"], self.splits["world_facts"],
+                                self.retain_model_truth_ratios, chat_template=self.chat_template,
+                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        self.last_results = results
+        return {k: v for k, v in results.items() if not isinstance(v, list)}  # the per-question ratios stay here
 
 
 class TimeBudgetCallback(TrainerCallback):

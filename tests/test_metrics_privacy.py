@@ -239,3 +239,34 @@ def test_tofu_bad_input_is_refused_in_one_line(tofu_models, tmp_path, capsys):
     assert cli_main([*args, "--data", str(root / "data"), "--retain-model", str(other)]) == 2
     err = capsys.readouterr().err
     assert "has another tokenizer than --model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_tofu_callback_logs_the_scores_during_training(tofu_models, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_unlearn import TofuEvaluationCallback, UnlearningConfig, UnlearningTrainer
+    from hf_unlearn.metrics.tofu import tofu_prompt
+
+    root, files = tofu_models
+    tokenizer = AutoTokenizer.from_pretrained(root / "target")
+    model = AutoModelForCausalLM.from_pretrained(root / "target")
+    rows = lambda split: [{"input": tofu_prompt(tokenizer, r["question"], False), "output": r["answer"]}  # noqa: E731
+                          for r in files[split]]
+    config = UnlearningConfig(output_dir=str(tmp_path / "run"), method="gd", max_steps=2, learning_rate=1e-3,
+                              per_device_train_batch_size=4, report_to="none", save_strategy="no",
+                              retain_nll_weight=1.0, logging_steps=1)
+    from peft import LoraConfig
+
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_list(rows("forget01_perturbed")),
+                                retain_dataset=Dataset.from_list(rows("retain_perturbed")), processing_class=tokenizer,
+                                peft_config=LoraConfig(r=4, lora_alpha=4, target_modules="all-linear"))
+    callback = TofuEvaluationCallback(trainer, files["forget01_perturbed"][:4], files["retain_perturbed"][:4],
+                                      files["real_authors_perturbed"][:4], files["world_facts_perturbed"][:4],
+                                      chat_template=False, max_new_tokens=16, unit="step", every=1)
+    trainer.add_callback(callback)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "tofu/model_utility" in h]
+    assert [h["step"] for h in logged] == [0, 1, 2]  # before the first step, then every step
+    assert {"tofu/forget/probability", "tofu/forget/rouge", "tofu/forget/truth_ratio"} <= set(logged[0])
+    assert not any(isinstance(v, list) for h in logged for v in h.values())

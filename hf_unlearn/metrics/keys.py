@@ -42,9 +42,15 @@ SINGLE_SCORES = (
     Score("mia_exposed_share", "mia/exposed_share", "members below the unseen 5th-percentile loss", "about 0.05 is best"),
     Score("mmlu_average", "mmlu/acc", "MMLU accuracy", "higher is better"),
     Score("aggregate-score", "lume/final_score", "final score", "higher is better"),
+    # TOFU's (`hf_unlearn.metrics.tofu.evaluate_tofu`, whose results are flat already: result key = log key)
+    Score("tofu/forget/probability", "tofu/forget/probability", "TOFU forget answer probability", "lower is better"),
+    Score("tofu/forget/rouge", "tofu/forget/rouge", "TOFU forget ROUGE-L", "lower is better"),
+    Score("tofu/forget/truth_ratio", "tofu/forget/truth_ratio", "TOFU forget truth-ratio score", "lower is better"),
+    Score("tofu/model_utility", "tofu/model_utility", "TOFU model utility", "higher is better"),
+    Score("tofu/forget_quality", "tofu/forget_quality", "TOFU forget quality (KS p-value)", "higher is better"),
 )
 BY_LOG_KEY = {s.log_key: s for s in SINGLE_SCORES}
-SCORE_PREFIXES = ("lume/", "mia/", "mmlu/")
+SCORE_PREFIXES = ("lume/", "mia/", "mmlu/", "tofu/")
 
 
 def split_log_key(split: str, metric: str, task: str | None = None) -> str:
