@@ -373,12 +373,12 @@ def _merge(args) -> Path:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .data.lume import DataValidationError
-    from .pretrained import OfflineModelMissing
+    from .pretrained import HubUnreachable, OfflineModelMissing
     from .unlearn import UnlearnJobError
 
     # Our own checks raise these with messages that name files, lines and fields, never row text.
-    return (DataValidationError, OfflineModelMissing, FileNotFoundError, FileExistsError, PermissionError,
-            NotADirectoryError, ValueError, UnlearnJobError)
+    return (DataValidationError, OfflineModelMissing, HubUnreachable, FileNotFoundError, FileExistsError,
+            PermissionError, NotADirectoryError, ValueError, UnlearnJobError)
 
 
 DEBUG_HELP = "Show the full traceback of an error (default: one line that names what is wrong)."

@@ -60,6 +60,38 @@ class OfflineModelMissing(RuntimeError):
     """The package that carries an offline model is not installed."""
 
 
+class HubUnreachable(RuntimeError):
+    """A Hub repo id that is not in the local cache, on a machine that cannot reach the Hub."""
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint answers a TCP connection (a name that does not resolve fails at once, where the
+    download would retry for a minute); False when HF_HUB_OFFLINE is set."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the local Hub cache holds `repo_id`'s config.json (then it loads without the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the cache cannot even look up
+        return False
+
+
 def gguf_file(spec: OfflineModel) -> Path:
     """The GGUF file inside the installed package, found through its metadata (importing the package would need its
     declared dependencies, which `--no-deps` leaves out on purpose)."""
@@ -161,10 +193,22 @@ def resolve_model_path(name_or_path: str | os.PathLike, log=None) -> str:
     return require_path_or_hub_id(name, "model")
 
 
-def require_path_or_hub_id(name: str, what: str) -> str:
-    """`name` if it exists locally or can be a Hub repo id; else a one-line `FileNotFoundError` naming it."""
-    if not Path(name).expanduser().exists() and not looks_like_hub_id(name):
+def require_path_or_hub_id(name: str, what: str, check_hub: bool = True) -> str:
+    """`name` if it exists locally or can be a Hub repo id; else a one-line error naming it: a `FileNotFoundError`
+    for a path that is not there (also `outputs/model` where `outputs/` is a local folder: it reads as a path, not
+    as the Hub repo of a user `outputs`), a `HubUnreachable` for a repo id that is not cached on a machine that
+    cannot reach the Hub (at once, where the download would retry for a minute and then print a traceback)."""
+    if Path(name).expanduser().exists():
+        return name
+    if not looks_like_hub_id(name):
         raise FileNotFoundError(f"{what} folder not found: {name} (and it cannot be a Hub repo id)")
+    first = name.split("/")[0]
+    if "/" in name and Path(first).is_dir():
+        raise FileNotFoundError(f"{what} folder not found: {name} (there is a local folder {first}/, so it reads as "
+                                "a path, not as a Hub repo id)")
+    if check_hub and not in_hub_cache(name) and not hub_reachable():
+        raise HubUnreachable(f"{what} {name} is not a local folder and not in the Hub cache, and the Hugging Face "
+                             "Hub cannot be reached to download it (offline?): give the folder that holds it")
     return name
 
 

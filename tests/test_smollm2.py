@@ -394,6 +394,7 @@ def test_missing_package_error_names_the_install_command(monkeypatch, tmp_path):
 
 
 def test_resolve_model_path_passes_other_names_through(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda timeout=3.0: True)  # a machine on the network
     for name in ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m", str(tmp_path)):
         assert pretrained.resolve_model_path(name) == name
     with pytest.raises(FileNotFoundError, match="model folder not found: ./models/smollm2"):
@@ -423,3 +424,21 @@ def test_demo_target_on_smollm2_memorises_through_a_merged_adapter(lume_rows):
     assert not any("lora_" in name for name, _ in model.named_parameters())  # merged: a plain model again
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert tokenizer.eos_token == "<|im_end|>"
+
+
+def test_a_hub_id_that_cannot_be_downloaded_and_a_missing_local_path_are_refused_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine: no Hub (and HF_HUB_OFFLINE says so at once)
+    monkeypatch.setattr(pretrained, "in_hub_cache", lambda repo_id: False)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert pretrained.hub_reachable() is False
+    with pytest.raises(pretrained.HubUnreachable, match="someone/model is not a local folder and not in the Hub cache"):
+        pretrained.resolve_model_path("someone/model")
+    monkeypatch.setattr(pretrained, "in_hub_cache", lambda repo_id: True)  # cached: it loads offline
+    assert pretrained.resolve_model_path("someone/model") == "someone/model"
+    # `outputs/model` where outputs/ is a folder here: a path that is not there, never asked of the Hub
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(FileNotFoundError, match="there is a local folder outputs/, so it reads as a path"):
+        pretrained.resolve_model_path("outputs/model")
