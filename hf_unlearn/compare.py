@@ -211,7 +211,7 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
     if not isinstance(data, Mapping) or set(data) - set(DATA_FIELDS):
         bad = sorted(set(data) - set(DATA_FIELDS)) if isinstance(data, Mapping) else ["(not a mapping)"]
         raise ValueError(f"{source}: data: unknown field(s) {', '.join(bad)} (known: {', '.join(DATA_FIELDS)})")
-    data = {k: (v if k == "pre_finetuning_model" and not (base / str(v)).exists() else str((base / str(v))))
+    data = {k: (v if k == "pre_finetuning_model" and not (base / str(v)).exists() else str((base / str(v)).resolve()))
             for k, v in data.items() if v is not None}
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -264,7 +264,7 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
         raise ValueError(f"{source}: checks: unknown field(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
     model = raw.get("model")
     if model is not None and (base / str(model)).exists():  # a folder beside the file (else a Hub id, or smollm2)
-        model = str(base / str(model))
+        model = str((base / str(model)).resolve())
     return Experiment(model=None if model is None else str(model), data=data, seeds=list(seeds), settings=shared,
                       runs=runs, checks=Checks(**checks_raw), name=str(raw.get("name") or Path(source).stem),
                       source=source)
@@ -392,7 +392,9 @@ def summarise(experiment: Experiment, records: Sequence[Mapping[str, Any]]) -> d
 def reproduce_command(experiment: Experiment, row: Mapping[str, Any], seed: int) -> str:
     """The `hf-unlearn unlearn` command that runs `row`'s setting as a deletion request (merged, audited)."""
     fields = _unlearn_fields()
-    parts = ["hf-unlearn unlearn", f"--model {experiment.model}"]
+    # the console script next to this interpreter: `hf-unlearn` alone is on PATH only while the venv is active
+    script = Path(sys.executable).with_name("hf-unlearn")
+    parts = [f"{script if script.is_file() else 'hf-unlearn'} unlearn", f"--model {experiment.model}"]
     parts += [f"--{k.replace('_', '-')} {v}" for k, v in experiment.data.items()]
     parts += [f"--method {row['method']}", f"--seed {seed}"]
     for key, value in row["settings"].items():
