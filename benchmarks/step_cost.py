@@ -54,6 +54,7 @@ SIZES = {"small": (96, 4, 4), "large": (512, 4, 8), "tiny": (16, 1, 2)}  # tiny:
 # A real pretrained model instead of one built from a config: SmolLM2-135M-Instruct (hf_unlearn.pretrained), whose
 # 49k-row tied output layer is where computing the reference logits at answer positions only pays off.
 PRETRAINED = {"smollm2": "smollm2"}
+DTYPE = os.environ.get("HF_UNLEARN_STEP_DTYPE", "float32")  # set by --dtype, for this process and its children
 VARIANTS = {
     "a": "gd, LoRA, no reference",
     "b": "npo + retain NLL + KL, LoRA, adapter-disabled reference",
@@ -157,6 +158,7 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     else:
         hidden, layers, heads = dims
         model = tiny_causal_lm(tokenizer, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads)
+    model.to(getattr(torch, DTYPE))  # --dtype (bfloat16 on a GPU: benchmarks/gpu_check.py)
     if cuda:
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
@@ -321,7 +323,12 @@ def main() -> None:
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--size", choices=[*SIZES, *PRETRAINED], help=argparse.SUPPRESS)
     parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default=DTYPE, choices=["float32", "bfloat16", "float16"],
+                        help="weights' dtype (default float32; benchmarks/gpu_check.py uses bfloat16 on a GPU)")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     args = parser.parse_args()
+    os.environ["HF_UNLEARN_STEP_DTYPE"] = args.dtype  # read by the child processes
+    globals()["DTYPE"] = args.dtype
 
     if args.size:  # a child process: one measurement, as the last line of stdout
         import torch
@@ -344,6 +351,10 @@ def main() -> None:
             print(f"{size} ({v}): {r['memory_mb']:.1f} MB, {r['time_s']:.3f} s/step", flush=True)
     text = tables(all_results)
     print("\n" + text)
+    if args.json:
+        args.json.write_text(json.dumps({"dtype": args.dtype, "results": all_results,
+                                         "ratios": {size: ratio_rows(r) for size, r in all_results.items()}},
+                                        indent=1))
     elapsed = time.perf_counter() - start
     results_path = RESULTS
     if len(args.sizes) == 1 and args.sizes[0] in PRETRAINED:  # the pretrained model's table goes in its own file
