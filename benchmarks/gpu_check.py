@@ -159,43 +159,44 @@ def run_part(name: str, fn, *args) -> dict:
     return out
 
 
+def _step_cost_lines(part: dict) -> list[str]:
+    results = next(iter(part["result"]["results"].values()))
+    lines = ["| variant | peak GPU memory (MiB) | step time (s, median) |", "|---|---:|---:|"]
+    lines += [f"| ({v}) | {r['memory_mb']:.0f} | {r['time_s']:.4f} |" for v, r in results.items()]
+    lines += ["", "| ratio | value | verdict |", "|---|---:|---|"]
+    return lines + [f"| {n} | {v:.2f} | {verdict} |" for n, v, verdict in next(iter(part["result"]["ratios"].values()))]
+
+
+def _eval_lines(part: dict) -> list[str]:
+    r = part["result"]
+    return [f"{r['rows']} LUME validation rows, {r['max_new_tokens']} new tokens: batched {r['batched_s']:.1f} s, "
+            f"one at a time {r['one_at_a_time_s']:.1f} s (a quarter of the rows, scaled), speed-up "
+            f"{r['speed_up']:.1f}x, identical texts {r['identical_texts']}; MIA statistics of "
+            f"{r['mia_documents']} documents in {r['mia_s']:.1f} s; peak {part.get('peak_gpu_mib', 0):.0f} MiB."]
+
+
+def _unlearn_lines(part: dict) -> list[str]:
+    r = part["result"]
+    lines = [f"The SmolLM2 demo's memorised target ({r['demo_s']:.0f} s), then `run_unlearn` at its defaults with "
+             f"the int8 probe ({r['unlearn_s']:.0f} s, {r['train_s']:.0f} s of training); peak "
+             f"{part.get('peak_gpu_mib', 0):.0f} MiB. Selective (forget halved, retain within 0.1): "
+             f"{'yes' if r['selective'] else 'no'}.", "", "| score | before | after |", "|---|---:|---:|"]
+    lines += [f"| {k} | {b if b is None else f'{b:.3f}'} | {a if a is None else f'{a:.3f}'} |"
+              for k, (b, a) in r["scores"].items()]
+    return lines + ["", r["verdict"]]
+
+
+SECTIONS = [("step_cost", "Step cost, SmolLM2-135M-Instruct in bf16", _step_cost_lines),
+            ("eval_throughput", "Evaluation throughput, SmolLM2 in bf16", _eval_lines),
+            ("unlearn", "One SmolLM2 run of `hf-unlearn unlearn`", _unlearn_lines)]
+
+
 def report(parts: dict, total_s: float) -> str:
     lines = ["# GPU check", "", f"`python benchmarks/gpu_check.py` on {device_line()}, {platform.node() or 'a lent'} "
              f"machine, {time.strftime('%Y-%m-%d')}: {total_s:.0f} s in all.", ""]
-    step = parts["step_cost"]
-    lines += ["## Step cost, SmolLM2-135M-Instruct in bf16", ""]
-    if "error" in step:
-        lines += [f"Failed: `{step['error']}`", ""]
-    else:
-        results = next(iter(step["result"]["results"].values()))
-        lines += ["| variant | peak GPU memory (MiB) | step time (s, median) |", "|---|---:|---:|"]
-        lines += [f"| ({v}) | {r['memory_mb']:.0f} | {r['time_s']:.4f} |" for v, r in results.items()]
-        lines += ["", "| ratio | value | verdict |", "|---|---:|---|"]
-        lines += [f"| {n} | {v:.2f} | {verdict} |" for n, v, verdict in next(iter(step["result"]["ratios"].values()))]
-        lines.append("")
-    ev = parts["eval_throughput"]
-    lines += ["## Evaluation throughput, SmolLM2 in bf16", ""]
-    if "error" in ev:
-        lines += [f"Failed: `{ev['error']}`", ""]
-    else:
-        r = ev["result"]
-        lines += [f"{r['rows']} LUME validation rows, {r['max_new_tokens']} new tokens: batched {r['batched_s']:.1f} s, "
-                  f"one at a time {r['one_at_a_time_s']:.1f} s (a quarter of the rows, scaled), speed-up "
-                  f"{r['speed_up']:.1f}x, identical texts {r['identical_texts']}; MIA statistics of "
-                  f"{r['mia_documents']} documents in {r['mia_s']:.1f} s; peak {ev.get('peak_gpu_mib', 0):.0f} MiB.", ""]
-    un = parts["unlearn"]
-    lines += ["## One SmolLM2 run of `hf-unlearn unlearn`", ""]
-    if "error" in un:
-        lines += [f"Failed: `{un['error']}`", ""]
-    else:
-        r = un["result"]
-        lines += [f"The SmolLM2 demo's memorised target ({r['demo_s']:.0f} s), then `run_unlearn` at its defaults with "
-                  f"the int8 probe ({r['unlearn_s']:.0f} s, {r['train_s']:.0f} s of training); peak "
-                  f"{un.get('peak_gpu_mib', 0):.0f} MiB. Selective (forget halved, retain within 0.1): "
-                  f"{'yes' if r['selective'] else 'no'}.", "", "| score | before | after |", "|---|---:|---:|"]
-        lines += [f"| {k} | {b if b is None else f'{b:.3f}'} | {a if a is None else f'{a:.3f}'} |"
-                  for k, (b, a) in r["scores"].items()]
-        lines += ["", r["verdict"], ""]
+    for key, title, body in SECTIONS:  # a part that failed says so; the others are reported all the same
+        part = parts[key]
+        lines += [f"## {title}", "", *([f"Failed: `{part['error']}`"] if "error" in part else body(part)), ""]
     return "\n".join(lines)
 
 
