@@ -133,9 +133,11 @@ def _config_fields() -> set[str]:
 
 def _coerce(value: Any, kind: str, where: str, source: str) -> Any:
     """A setting's value as its field's type (YAML reads 3e-3 as a string): refused, naming it, if it is not one."""
-    if value is None or not isinstance(kind, str):
+    if value is None or kind is None:
         return value
-    base = kind.replace(" | None", "").replace("Optional[", "").rstrip("]").strip()
+    # a string annotation, or the type itself (HfArgumentParser resolves the dataclasses' annotations in place)
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", None) or str(kind)
+    base = name.replace("typing.", "").replace(" | None", "").replace("Optional[", "").rstrip("]").strip()
     try:
         if base == "float" and not isinstance(value, bool):
             return float(value)

@@ -130,3 +130,19 @@ def test_missing_data_is_refused_before_any_run(tmp_path, capsys):
     assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "data.forget" in err and "does not exist" in err and not (tmp_path / "o").exists()
+
+
+def test_settings_are_checked_after_hfargumentparser_resolved_the_annotations(tmp_path):
+    """HfArgumentParser (every CLI command) turns the dataclasses' string annotations into types in place: the
+    experiment's type checks must read both."""
+    from transformers import HfArgumentParser
+
+    from hf_unlearn.config import UnlearningConfig
+    from hf_unlearn.unlearn import UnlearnArguments
+
+    HfArgumentParser([UnlearnArguments])
+    HfArgumentParser([UnlearningConfig])
+    with pytest.raises(ValueError, match=r"settings\.learning_rate: must be float, got str"):
+        load_experiment(_experiment(tmp_path, settings={"learning_rate": "fast"}))
+    assert load_experiment(_experiment(tmp_path, settings={"batch_size": "8", "threads": "2"})).settings == {
+        "batch_size": 8, "threads": 2}
