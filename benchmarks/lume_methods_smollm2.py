@@ -612,15 +612,16 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
         general_rows = general_retain_rows(general[: settings.retain_general])
     retain = data.subset.rows[f"retain_{given}"] + general_rows
     forget = data.subset.rows[f"forget_{given}"]
-    anchored = config.method == "anchored" or config.level_weight > 0  # the methods that read calibration documents
-    if (anchored or settings.stop_band) and not data.calibration_rows:
+    needs = config.unlearning_method.needs()  # what the method reads besides forget and retain rows
+    calibrated = needs.calibration_batch is not None
+    if (calibrated or settings.stop_band) and not data.calibration_rows:
         raise ValueError(f"{key} needs calibration documents: set --num_calibration")
     trainer = trainer_cls(
         model=model, args=config, forget_dataset=Dataset.from_list(forget),
         retain_dataset=Dataset.from_list(retain), processing_class=tokenizer,
         peft_config=lora_config(key, settings, chosen),
-        **({"calibration_dataset": Dataset.from_list(data.calibration_rows)} if anchored else {}),
-        **({"pre_finetuning_model": pre_finetuning_model()} if config.method == "pre_finetuning_distill" else {}),
+        **({"calibration_dataset": Dataset.from_list(data.calibration_rows)} if calibrated else {}),
+        **({"pre_finetuning_model": pre_finetuning_model()} if needs.forget_pre_logits else {}),
     )
     trainer.remove_callback(PrinterCallback)
     if settings.stop_band:  # the stopping rule on whole documents (no question texts), as the attack scores them

@@ -125,13 +125,7 @@ def _unlearn_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(UnlearnArguments)}
 
 
-def _config_fields() -> set[str]:
-    from .config import UnlearningConfig
-
-    return {f.name for f in dataclasses.fields(UnlearningConfig)}
-
-
-def _coerce(value: Any, kind: str, where: str, source: str) -> Any:
+def _coerce(value: Any, kind: Any, where: str, source: str) -> Any:
     """A setting's value as its field's type (YAML reads 3e-3 as a string): refused, naming it, if it is not one."""
     if value is None or kind is None:
         return value
@@ -156,7 +150,8 @@ def _coerce(value: Any, kind: str, where: str, source: str) -> Any:
     return value
 
 
-def _field_types() -> dict[str, str]:
+def _field_types() -> dict[str, Any]:
+    """Every setting an experiment may give (`hf-unlearn unlearn` options and UnlearningConfig fields) and its type."""
     from .config import UnlearningConfig
 
     types = {f.name: f.type for f in dataclasses.fields(UnlearningConfig)}
@@ -171,17 +166,16 @@ def _check_settings(settings: Any, where: str, source: str) -> dict[str, Any]:
         return {}
     if not isinstance(settings, Mapping):
         raise ValueError(f"{source}: {where} must be a mapping of setting names to values")
-    unlearn, config = _unlearn_fields(), _config_fields()
+    types = _field_types()
     for key in settings:
         if key in DATA_FIELDS or key in ("model", "output_dir", "method", "seed", "trainer_arg"):
             raise ValueError(f"{source}: {where}.{key}: set {key} "
                              + ("under data:" if key in DATA_FIELDS else "at the top level" if key == "model"
                                 else "as the run's method:" if key == "method" else "under seeds:" if key == "seed"
                                 else "with --output-dir" if key == "output_dir" else "as a setting of its own"))
-        if key not in unlearn and key not in config:
+        if key not in types:
             raise ValueError(f"{source}: {where}.{key}: unknown setting (neither an `hf-unlearn unlearn` option nor "
                              "an UnlearningConfig field)")
-    types = _field_types()
     return {key: _coerce(value, types.get(key), f"{where}.{key}", source) for key, value in settings.items()}
 
 
@@ -242,12 +236,12 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
         grid = run.get("grid") or {}
         if not isinstance(grid, Mapping):
             raise ValueError(f"{source}: {where}.grid: a mapping of setting names to lists of values")
-        _check_settings({k: None for k in grid}, f"{where}.grid", source)
-        types = _field_types()
+        _check_settings({k: None for k in grid}, f"{where}.grid", source)  # the keys, before their values
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{source}: {where}.grid.{key}: a non-empty list of values")
-        grid = {key: [_coerce(v, types.get(key), f"{where}.grid.{key}", source) for v in values]
+        types = _field_types()
+        grid = {key: [_coerce(v, types[key], f"{where}.grid.{key}", source) for v in values]
                 for key, values in grid.items()}
         name = str(run.get("name") or method)
         combos = list(itertools.product(*grid.values())) if grid else [()]
@@ -256,9 +250,9 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
             label = name + (" (" + ", ".join(f"{k} {v}" for k, v in chosen.items()) + ")" if chosen else "")
             runs.append(RunSpec(label, method, {**settings, **chosen}))
     names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{source}: runs: two runs are named the same ({sorted(n for n in names if names.count(n) > 1)[0]}): "
-                         "give each a name:")
+    twice = sorted(n for n in names if names.count(n) > 1)
+    if twice:
+        raise ValueError(f"{source}: runs: two runs are named the same ({twice[0]}): give each a name:")
     checks_raw = raw.get("checks") or {}
     known = {f.name for f in dataclasses.fields(Checks)}
     if not isinstance(checks_raw, Mapping) or set(checks_raw) - known:
@@ -316,7 +310,7 @@ def environment() -> dict[str, Any]:
     versions = {}
     for name in ("hf_unlearn", "torch", "transformers", "peft", "accelerate", "datasets"):
         try:
-            versions[name] = md.version(name.replace("_", "-")) if name != "hf_unlearn" else md.version("hf-unlearn")
+            versions[name] = md.version(name.replace("_", "-"))
         except md.PackageNotFoundError:
             versions[name] = None
     return {"versions": versions, "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
@@ -410,7 +404,9 @@ def reproduce_command(experiment: Experiment, row: Mapping[str, Any], seed: int)
     return " ".join(parts) + " --output-dir OUTPUT_DIR"
 
 
-def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_runs: int) -> str:
+def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_runs: int,
+                    command: str | None = None) -> str:
+    """compare.md: the checks, the recommendation with `command` (its `reproduce_command`), the table, the plot."""
     cols = [(label, key) for label, key in COLUMNS if any(key in r["stats"] for r in summary["rows"])]
     lines = [f"# hf-unlearn compare: {experiment.name}", "",
              f"Model `{experiment.model}`, {len(experiment.runs)} setting(s) x {len(experiment.seeds)} seed(s) "
@@ -423,10 +419,9 @@ def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_ru
                  else ""])) + ".", ""]
     rec = summary["recommended"]
     if rec:
-        row = next(r for r in summary["rows"] if r["name"] == rec)
         lines += [f"**Recommended: {rec}**: every run of it passed every check, and of those rows it has the highest "
                   "task score (forgetting and keeping together).", "", "Reproduce it as a deletion request:", "",
-                  "```bash", reproduce_command(experiment, row, row["seeds"][0]), "```", ""]
+                  "```bash", command, "```", ""]
     elif summary["closest"]:
         lines += [f"**No setting passed every check on every seed.** The closest is {summary['closest']}; try "
                   "more epochs or a higher learning rate if the forget checks failed, higher retain weights if the "
@@ -558,7 +553,7 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
         result["command"] = reproduce_command(experiment, row, row["seeds"][0])
     _write_atomic(out / "compare.json", json.dumps(result, indent=1, default=str) + "\n")
     plot_summary(summary, out / "compare.png")
-    _write_atomic(out / "compare.md", report_markdown(experiment, summary, total))
+    _write_atomic(out / "compare.md", report_markdown(experiment, summary, total, result.get("command")))
     return result
 
 

@@ -638,13 +638,12 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                                 for k, v in scores["after"].items() if k in scores["before"]}
             paths = {"adapter": str(out / "adapter")}
             if args.merge:
+                merge_and_save(trainer, staging / "merged", tokenizer=tokenizer, record=record,
+                               audit=audit if probes else None)
                 paths["merged model"] = str(out / "merged")
             if probes:
                 audit_paths = write_audit(audit, staging / "audit")
                 paths["audit"] = str(out / "audit" / audit_paths["markdown"].name)
-            if args.merge:
-                merge_and_save(trainer, staging / "merged", tokenizer=tokenizer, record=record,
-                               audit=audit if probes else None)
             paths.update({"report": str(out / "report.md"), "numbers": str(out / MARKER)})
             result["paths"] = paths
             result["seconds"] = time.time() - started

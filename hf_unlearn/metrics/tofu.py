@@ -116,14 +116,20 @@ def tofu_prompt(tokenizer, question: str, chat_template: bool = True) -> str:
     return f"Question: {question}\nAnswer: "
 
 
+def missing_tofu_field(row: Mapping[str, Any]) -> str | None:
+    """The first of `question`, `answer`, `perturbed_answer` that a TOFU row lacks (missing or empty, or wrong answers
+    that are not a list), else None: what the truth ratio cannot do without."""
+    for key in ("question", "answer", "perturbed_answer"):
+        value = row.get(key)
+        if not value or (key == "perturbed_answer" and not isinstance(value, list)):
+            return key
+    return None
+
+
 def answer_probabilities(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16
                          ) -> list[float]:
     """`Ptilde(answer | prompt) = exp(-mean token NLL of the answer's tokens)` of each pair (no EOS), in order."""
-    import torch
-
-    from ..data.collator import pad_features
-    from ..losses import mean_token_nll, token_log_probs
-    from ._model_state import evaluation_mode, model_device
+    from ..calibration import documents_nll
 
     features = []
     for prompt, answer in zip(prompts, answers):
@@ -133,14 +139,7 @@ def answer_probabilities(model, tokenizer, prompts: Sequence[str], answers: Sequ
             raise ValueError("an empty answer has no probability")
         features.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device, out = model_device(model), []
-    with evaluation_mode(model):
-        for start in range(0, len(features), batch_size):
-            ids, mask, labels = (t.to(device) for t in pad_features(features[start:start + batch_size], pad_id))
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            logp, tok_mask = token_log_probs(logits, labels)
-            out += torch.exp(-mean_token_nll(logp.float(), tok_mask.float())).tolist()
-    return out
+    return (-documents_nll(model, features, pad_id, batch_size)).exp().tolist()  # the answer tokens' mean NLL
 
 
 def tofu_split(model, tokenizer, rows: Sequence[Mapping[str, Any]], chat_template: bool = True,
@@ -152,9 +151,9 @@ def tofu_split(model, tokenizer, rows: Sequence[Mapping[str, Any]], chat_templat
     from .lume import regurgitation_score
 
     for i, row in enumerate(rows):
-        missing = [k for k in ("question", "answer", "perturbed_answer") if not row.get(k)]
+        missing = missing_tofu_field(row)
         if missing:
-            raise ValueError(f"TOFU row {i + 1}: no {', '.join(missing)} (a split scored for the truth ratio needs "
+            raise ValueError(f"TOFU row {i + 1}: no {missing} (a split scored for the truth ratio needs "
                              "its perturbed answers: the *_perturbed.jsonl files)")
     prompts = [tofu_prompt(tokenizer, r["question"], chat_template) for r in rows]
     answer = answer_probabilities(model, tokenizer, prompts, [r["answer"] for r in rows], batch_size)
