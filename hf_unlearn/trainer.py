@@ -84,6 +84,12 @@ def concat_rows(parts: list[tuple[torch.Tensor, ...]], pad_token_id: int) -> tup
     )
 
 
+def _vocab_rows(model) -> int:
+    """Rows of the output embedding: its full size even where ZeRO-3 left this process an empty placeholder."""
+    weight = model.get_output_embeddings().weight
+    return getattr(weight, "ds_shape", weight.shape)[0]
+
+
 def _narrow(rows: torch.Tensor, width: int) -> torch.Tensor:
     """`rows[:, :width]`, or `rows` itself when it is that wide already (no slice for autograd to undo)."""
     return rows if rows.shape[1] == width else rows[:, :width]
@@ -374,7 +380,7 @@ class UnlearningTrainer(Trainer):
             pre = load_causal_lm(resolve_model_path(pre), "pre_finetuning_model", dtype="auto")
         if is_peft_model(pre):
             raise ValueError("pre_finetuning_model must be a plain model, not a peft model (merge its adapter first).")
-        ours, theirs = model.get_output_embeddings().weight.shape[0], pre.get_output_embeddings().weight.shape[0]
+        ours, theirs = _vocab_rows(model), _vocab_rows(pre)
         if ours != theirs:
             raise ValueError(
                 f"pre_finetuning_model has a vocabulary of {theirs} tokens and the model {ours}: it must be the model "

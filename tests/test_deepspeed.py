@@ -80,3 +80,47 @@ def test_zero_two_processes_match_one_process(stage, method, saved, single, tmp_
         for key, value in one.items():
             if key.startswith(("lume/", "mia/", "mmlu/")):
                 assert multi[key] == pytest.approx(value, abs=1e-5), (key, multi["step"])
+
+
+EVERY_METHOD = Path(__file__).parent / "scripts" / "every_method_zero.py"
+
+
+def first_steps(saved_dir: Path, out: Path, processes: int, batch: int, stage: int, port: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if stage:
+        env.pop("ACCELERATE_USE_CPU", None)
+    else:
+        env["ACCELERATE_USE_CPU"] = "1"
+    args = [str(EVERY_METHOD), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage)]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port)]
+    command = [sys.executable] + (launcher if processes > 1 else []) + args
+    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads((out / f"first_steps_z{stage}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single_first_steps(saved, tmp_path_factory):
+    """Every method's first step on one process, batch 4 = two processes x batch 2, no DeepSpeed."""
+    return first_steps(saved, tmp_path_factory.mktemp("every-single"), 1, 4, 0, 29570)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_every_method_takes_the_same_first_step_under_zero(stage, saved, single_first_steps, tmp_path):
+    multi = first_steps(saved, tmp_path, 2, 2, stage, 29571 + stage)
+    one = single_first_steps
+    # every registered method is run (a new one must be added to the script's SETTINGS), plus the chunked schedule
+    assert set(one["registered"]) <= set(one) and "chunked" in one
+    for name, expected in one.items():
+        if name in ("registered", "libu"):
+            continue
+        assert "refused" not in expected, (name, expected)
+        assert "refused" not in multi[name], (name, multi[name])
+        assert expected["loss"] != 0.0, name
+        for key, value in expected.items():
+            if key in ("grad_norm", "learning_rate", "epoch"):
+                continue  # the gradient norm is clipped per engine; the rest are schedule bookkeeping
+            assert multi[name][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, key)
+    # LIBU's influence step reads and writes the parameters' .grad, which ZeRO shards: refused before training
+    assert "refused" not in one["libu"]
+    assert "not supported with DeepSpeed" in multi["libu"]["refused"]

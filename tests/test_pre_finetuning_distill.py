@@ -139,3 +139,35 @@ def test_the_level_needs_calibration_documents_and_pulls_to_its_target(memorised
     expected = np.mean([(m - (b + shift)) ** 2 for m, b in zip(model_nll, base_nll)])
     assert logged["level_loss"] == pytest.approx(expected, rel=1e-3)
     assert logged["level_target"] == pytest.approx(np.mean(base_nll) + shift, rel=1e-4)
+
+
+def test_the_hold_is_the_kl_to_the_model_before_unlearning_on_calibration_documents(
+        memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
+    forget, unseen = documents
+    calibration = unseen[:5]
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    model = lora(memorised_model, nonzero=True)  # adapter on != off from step 0, so the hold is not 0
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
+                         level_weight=1.0, hold_weight=2.0, hold_batch=3, max_steps=1, reference="base")
+    # the first step holds calibration documents 0, 1, 2: each one's token mean of KL(pi_theta || pi_ref), the
+    # reference being the model with its adapter disabled
+    model.eval()
+    expected = []
+    with torch.no_grad():
+        for text in calibration[:3]:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            with model.disable_adapter():
+                ref = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            expected.append((logp.exp() * (logp - ref)).sum(-1).mean())
+    expected = 2.0 * torch.stack(expected).mean()
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
+                                processing_class=tokenizer, pre_finetuning_model=base,
+                                calibration_dataset=Dataset.from_dict({"text": calibration}))
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert expected > 1e-4
+    assert logged["calibration_hold"] == pytest.approx(expected.item(), rel=1e-3)
+    assert "level_loss" in logged  # the level still reads the calibration documents' starting NLL
+    with pytest.raises(ValueError, match="hold_batch"):
+        make_config(tmp_path, method="pre_finetuning_distill", hold_weight=1.0, hold_batch=0)
