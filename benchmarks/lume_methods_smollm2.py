@@ -227,6 +227,8 @@ class Settings:
     hold_weight: float = field(default=-1.0,
                                metadata={"help": "anchor_hold_weight override for anchored*, hold_weight for "
                                                  "pre_distill (-1: theirs)."})
+    hold_batch: int = field(default=-1, metadata={"help": "hold_batch override for pre_distill: calibration documents "
+                                                          "held per step (-1: theirs; fewer: less memory)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
     num_calibration: int = field(
         default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
@@ -545,6 +547,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["level_weight"] = settings.level_weight
     if key == "pre_distill" and settings.hold_weight >= 0:
         config["hold_weight"] = settings.hold_weight
+    if key == "pre_distill" and settings.hold_batch > 0:
+        config["hold_batch"] = settings.hold_batch
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -733,7 +737,7 @@ def group_label(run: dict) -> str:
     if c.get("level_weight"):
         parts.append(f"level weight {c['level_weight']:g}")
     if c.get("method") == "pre_finetuning_distill" and c.get("hold_weight"):
-        parts.append(f"KL hold {c['hold_weight']:g}")
+        parts.append(f"KL hold {c['hold_weight']:g} on {c.get('hold_batch', 4)} documents a step")
     if s.get("stop_band"):
         parts.append(f"stop at AUC 0.5 +- {s['stop_band']:g}")
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .metrics import aggregate_results, evaluate_mmlu, generate_completions, lume_scores_from_generations
+from .metrics.lume import knowledge_stop_chars
 from .metrics.keys import flatten_scores  # noqa: F401  (re-exported: the callbacks and benchmarks use it here)
 from .metrics.mia.score import mia_scores_from_stats
 from .metrics.mia.token_stats import document_token_stats
@@ -79,19 +80,24 @@ def lume_generations(
     accelerator=None,
     chat_template: bool = False,
     max_prompt_tokens: int | None = None,
+    scoring_only: bool = False,
 ) -> list[str]:
     """Greedy completions of each row's `input` (wrapped in the tokenizer's chat template with
-    `chat_template=True`; cut to its last `max_prompt_tokens` tokens if given), in row order."""
-    prompts = [row["input"] for row in rows]
+    `chat_template=True`; cut to its last `max_prompt_tokens` tokens if given), in row order.
+
+    `scoring_only=True`: the texts are only scored, so a question row stops once no continuation can match its answer
+    (`knowledge_stop_chars`; the scores are those of the full texts, the texts of such rows are cut short)."""
+    stops = knowledge_stop_chars(rows) if scoring_only else [None] * len(rows)
     # Equal chunks are not enough for generation: its rounds drop finished rows, so processes also agree on the
     # number of `generate` calls in each round.
     lockstep = _max_over_processes(accelerator) if _sharded(accelerator) else None
     return map_across_processes(
         lambda chunk: generate_completions(
-            model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size, lockstep=lockstep,
-            chat_template=chat_template, max_prompt_tokens=max_prompt_tokens,
+            model, tokenizer, [row["input"] for row, _ in chunk], max_new_tokens=max_new_tokens,
+            batch_size=batch_size, lockstep=lockstep, chat_template=chat_template,
+            max_prompt_tokens=max_prompt_tokens, stop_after_chars=[stop for _, stop in chunk],
         ),
-        prompts,
+        list(zip(rows, stops)),
         accelerator,
     )
 
@@ -108,8 +114,11 @@ def evaluate_lume(
     chat_template: bool = False,
 ) -> dict[str, Any]:
     """Regurgitation and knowledge per split and task, and the task score (the script's key names)."""
-    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator, chat_template)
-    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator, chat_template)
+    scoring_only = not return_generations  # question rows stop once their score is settled (the same scores)
+    forget = lume_generations(model, tokenizer, forget_rows, max_new_tokens, batch_size, accelerator, chat_template,
+                              scoring_only=scoring_only)
+    retain = lume_generations(model, tokenizer, retain_rows, max_new_tokens, batch_size, accelerator, chat_template,
+                              scoring_only=scoring_only)
     result = lume_scores_from_generations(forget_rows, forget, retain_rows, retain)
     if return_generations:
         result["generations"] = {"forget": forget, "retain": retain}

@@ -62,7 +62,7 @@ def test_zero_two_processes_match_one_process(stage, method, saved, single, tmp_
     assert meta == {"zero_stage": stage, "partitioned": stage == 3}
     assert expected_meta == {"zero_stage": 0, "partitioned": False}
     assert generated == expected_generated
-    assert max(generated) > 16  # past the first round: finished rows were dropped and the rest resumed
+    assert max(generated) > 32  # past the first round: finished rows were dropped and the rest resumed
     expected = single[method][:-1]
     losses = [e for e in history if "loss" in e]
     expected_losses = [e for e in expected if "loss" in e]
@@ -111,8 +111,9 @@ def test_every_method_takes_the_same_first_step_under_zero(stage, saved, single_
     one = single_first_steps
     # every registered method is run (a new one must be added to the script's SETTINGS), plus the chunked schedule
     assert set(one["registered"]) <= set(one) and "chunked" in one
+    assert (one["processes"], multi["processes"]) == (1, 2)
     for name, expected in one.items():
-        if name in ("registered", "libu"):
+        if name in ("registered", "libu", "processes"):
             continue
         assert "refused" not in expected, (name, expected)
         assert "refused" not in multi[name], (name, multi[name])
@@ -124,3 +125,31 @@ def test_every_method_takes_the_same_first_step_under_zero(stage, saved, single_
     # LIBU's influence step reads and writes the parameters' .grad, which ZeRO shards: refused before training
     assert "refused" not in one["libu"]
     assert "not supported with DeepSpeed" in multi["libu"]["refused"]
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_two_nodes_take_the_first_step_of_one_process(stage, saved, single_first_steps, tmp_path):
+    """Two "nodes" on this machine (torchrun --nnodes 2, node ranks 0 and 1, one process each, a rendezvous on
+    127.0.0.1): NPO + NLL + KL under DDP (stage 0) and ZeRO-3 give the single process's first step."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if stage:
+        env.pop("ACCELERATE_USE_CPU", None)
+    else:
+        env["ACCELERATE_USE_CPU"] = "1"
+    port = str(29580 + stage)
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+             "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port, str(EVERY_METHOD),
+             str(saved / "model"), str(saved / "data"), str(tmp_path), "2", str(stage), "npo"],
+            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=600)
+        assert node.returncode == 0, stderr[-4000:]
+    multi = json.loads((tmp_path / f"first_steps_z{stage}.json").read_text())
+    assert multi["processes"] == 2  # the nodes met: one run over both
+    multi, expected = multi["npo"], single_first_steps["npo"]
+    for key in ("loss", "forget_nll", "npo_loss", "retain_nll", "retain_kl"):
+        assert multi[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key

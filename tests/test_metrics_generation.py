@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_unlearn.metrics.generation import decode_like_task, generate_completions, generate_one_at_a_time
-from hf_unlearn.metrics.lume import lume_scores_from_generations, score_lume
+from hf_unlearn.metrics.lume import knowledge_score, knowledge_stop_chars, lume_scores_from_generations, score_lume
 from hf_unlearn.support.tiny import tiny_causal_lm
 
 
@@ -111,7 +111,7 @@ def test_score_lume_batched_matches_one_at_a_time_and_keeps_generations_on_reque
 
 
 def test_rounds_give_the_same_texts_as_one_call_per_batch(memorised_model, tokenizer, lume_rows):
-    """Stopping after 4, 8, 16... tokens and resuming the rows still going changes nothing."""
+    """Stopping after 4 tokens and resuming the rows still going changes nothing."""
     prompts = [r["input"] for r in lume_rows["forget_validation"][::6]]
     in_rounds = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=4)
     one_call = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=None)
@@ -130,7 +130,7 @@ def test_lockstep_placeholder_calls_change_nothing(memorised_model, tokenizer, l
         lockstep=lambda n: counts.append(n) or n + 1,
     )
     assert in_step == generate_completions(memorised_model, tokenizer, prompts, 40, batch_size=4)
-    assert len(counts) == 4  # rounds of 4, 8, 16, 12 tokens: "the other process" always had a batch left
+    assert len(counts) == 2  # rounds of 4 and 36 tokens: "the other process" always had a batch left
 
 
 def test_call_dependent_settings_disable_rounds(memorised_model, tokenizer, memorised_rows):
@@ -154,3 +154,24 @@ def test_empty_input_list_and_bad_batch_size(tiny_model, tokenizer):
     assert generate_completions(tiny_model, tokenizer, []) == []
     with pytest.raises(ValueError):
         generate_completions(tiny_model, tokenizer, ["x"], batch_size=0)
+
+
+def test_question_rows_stop_once_their_score_is_settled_and_score_the_same(memorised_model, tokenizer,
+                                                                          memorised_rows, lume_rows):
+    """`knowledge_stop_chars`: a question row stops once its text is longer than 3x its answer + 16 characters (no
+    continuation can then equal the answer); its text is a prefix of the full one and every score is unchanged."""
+    rows = memorised_rows["forget"] + lume_rows["forget_validation"][:24]  # memorised, and rows the model babbles on
+    stops = knowledge_stop_chars(rows)
+    assert stops == [3 * len(r["output"].strip()) + 16 if r["id"][:-1].endswith("qa") else None for r in rows]
+    assert any(s is None for s in stops) and any(s is not None for s in stops)
+    prompts = [r["input"] for r in rows]
+    full = generate_completions(memorised_model, tokenizer, prompts, 96, batch_size=8)
+    cut = generate_completions(memorised_model, tokenizer, prompts, 96, batch_size=8, stop_after_chars=stops)
+    assert all(f.startswith(c) for f, c in zip(full, cut))
+    assert sum(len(c) < len(f) for f, c in zip(full, cut)) >= 2  # rows that would have gone on were stopped
+    assert [c == f for c, f, s in zip(cut, full, stops) if s is None] == [True] * stops.count(None)
+    assert lume_scores_from_generations(rows, cut, rows, cut) == lume_scores_from_generations(rows, full, rows, full)
+    knowledge = [knowledge_score(r["output"], f) for r, f, s in zip(rows, full, stops) if s is not None]
+    assert 0 < sum(knowledge) < len(knowledge)  # both outcomes occur among the stopped kind
+    with pytest.raises(ValueError, match="stop_after_chars has 1 entries for 2 prompts"):
+        generate_completions(memorised_model, tokenizer, prompts[:2], 8, stop_after_chars=[None])

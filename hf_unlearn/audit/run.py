@@ -92,7 +92,7 @@ def row_outputs(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, 
     if not rows:
         return RowOutputs([], [])
     generations = lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator,
-                                   max_prompt_tokens=max_length) if generate else None
+                                   max_prompt_tokens=max_length, scoring_only=True) if generate else None
     # per row, gathered in order, then averaged: the same mean as one process computes
     per_row = map_across_processes(
         lambda chunk: row_memorization(model, tokenizer, chunk, batch_size, max_length), rows, accelerator)

@@ -137,16 +137,21 @@ def _generate_left_padded(
     return output[:, width:].tolist()
 
 
+def _past_limit(tokenizer, new_tokens: list[int], limit: int | None) -> bool:
+    return limit is not None and len(decode_like_task(tokenizer, new_tokens).strip()) > limit
+
+
 def generate_completions(
     model: torch.nn.Module,
     tokenizer: Any,
     prompts: Sequence[str],
     max_new_tokens: int = 256,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    round_tokens: int | None = 16,
+    round_tokens: int | None = 32,
     lockstep: Callable[[int], int] | None = None,
     chat_template: bool = False,
     max_prompt_tokens: int | None = None,
+    stop_after_chars: Sequence[int | None] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
@@ -155,11 +160,12 @@ def generate_completions(
     memory error shows in the first batch) to cut padding, and each batch is padded on the left by hand with an
     attention mask, so the tokenizer's `padding_side` is never touched. The KV cache is used.
 
-    A batch of `generate` runs until its longest row stops, and most LUME rows stop after a few dozen tokens while
-    a few run to the limit. So generation goes in rounds: `round_tokens` new tokens, then twice as many, and so on.
-    After each round the rows that stopped (EOS) are done, and the rest are regrouped by length into full batches
+    A batch of `generate` runs until its longest row stops, and many LUME rows (the questions) stop after a few
+    tokens while others run to the limit. So generation goes in two rounds: `round_tokens` new tokens, then the rest.
+    After the first the rows that stopped (EOS) are done, and the rest are regrouped by length into full batches
     and resumed from their prompt plus the tokens so far (greedy decoding of the same tokens: the same
-    continuation; the prompt and the tokens so far go through the model again, nothing is re-tokenised).
+    continuation; the prompt and the tokens so far go through the model again, nothing is re-tokenised). More
+    rounds would drop more finished rows, but each one runs every remaining row's tokens through the model again.
     `round_tokens=None` generates each batch in one call, which
     is also what happens when a generation setting depends on the number of new tokens.
 
@@ -173,6 +179,11 @@ def generate_completions(
     `max_prompt_tokens` keeps only the last that many tokens of a longer prompt (as training cuts a long row; the
     task's own scoring never cuts: None).
 
+    `stop_after_chars` (one entry per prompt, None: no limit) drops a row after the round in which its decoded text,
+    stripped, grew longer than that: for a score that can no longer change (an exact match against a short answer,
+    `knowledge_stop_chars`), the rest of its tokens are work for nothing. Such a row's text is then a prefix of the
+    full one: pass it only where the texts are scored, never where they are shown or saved.
+
     Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
     the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
     and unpadded matrix products round differently); on the LUME validation sets this is rare (see the tests).
@@ -181,6 +192,8 @@ def generate_completions(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if round_tokens is not None and round_tokens < 1:
         raise ValueError(f"round_tokens must be >= 1 or None, got {round_tokens}")
+    if stop_after_chars is not None and len(stop_after_chars) != len(prompts):
+        raise ValueError(f"stop_after_chars has {len(stop_after_chars)} entries for {len(prompts)} prompts")
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens, generate_kwargs)
     if lockstep is not None:
         # A process whose batch stops first keeps making forward passes while the others still generate.
@@ -206,7 +219,10 @@ def generate_completions(
             if num_batches == 0:
                 break
             step = min(round_tokens, budget)
-            round_tokens *= 2  # rows still going tend to go on: longer rounds resume them less often
+            # After the first round, the rest in one: each resumed round runs the prompt and the tokens so far through
+            # the model again, which on a CPU costs about as much as the decoding (SmolLM2, 30 LUME rows: rounds of 16,
+            # 32, 64... 106 s, one round of 32 then the rest 70 s, the same texts); the rows that end at once are gone.
+            round_tokens = budget
             pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
             unfinished = []
             for start in range(0, num_batches * batch_size, batch_size):
@@ -220,7 +236,8 @@ def generate_completions(
                 for i, output in zip(rows, outputs):
                     kept = _until_eos(output, eos_ids)
                     new_tokens[i].extend(kept)
-                    if len(kept) == step and kept[-1] not in eos_ids:
+                    if len(kept) == step and kept[-1] not in eos_ids and not _past_limit(
+                            tokenizer, new_tokens[i], None if stop_after_chars is None else stop_after_chars[i]):
                         unfinished.append(i)
             pending = unfinished
             budget -= step

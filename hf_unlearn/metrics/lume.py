@@ -65,6 +65,19 @@ def knowledge_score(expected: str, generated: str) -> int:
     return int(expected.strip().lower() == generated.strip().lower())
 
 
+def knowledge_stop_chars(rows: Sequence[Mapping[str, Any]]) -> list[int | None]:
+    """Per row, a length past which its generation can no longer change its score (None: no such length).
+
+    A question row scores 1 only when its whole continuation, stripped and lower-cased, equals the answer. Decoding
+    more tokens only appends text (the tokenizer's clean-up can drop a space at the joint, not more), and lower-casing
+    never shortens a string and lengthens one at most 3 times, so once the stripped text is longer than 3 times the
+    stripped answer plus a margin, the row scores 0 whatever comes next. Sentence-completion rows (ROUGE-L recall can
+    still rise) and unscored rows get None. For `generate_completions(stop_after_chars=)`.
+    """
+    return [3 * len(row["output"].strip()) + 16 if row_kind(str(row.get("id", ""))) == QUESTION_ANSWERING else None
+            for row in rows]
+
+
 def score_row(row: Mapping[str, Any], generated: str) -> tuple[str | None, float | None]:
     """(kind, score) of one row given its generation; (None, None) for a row that is not scored."""
     kind = row_kind(row["id"])
@@ -210,6 +223,8 @@ def score_lume(
             generations[split] = generate_completions(
                 model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                 chat_template=chat_template,
+                # only scored: question rows stop once their score is settled (the same scores, shorter texts)
+                stop_after_chars=None if return_generations else knowledge_stop_chars(rows),
             )
     result = lume_scores_from_generations(forget_rows, generations["forget"], retain_rows, generations["retain"])
     if return_generations:

@@ -2,7 +2,9 @@
 schedule, under DeepSpeed ZeRO-`STAGE` (0: no DeepSpeed); rank 0 writes each one's logged loss terms, and the error
 of each configuration that is refused there (LIBU's influence step).
 
-    torchrun --nproc_per_node 2 tests/scripts/every_method_zero.py MODEL DATA OUT BATCH STAGE
+    torchrun --nproc_per_node 2 tests/scripts/every_method_zero.py MODEL DATA OUT BATCH STAGE [NAMES]
+
+NAMES, comma-separated, runs only those (the two-node test runs "npo").
 
 One launch runs them all, one trainer after another, so the launch and DeepSpeed's start are paid once. With STAGE 0
 set ACCELERATE_USE_CPU=1; with ZeRO leave it unset (see train_deepspeed.py).
@@ -43,7 +45,7 @@ SETTINGS = {
 }
 
 
-def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: str) -> None:
+def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: str, names: str = "") -> None:
     stage = int(stage)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     data = Path(data_dir)
@@ -58,6 +60,8 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
         common["accelerator_config"] = {"use_configured_state": True}
     results = {"registered": sorted(METHOD_REGISTRY)}
     for name, settings in [*SETTINGS.items(), ("libu", {})]:
+        if names and name not in names.split(","):
+            continue
         settings = dict(settings)
         method = settings.pop("method", name)
         config_cls = InfluenceUnlearningConfig if name == "libu" else UnlearningConfig
@@ -88,6 +92,7 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
         trainer.train()
         first = next(e for e in trainer.state.log_history if "loss" in e)
         results[name] = {key: value for key, value in first.items() if isinstance(value, float)}
+        results["processes"] = trainer.accelerator.num_processes
         trainer.accelerator.wait_for_everyone()
         if stage:  # the next trainer's accelerator takes its own DeepSpeed plugin
             from accelerate.state import AcceleratorState
@@ -102,4 +107,4 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

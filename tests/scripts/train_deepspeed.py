@@ -76,7 +76,7 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
                                batch_size=2)
     )
     trainer.train()
-    # The new tokens of each forget row after training: shows the generations ran past the first 16-token round.
+    # The new tokens of each forget row after training: shows the generations ran past the first 32-token round.
     generated = lume_generations(trainer.model, tokenizer, forget[:7], max_new_tokens=48, batch_size=2,
                                  accelerator=trainer.accelerator)
     rank = trainer.accelerator.process_index
