@@ -65,7 +65,8 @@ class PreFinetuningDistillArguments:
                                        "calibration documents (needs them; 0: off)."})
     hold_weight: float = field(
         default=0.0, metadata={"help": "pre_finetuning_distill: weight of KL to the model before unlearning on every "
-                                       "token of calibration documents, holding the unseen level (needs them; 0: off)."})
+                                       "token of calibration documents, holding the unseen level (needs them; "
+                                       "0: off)."})
     hold_batch: int = field(
         default=4, metadata={"help": "pre_finetuning_distill: calibration documents held per step (with hold_weight)."})
 
