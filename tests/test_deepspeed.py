@@ -106,7 +106,7 @@ def single_first_steps(saved, tmp_path_factory):
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_every_method_takes_the_same_first_step_under_zero(stage, saved, single_first_steps, tmp_path):
+def test_every_method_takes_the_same_first_steps_under_zero(stage, saved, single_first_steps, tmp_path):
     multi = first_steps(saved, tmp_path, 2, 2, stage, 29571 + stage)
     one = single_first_steps
     # every registered method is run (a new one must be added to the script's SETTINGS), plus the chunked schedule
@@ -151,5 +151,5 @@ def test_two_nodes_take_the_first_step_of_one_process(stage, saved, single_first
     multi = json.loads((tmp_path / f"first_steps_z{stage}.json").read_text())
     assert multi["processes"] == 2  # the nodes met: one run over both
     multi, expected = multi["npo"], single_first_steps["npo"]
-    for key in ("loss", "forget_nll", "npo_loss", "retain_nll", "retain_kl"):
+    for key in ("loss", "forget_nll", "npo_loss", "retain_nll", "retain_kl", "second_loss"):
         assert multi[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key

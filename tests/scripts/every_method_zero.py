@@ -1,6 +1,7 @@
-"""Launched by tests (1 or 2 processes): the first optimisation step of every registered method, and of the chunked
-schedule, under DeepSpeed ZeRO-`STAGE` (0: no DeepSpeed); rank 0 writes each one's logged loss terms, and the error
-of each configuration that is refused there (LIBU's influence step).
+"""Launched by tests (1 or 2 processes): the first two optimisation steps of every registered method, and of the
+chunked schedule, under DeepSpeed ZeRO-`STAGE` (0: no DeepSpeed); rank 0 writes each one's logged
+loss terms of the first step and the loss of the second (the first update), and the error of each configuration
+that is refused there (LIBU's influence step).
 
     torchrun --nproc_per_node 2 tests/scripts/every_method_zero.py MODEL DATA OUT BATCH STAGE [NAMES]
 
@@ -66,7 +67,7 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
         method = settings.pop("method", name)
         config_cls = InfluenceUnlearningConfig if name == "libu" else UnlearningConfig
         config = config_cls(
-            output_dir=str(Path(out_dir, name)), max_steps=1, per_device_train_batch_size=int(batch_size),
+            output_dir=str(Path(out_dir, name)), max_steps=2, per_device_train_batch_size=int(batch_size),
             learning_rate=1e-2, logging_steps=1, report_to="none", save_strategy="no", use_cpu=not stage,
             disable_tqdm=True, seed=0, deepspeed=deepspeed_config(stage) if stage else None,
             **({} if name == "libu" else {"method": method}), **common, **settings,
@@ -90,8 +91,10 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
             results[name] = {"refused": str(error)}
             continue
         trainer.train()
-        first = next(e for e in trainer.state.log_history if "loss" in e)
+        # the first step's terms, and the second step's loss: it shows the first update was the same
+        first, second = [e for e in trainer.state.log_history if "loss" in e][:2]
         results[name] = {key: value for key, value in first.items() if isinstance(value, float)}
+        results[name]["second_loss"] = second["loss"]
         results["processes"] = trainer.accelerator.num_processes
         trainer.accelerator.wait_for_everyone()
         if stage:  # the next trainer's accelerator takes its own DeepSpeed plugin
