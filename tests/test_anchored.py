@@ -136,6 +136,21 @@ def whole_nll(model, tokenizer, texts) -> list[float]:
         return [model(ids := tokenizer(t, return_tensors="pt").input_ids, labels=ids).loss.item() for t in texts]
 
 
+def kl_to_the_disabled_adapter(model, tokenizer, texts) -> torch.Tensor:
+    """The mean over `texts` of each one's token mean of sum_v p(v) (log p(v) - log p_ref(v)), p_ref being the model
+    with its adapter disabled: the calibration hold by hand."""
+    model.eval()
+    per_text = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            with model.disable_adapter():
+                ref = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            per_text.append((logp.exp() * (logp - ref)).sum(-1).mean())
+    return torch.stack(per_text).mean()
+
+
 def test_first_step_loss_equals_the_definition(memorised_model, memorised_rows, tokenizer, documents, tmp_path):
     forget, unseen = documents
     forget, calibration = forget[:4], unseen[:6]
@@ -174,18 +189,8 @@ def test_the_kl_hold_is_the_token_kl_to_the_model_before_unlearning(memorised_mo
     model = lora(memorised_model, nonzero=True)
     config = make_config(tmp_path, method="anchored", forget_unit="documents", retain_nll_weight=0.0,
                          anchor_calibration_batch=3, anchor_hold="kl", anchor_hold_weight=2.0, reference="base")
-    # the first step holds calibration documents 0, 1, 2: each one's mean over its tokens of
-    # sum_v p(v) (log p(v) - log p_ref(v)), with p_ref the model with its adapter disabled
-    model.eval()
-    expected = []
-    with torch.no_grad():
-        for text in calibration[:3]:
-            ids = tokenizer(text, return_tensors="pt").input_ids
-            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-            with model.disable_adapter():
-                ref = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-            expected.append((logp.exp() * (logp - ref)).sum(-1).mean())
-    expected = 2.0 * torch.stack(expected).mean()
+    # the first step holds calibration documents 0, 1, 2
+    expected = 2.0 * kl_to_the_disabled_adapter(model, tokenizer, calibration[:3])
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
                                 processing_class=tokenizer, calibration_dataset=calibration)
     trainer.train()

@@ -15,7 +15,7 @@ from hf_unlearn import UnlearningTrainer
 from hf_unlearn.losses import distill_kl
 from hf_unlearn.support.tiny import tiny_causal_lm
 
-from .test_anchored import documents, whole_nll  # noqa: F401  (the fixture, and each text's loss as the attack's)
+from .test_anchored import documents, kl_to_the_disabled_adapter, whole_nll  # noqa: F401  (documents: the fixture)
 from .test_trainer import lora, make_config
 
 
@@ -149,18 +149,8 @@ def test_the_hold_is_the_kl_to_the_model_before_unlearning_on_calibration_docume
     model = lora(memorised_model, nonzero=True)  # adapter on != off from step 0, so the hold is not 0
     config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
                          level_weight=1.0, hold_weight=2.0, hold_batch=3, max_steps=1, reference="base")
-    # the first step holds calibration documents 0, 1, 2: each one's token mean of KL(pi_theta || pi_ref), the
-    # reference being the model with its adapter disabled
-    model.eval()
-    expected = []
-    with torch.no_grad():
-        for text in calibration[:3]:
-            ids = tokenizer(text, return_tensors="pt").input_ids
-            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-            with model.disable_adapter():
-                ref = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-            expected.append((logp.exp() * (logp - ref)).sum(-1).mean())
-    expected = 2.0 * torch.stack(expected).mean()
+    # the first step holds calibration documents 0, 1, 2
+    expected = 2.0 * kl_to_the_disabled_adapter(model, tokenizer, calibration[:3])
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
                                 processing_class=tokenizer, pre_finetuning_model=base,
                                 calibration_dataset=Dataset.from_dict({"text": calibration}))
