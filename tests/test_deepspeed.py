@@ -26,19 +26,29 @@ SCRIPT = Path(__file__).parent / "scripts" / "train_deepspeed.py"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(saved_dir: Path, out: Path, processes: int, batch: int, stage: int, method: str, port: int) -> list[dict]:
+def launch_env(stage: int) -> dict[str, str]:
+    """One thread per process; plain data parallel on CPU for stage 0, DeepSpeed's path otherwise."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if stage:
         env.pop("ACCELERATE_USE_CPU", None)  # with it, transformers ignores the DeepSpeed config
     else:
         env["ACCELERATE_USE_CPU"] = "1"
-    args = [str(SCRIPT), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage), method,
-            str(SHARED_DATA / "mmlu")]
+    return env
+
+
+def launch(args: list[str], processes: int, stage: int, port: int, timeout: int) -> None:
+    """`python ARGS`, under torchrun with `processes` processes when there are several."""
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port)]
     command = [sys.executable] + (launcher if processes > 1 else []) + args
     # A process left waiting on a collective would hang until the timeout; a clean run exits 0 on every rank.
-    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(command, env=launch_env(stage), cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def run(saved_dir: Path, out: Path, processes: int, batch: int, stage: int, method: str, port: int) -> list[dict]:
+    launch([str(SCRIPT), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage), method,
+            str(SHARED_DATA / "mmlu")], processes, stage, port, timeout=400)
     histories = [
         json.loads((out / f"history_{method}_z{stage}_rank{rank}_of{processes}.json").read_text())
         for rank in range(processes)
@@ -86,16 +96,8 @@ EVERY_METHOD = Path(__file__).parent / "scripts" / "every_method_zero.py"
 
 
 def first_steps(saved_dir: Path, out: Path, processes: int, batch: int, stage: int, port: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if stage:
-        env.pop("ACCELERATE_USE_CPU", None)
-    else:
-        env["ACCELERATE_USE_CPU"] = "1"
-    args = [str(EVERY_METHOD), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage)]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(port)]
-    command = [sys.executable] + (launcher if processes > 1 else []) + args
-    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch([str(EVERY_METHOD), str(saved_dir / "model"), str(saved_dir / "data"), str(out), str(batch), str(stage)],
+           processes, stage, port, timeout=600)
     return json.loads((out / f"first_steps_z{stage}.json").read_text())
 
 
@@ -131,18 +133,13 @@ def test_every_method_takes_the_same_first_steps_under_zero(stage, saved, single
 def test_two_nodes_take_the_first_step_of_one_process(stage, saved, single_first_steps, tmp_path):
     """Two "nodes" on this machine (torchrun --nnodes 2, node ranks 0 and 1, one process each, a rendezvous on
     127.0.0.1): NPO + NLL + KL under DDP (stage 0) and ZeRO-3 give the single process's first step."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if stage:
-        env.pop("ACCELERATE_USE_CPU", None)
-    else:
-        env["ACCELERATE_USE_CPU"] = "1"
     port = str(29580 + stage)
     nodes = [
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
              "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port, str(EVERY_METHOD),
              str(saved / "model"), str(saved / "data"), str(tmp_path), "2", str(stage), "npo"],
-            env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            env=launch_env(stage), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for rank in (0, 1)
     ]
     for node in nodes:

@@ -222,7 +222,7 @@ def generate_completions(
             # After the first round, the rest in one: each resumed round runs the prompt and the tokens so far through
             # the model again, which on a CPU costs about as much as the decoding (SmolLM2, 30 LUME rows: rounds of 16,
             # 32, 64... 106 s, one round of 32 then the rest 70 s, the same texts); the rows that end at once are gone.
-            round_tokens = budget
+            round_tokens = max_new_tokens
             pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
             unfinished = []
             for start in range(0, num_batches * batch_size, batch_size):

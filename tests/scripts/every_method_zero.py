@@ -26,7 +26,7 @@ from hf_unlearn.data import read_jsonl
 from hf_unlearn.methods import METHOD_REGISTRY, rmu_lora_config
 from hf_unlearn.support.tiny import tiny_causal_lm
 
-from train_deepspeed import deepspeed_config  # noqa: E402  (tests/scripts is the script's own folder)
+from train_deepspeed import deepspeed_config, gloo_state  # noqa: E402  (tests/scripts is the script's own folder)
 
 # Per method: extra config fields and what else the trainer reads. Each registered method appears; a new one that is
 # not listed here fails the test (the check in test_deepspeed.py), so it cannot skip this run.
@@ -52,13 +52,7 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
     data = Path(data_dir)
     forget, retain = read_jsonl(data / "forget_validation.jsonl"), read_jsonl(data / "retain_validation.jsonl")
     calibration = [r["document"] for r in read_jsonl(data / "mia" / "nonmember.jsonl")]
-    common = {}
-    if stage:
-        from accelerate import PartialState
-
-        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-        PartialState(backend="gloo")  # one gloo process group for every trainer below (see train_deepspeed.py)
-        common["accelerator_config"] = {"use_configured_state": True}
+    common = gloo_state() if stage else {}  # one gloo process group for every trainer below
     results = {"registered": sorted(METHOD_REGISTRY)}
     for name, settings in [*SETTINGS.items(), ("libu", {})]:
         if names and name not in names.split(","):

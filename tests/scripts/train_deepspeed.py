@@ -41,6 +41,19 @@ def deepspeed_config(stage: int) -> dict:
     }
 
 
+def gloo_state() -> dict:
+    """The training arguments that make DeepSpeed's processes one gloo process group on a machine without GPU.
+
+    accelerate picks no process-group backend for DeepSpeed there and then runs each process alone; a state configured
+    here with gloo (and DeepSpeed's own init_distributed) is one process group, which the Trainer then uses.
+    """
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    PartialState(backend="gloo")
+    return {"accelerator_config": {"use_configured_state": True}}
+
+
 def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: str, method: str, mmlu_dir: str) -> None:
     torch.manual_seed(0)
     stage = int(stage)
@@ -51,13 +64,7 @@ def main(model_dir: str, data_dir: str, out_dir: str, batch_size: str, stage: st
     nonmembers = [r["document"] for r in read_jsonl(data / "mia" / "nonmember.jsonl")]
     kwargs = {"retain_kl_weight": 0.5} if method in ("npo", "kl") else {}
     if stage:
-        # accelerate picks no process-group backend for DeepSpeed on a machine without GPU and then runs each process
-        # alone; a state configured here with gloo (and DeepSpeed's own init_distributed) is one process group.
-        from accelerate import PartialState
-
-        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-        PartialState(backend="gloo")
-        kwargs["accelerator_config"] = {"use_configured_state": True}
+        kwargs.update(gloo_state())
     config = UnlearningConfig(
         output_dir=out_dir, max_steps=3, per_device_train_batch_size=int(batch_size), learning_rate=1e-2,
         logging_steps=1, report_to="none", save_strategy="no", use_cpu=not stage, disable_tqdm=True, method=method,
