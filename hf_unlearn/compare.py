@@ -20,6 +20,10 @@ An experiment is a small YAML file (or the same as a dict, `load_experiment`):
         grid: {learning_rate: [1.0e-3, 2.0e-3]}   # one row per combination
     checks: {forget_ratio: 0.5, retain_drop: 0.1, mia_band: null}
 
+Instead of `model:`, a `target:` recipe (`hf_unlearn.target.TargetRecipe`) builds the model that memorises the data, and
+with `retain_model: true` the same recipe without `data.forget`: every run then also gets PrivLeak against it, and with
+a `tofu:` section (`TofuSpec`) TOFU's forget quality and model utility (docs/compare.md).
+
 Each run is `hf_unlearn.unlearn.run_unlearn` (the job `hf-unlearn unlearn` runs, so a run is scored exactly as a
 deletion request is), without merging and, unless the settings ask for them, without the audit's probes. Its numbers
 go to `runs/<key>.json`, the key a hash of the run's settings, the data files' contents and the package version: a
@@ -55,12 +59,14 @@ FORMAT = "hf_unlearn.compare"
 VERSION = 1
 DATA_FIELDS = ("forget", "retain", "holdout", "calibration", "eval_forget", "eval_retain", "mia",
                "pre_finetuning_model")
-TOP_FIELDS = {"model", "data", "seeds", "settings", "runs", "checks", "name", "description"}
+TOP_FIELDS = {"model", "target", "tofu", "data", "seeds", "settings", "runs", "checks", "name", "description"}
+TOFU_FIELDS = {"data": str, "forget_split": str, "max_new_tokens": int, "chat_template": bool}
 RUN_FIELDS = {"name", "method", "settings", "grid"}
 # Report columns: (label, key in the job's before/after scores).
 COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge", "forget/knowledge"),
            ("retain regurgitation", "retain/regurgitation"), ("retain knowledge", "retain/knowledge"),
-           ("task score", "task_score"), ("MIA AUC", "mia/auc")]
+           ("task score", "task_score"), ("MIA AUC", "mia/auc"), ("PrivLeak", "privleak"),
+           ("forget quality", "tofu/forget_quality"), ("model utility", "tofu/model_utility")]
 # Settings that say where a run writes or how fast it goes, not what it computes (not in the run's key).
 NOT_IN_KEY = {"output_dir", "threads"}
 
@@ -117,6 +123,28 @@ class Experiment:
     checks: Checks
     name: str = "experiment"
     source: str = "<dict>"
+    target: Any = None  # a `hf_unlearn.target.TargetRecipe`: build `model` from it
+    tofu: dict[str, Any] | None = None  # TOFU's scores for every run (see `TofuSpec`)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+
+@dataclass
+class TofuSpec:
+    """An experiment's `tofu:` section: TOFU's forget quality and model utility for every run (and the model before),
+    computed by `hf_unlearn.metrics.tofu.evaluate_tofu`, forget quality against the target recipe's retain model.
+
+    Parameters:
+        data: the TOFU folder ({forget_split}_perturbed.jsonl, retain_perturbed.jsonl, real_authors_perturbed.jsonl,
+            world_facts_perturbed.jsonl), relative to the experiment file.
+        forget_split: forget01, forget05 or forget10: the questions whose truth ratios are compared.
+        max_new_tokens: the longest generated answer (ROUGE).
+        chat_template: ask the questions through the tokenizer's chat template, as the model was fine-tuned.
+    """
+
+    data: str
+    forget_split: str = "forget01"
+    max_new_tokens: int = 64
+    chat_template: bool = True
 
 
 def _unlearn_fields() -> dict[str, dataclasses.Field]:
@@ -261,9 +289,40 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
     model = raw.get("model")
     if model is not None and (base / str(model)).exists():  # a folder beside the file (else a Hub id, or smollm2)
         model = str((base / str(model)).resolve())
+    target = None
+    if raw.get("target") is not None:
+        from .target import parse_recipe
+
+        if model is not None:
+            raise ValueError(f"{source}: give model: (a model that already knows the data) or target: (a recipe that "
+                             "builds one), not both")
+        target = parse_recipe(raw["target"], source)
+        if (base / target.base).exists():
+            target.base = str((base / target.base).resolve())
+    tofu = _parse_tofu(raw.get("tofu"), base, source)
+    if tofu is not None and not (target is not None and target.retain_model):
+        raise ValueError(f"{source}: tofu: forget quality is measured against a retain model: give target: with "
+                         "retain_model: true")
     return Experiment(model=None if model is None else str(model), data=data, seeds=list(seeds), settings=shared,
                       runs=runs, checks=Checks(**checks_raw), name=str(raw.get("name") or Path(source).stem),
-                      source=source)
+                      source=source, target=target, tofu=tofu, base_dir=base)
+
+
+def _parse_tofu(raw: Any, base: Path, source: str) -> dict[str, Any] | None:
+    """An experiment's `tofu:` section, checked (see `TofuSpec`)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not raw.get("data"):
+        raise ValueError(f"{source}: tofu: a mapping with data: (a TOFU folder) and optionally forget_split:")
+    bad = sorted(set(raw) - set(TOFU_FIELDS))
+    if bad:
+        raise ValueError(f"{source}: tofu: unknown field(s) {', '.join(bad)} (known: {', '.join(TOFU_FIELDS)})")
+    for key, kind in TOFU_FIELDS.items():
+        if key in raw and (not isinstance(raw[key], kind) or (kind is int and isinstance(raw[key], bool))):
+            raise ValueError(f"{source}: tofu.{key}: must be {kind.__name__}")
+    spec = dataclasses.asdict(TofuSpec(**raw))
+    spec["data"] = str((base / spec["data"]).resolve())
+    return spec
 
 
 def _file_digest(path: str) -> str:
@@ -277,13 +336,17 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def run_key(model: str, data: Mapping[str, str], spec: RunSpec, seed: int) -> str:
-    """The key of one run: its method, settings, seed, model, the data files' contents and the package version."""
+def run_key(model: str, data: Mapping[str, str], spec: RunSpec, seed: int,
+            scoring: Mapping[str, Any] | None = None) -> str:
+    """The key of one run: its method, settings, seed, model, the data files' contents and the package version (and
+    `scoring`, what else scores it: the retain model and TOFU's settings, so a run scored without them is run
+    again)."""
     from . import __version__
 
     what = {"model": model, "method": spec.method, "seed": seed, "version": __version__,
             "settings": {k: v for k, v in sorted(spec.settings.items()) if k not in NOT_IN_KEY},
-            "data": {k: _file_digest(v) if Path(v).exists() else v for k, v in sorted(data.items())}}
+            "data": {k: _file_digest(v) if Path(v).exists() else v for k, v in sorted(data.items())},
+            **({"scoring": dict(scoring)} if scoring else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -336,6 +399,10 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     log = open(folder.with_suffix(".log"), "w")
     try:
         result = run_unlearn(job, progress=lambda line: print(line, file=log, flush=True))
+        if payload.get("retain_model"):
+            before, after = reference_scores(payload, job, result["paths"]["adapter"])
+            result["scores"]["before"].update(before)
+            result["scores"]["after"].update(after)
     finally:
         log.close()
     record = {"format": FORMAT, "version": VERSION, "key": payload["key"], "name": spec.name, "method": spec.method,
@@ -345,6 +412,82 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
               "method_settings": result["method_settings"], "environment": environment()}
     _write_atomic(folder.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
     return record
+
+
+def _load(model: str, adapter: str | None = None):
+    """(model, tokenizer) in float32, with `adapter` merged into it."""
+    import torch
+
+    from .pretrained import load_model_and_tokenizer
+
+    net, tokenizer = load_model_and_tokenizer(model, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+    return net.eval(), tokenizer
+
+
+def _tofu_scores(net, tokenizer, spec: Mapping[str, Any], reference_ratios=None) -> dict[str, Any]:
+    from .cli import _tofu_rows
+    from .metrics.tofu import evaluate_tofu
+
+    rows = _tofu_rows(spec["data"], spec["forget_split"], 0)
+    scores = evaluate_tofu(net, tokenizer, rows["forget"], rows["retain"], rows["real_authors"], rows["world_facts"],
+                           reference_ratios, chat_template=spec["chat_template"],
+                           max_new_tokens=spec["max_new_tokens"])
+    return scores
+
+
+def tofu_reference(model: str, retain_model: str, spec: Mapping[str, Any], path: Path,
+                   progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """TOFU's scores of the retain model (its forget truth ratios are what every run's forget quality compares with)
+    and of the target before unlearning (the table's `before` row), computed once and kept in `path`."""
+    key = {"model": model, "retain_model": retain_model, "tofu": dict(spec)}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached
+    progress("[compare] TOFU's scores of the retain model and of the target (once)")
+    retain_net, tokenizer = _load(retain_model)
+    retain = _tofu_scores(retain_net, tokenizer, spec)
+    del retain_net
+    target_net, tokenizer = _load(model)
+    target = _tofu_scores(target_net, tokenizer, spec, retain["tofu/forget/truth_ratios"])
+    record = {"key": key, "retain_model": retain, "target": target}
+    _write_atomic(path, json.dumps(record, default=float) + "\n")
+    return record
+
+
+def reference_scores(payload: Mapping[str, Any], job, adapter: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a retain model adds to a run's scores (before, after): PrivLeak (the loss attack's AUC on the run's own
+    members and nonmembers, against the retain model's on the same documents), and with `tofu:` TOFU's forget
+    quality and model utility. Per-question lists stay out of the record."""
+    from .data.documents import load_rows
+    from .evaluation import evaluate_mia
+    from .metrics.mia import privleak
+    from .unlearn import unseen_documents
+
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    forget_documents = load_rows(job.forget, "forget", max_words=job.max_words, prompt_fraction=job.prompt_fraction)[1]
+    members, nonmembers, _ = unseen_documents(job, forget_documents)
+    net = tokenizer = None
+    if members:
+        retain_net, retain_tokenizer = _load(payload["retain_model"])
+        auc_retain = evaluate_mia(retain_net, retain_tokenizer, members, nonmembers)["mia_loss_auc"]
+        del retain_net
+        net, tokenizer = _load(payload["model"], adapter)
+        auc = evaluate_mia(net, tokenizer, members, nonmembers)["mia_loss_auc"]
+        after.update({"privleak": privleak(auc, auc_retain), "retain_model/mia/auc": auc_retain})
+    if payload.get("tofu"):
+        reference = payload["tofu_reference"]
+        if net is None:
+            net, tokenizer = _load(payload["model"], adapter)
+        scores = _tofu_scores(net, tokenizer, payload["tofu"], reference["retain_model"]["tofu/forget/truth_ratios"])
+        after.update({k: v for k, v in scores.items() if not isinstance(v, list)})
+        before.update({k: v for k, v in reference["target"].items() if not isinstance(v, list)})
+    return before, after
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -365,8 +508,9 @@ def summarise(experiment: Experiment, records: Sequence[Mapping[str, Any]]) -> d
             after = [r["scores"]["after"][key] for r in mine if r["scores"]["after"].get(key) is not None]
             if after:
                 stats[key] = _mean_std(after)
-                before[key] = statistics.mean(r["scores"]["before"][key] for r in mine
-                                              if r["scores"]["before"].get(key) is not None)
+                earlier = [r["scores"]["before"][key] for r in mine if r["scores"]["before"].get(key) is not None]
+                if earlier:  # none for a number that only exists after (PrivLeak)
+                    before[key] = statistics.mean(earlier)
         failed = [experiment.checks.failed(r["scores"]["before"], r["scores"]["after"]) for r in mine]
         rows.append({"name": spec.name, "method": spec.method, "settings": spec.settings,
                      "seeds": [r["seed"] for r in mine], "stats": stats, "before": before,
@@ -410,7 +554,13 @@ def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_ru
     cols = [(label, key) for label, key in COLUMNS if any(key in r["stats"] for r in summary["rows"])]
     lines = [f"# hf-unlearn compare: {experiment.name}", "",
              f"Model `{experiment.model}`, {len(experiment.runs)} setting(s) x {len(experiment.seeds)} seed(s) "
-             f"({total_runs} runs), seeds {', '.join(map(str, experiment.seeds))}. Each cell: mean +- std over seeds, "
+             f"({total_runs} runs), seeds {', '.join(map(str, experiment.seeds))}"
+             + (f", built by the experiment's target recipe ({', '.join(experiment.target.memorise)} memorised by "
+                f"{experiment.target.base})" if experiment.target is not None else "")
+             + (". PrivLeak (MUSE; 0 ideal, -100: still remembered) and TOFU's forget quality are against the same "
+                "recipe's retain model, never trained on data.forget"
+                if experiment.target is not None and experiment.target.retain_model else "")
+             + ". Each cell: mean +- std over seeds, "
              "after unlearning (the row `before` is the model before it). A run is selective when it passes every "
              "check: " + "; ".join(filter(None, [
                  f"forget regurgitation at most {experiment.checks.forget_ratio:g}x its value before",
@@ -495,9 +645,11 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
 
     experiment = load_experiment(args.experiment)
     if args.model:
+        if experiment.target is not None:
+            raise ValueError(f"--model and {experiment.source}'s target: both name the model: give one")
         experiment.model = args.model
-    if not experiment.model:
-        raise ValueError(f"{experiment.source}: model: missing (or give --model)")
+    if not experiment.model and experiment.target is None:
+        raise ValueError(f"{experiment.source}: model: missing (or give --model, or a target: recipe)")
     for key in ("forget", "retain"):
         if key not in experiment.data:
             raise ValueError(f"{experiment.source}: data.{key}: missing")
@@ -506,20 +658,42 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
             raise FileNotFoundError(f"{experiment.source}: data.{key}: {value} does not exist")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if experiment.tofu:
+        from .cli import _tofu_rows
+
+        try:  # the TOFU files, checked before anything is built
+            _tofu_rows(experiment.tofu["data"], experiment.tofu["forget_split"], 0)
+        except (OSError, ValueError) as error:
+            raise type(error)(f"{experiment.source}: tofu: {error}") from None
     out = Path(args.output_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    retain_model = None
+    if experiment.target is not None:
+        from .target import build_target, recipe_files
+
+        recipe = experiment.target
+        files = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source)
+        retain_files = (recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source,
+                                     without=("forget",)) if recipe.retain_model else None)
+        experiment.model, _ = build_target(recipe, files, log=progress)
+        if retain_files is not None:
+            retain_model, _ = build_target(recipe, retain_files, role="retain model", log=progress)
+    reference = (tofu_reference(experiment.model, retain_model, experiment.tofu, out / "tofu_reference.json",
+                                progress) if experiment.tofu else None)
     threads = args.threads or max(1, free_cores() // args.jobs)
     todo, records = [], []
     for spec in experiment.runs:
         for seed in experiment.seeds:
-            key = run_key(experiment.model, experiment.data, spec, seed)
+            key = run_key(experiment.model, experiment.data, spec, seed,
+                          {"retain_model": retain_model, "tofu": experiment.tofu} if retain_model else None)
             done = runs_dir / f"{key}.json"
             if done.is_file():
                 records.append(json.loads(done.read_text()))
                 continue
             todo.append({"spec": dataclasses.asdict(spec), "seed": seed, "key": key, "model": experiment.model,
-                         "data": experiment.data, "runs_dir": str(runs_dir), "threads": threads})
+                         "data": experiment.data, "runs_dir": str(runs_dir), "threads": threads,
+                         "retain_model": retain_model, "tofu": experiment.tofu, "tofu_reference": reference})
     total = len(records) + len(todo)
     progress(f"[compare] {len(experiment.runs)} setting(s) x {len(experiment.seeds)} seed(s): {len(records)} run(s) "
              f"already done, {len(todo)} to run, {args.jobs} at once with {threads} thread(s) each")
@@ -546,6 +720,8 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     records.sort(key=lambda r: order.get((r["name"], r["seed"]), len(order)))
     summary = summarise(experiment, records)
     result = {"format": FORMAT, "version": VERSION, "experiment": experiment.source, "model": experiment.model,
+              "retain_model": retain_model,
+              "target": dataclasses.asdict(experiment.target) if experiment.target is not None else None,
               "seeds": experiment.seeds, "checks": dataclasses.asdict(experiment.checks), "summary": summary,
               "runs": records, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     if summary["recommended"]:

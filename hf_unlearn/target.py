@@ -1,0 +1,188 @@
+"""The target of a comparison, built from a recipe: a base model fine-tuned on rows until it regurgitates them.
+
+An unlearning benchmark needs a model that *knows* the forget set (the LUME organisers fine-tuned OLMo on their data;
+TOFU fine-tunes on its fictitious authors), and the privacy numbers researchers report (TOFU's forget quality, MUSE's
+PrivLeak) are relative to a *retain model*: the same recipe without the forget set. `TargetRecipe` says how; an
+experiment file's `target:` section is one (see `hf_unlearn.compare`):
+
+    target:
+      base: smollm2                 # what `hf-unlearn unlearn --model` takes
+      memorise: [forget, retain]    # data: names, or files (relative to the experiment file)
+      lora_r: 32                    # 0: fine-tune every weight (a small model built from a config)
+      learning_rate: 1.0e-3
+      epochs: 20
+      retain_model: true            # also the same recipe without data.forget
+
+`build_target` memorises with `hf_unlearn.support.tiny.memorise` (loss on every token; whole documents for plain
+documents, prompt + answer for rows) and caches the merged model under the cache root, keyed by the recipe and the
+contents of the files it memorised: a second comparison over the same recipe loads it, a changed file rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD = "target.json"
+VERSION = 1
+
+
+@dataclass
+class TargetRecipe:
+    """How the target is made (each field is a key of an experiment's `target:` section).
+
+    Parameters:
+        base: the model that memorises (a Hub id, a local folder, or `smollm2`).
+        memorise: what it memorises: names under the experiment's `data:` (`forget`, `retain`, ...) or files.
+        lora_r: rank (= alpha) of the LoRA adapter on every linear layer that learns the rows and is then merged;
+            0 fine-tunes every weight.
+        learning_rate: AdamW learning rate (cosine schedule with `warmup_ratio` warm-up).
+        epochs: at most this many passes over the rows.
+        batch_size: rows per step (batched by length).
+        stop_loss: stop after the first epoch whose mean token loss is below this (None: run every epoch).
+        max_length: longest row in tokens.
+        warmup_ratio: share of the steps that warm the learning rate up.
+        seed: seed of the adapter's initialisation and of the batch order.
+        retain_model: also build the retain model, the same recipe without `data.forget` (the reference of TOFU's
+            forget quality and of PrivLeak).
+    """
+
+    base: str
+    memorise: list[str] = field(default_factory=lambda: ["forget", "retain"])
+    lora_r: int = 32
+    learning_rate: float = 1e-3
+    epochs: int = 20
+    batch_size: int = 8
+    stop_loss: float | None = 0.05
+    max_length: int = 512
+    warmup_ratio: float = 0.05
+    seed: int = 0
+    retain_model: bool = False
+
+
+def parse_recipe(raw: Any, source: str) -> TargetRecipe:
+    """A `target:` section as a `TargetRecipe`, every error naming the field (before anything is built)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{source}: target: a mapping with base: (and memorise:, lora_r:, ...)")
+    fields = {f.name: f for f in dataclasses.fields(TargetRecipe)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"{source}: target: unknown field(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+    if not raw.get("base"):
+        raise ValueError(f"{source}: target.base: missing (the model that memorises the rows)")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{source}: target.{name}"
+        if name == "memorise":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{where}: a non-empty list of data names or files, e.g. [forget, retain]")
+        elif name in ("lora_r", "epochs", "batch_size", "max_length", "seed"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("lora_r", "seed")
+                                                                                 else 1):
+                raise ValueError(f"{where}: must be an integer >= {0 if name in ('lora_r', 'seed') else 1}")
+        elif name in ("learning_rate", "warmup_ratio", "stop_loss"):
+            if value is None and name == "stop_loss":
+                pass
+            else:
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: must be a number") from None
+                if value < 0 or (name == "learning_rate" and value == 0):
+                    raise ValueError(f"{where}: must be {'> 0' if name == 'learning_rate' else '>= 0'}")
+        elif name == "retain_model" and not isinstance(value, bool):
+            raise ValueError(f"{where}: must be true or false")
+        values[name] = value
+    return TargetRecipe(**{**values, "base": str(raw["base"])})
+
+
+def recipe_files(recipe: TargetRecipe, data: Mapping[str, str], base_dir: Path, source: str,
+                 without: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(name, path) of each file the recipe memorises: a name under `data:`, else a path relative to `base_dir`;
+    the names in `without` left out (the retain model's recipe)."""
+    files = []
+    for item in recipe.memorise:
+        if item in without:
+            continue
+        path = data.get(item) or str((base_dir / item).resolve())
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{source}: target.memorise: {item} is neither a file under data: nor a file "
+                                    f"({path} does not exist)")
+        files.append((item, path))
+    if not files:
+        raise ValueError(f"{source}: target.memorise: nothing left to memorise"
+                         + (f" without {', '.join(without)} (the retain model needs other rows)" if without else ""))
+    return files
+
+
+def memorisation_rows(files: Sequence[tuple[str, str]]) -> list[str | dict]:
+    """What the model memorises from each file: whole documents for plain-document files (the membership attack
+    scores whole documents), prompt + answer rows for row files, read as `hf-unlearn unlearn` reads them."""
+    from .data.documents import load_rows
+
+    out: list[str | dict] = []
+    for name, path in files:
+        rows, documents = load_rows(path, name)
+        out.extend(documents if rows and "document" in rows[0] else
+                   [{"input": r["input"], "output": r["output"]} for r in rows])
+    return out
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def target_key(recipe: TargetRecipe, files: Sequence[tuple[str, str]]) -> str:
+    """The cache key: the recipe (without `retain_model`, which names a second build) and the memorised files'
+    contents (not their paths: the same data elsewhere is the same target)."""
+    what = {"version": VERSION, "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
+                                           if k not in ("retain_model", "memorise")},
+            "files": sorted(_digest(path) for _, path in files)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: str = "target",
+                 log: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
+    """The folder of the model that memorised `files` by `recipe` (built and cached, or found in the cache) and its
+    record (`role`: "target" or "retain model", for the messages)."""
+    from .cache import cache_root, save_cached
+
+    folder = cache_root() / "targets" / target_key(recipe, files)
+    if (folder / RECORD).is_file():  # written last: a complete save
+        record = json.loads((folder / RECORD).read_text())
+        log(f"[target] the {role} is cached: {folder}")
+        return str(folder), record
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from .pretrained import load_model_and_tokenizer
+    from .support.tiny import memorise
+
+    rows = memorisation_rows(files)
+    model, tokenizer = load_model_and_tokenizer(recipe.base, dtype=torch.float32)
+    torch.manual_seed(recipe.seed)
+    if recipe.lora_r:
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=recipe.lora_r, lora_alpha=recipe.lora_r,
+                                                 target_modules="all-linear"))
+    log(f"[target] building the {role}: {recipe.base} memorises {len(rows)} rows of "
+        f"{', '.join(name for name, _ in files)} (at most {recipe.epochs} epochs)")
+    start = time.perf_counter()
+    losses = memorise(model, tokenizer, rows, epochs=recipe.epochs, learning_rate=recipe.learning_rate,
+                      batch_size=recipe.batch_size, max_length=recipe.max_length, seed=recipe.seed,
+                      lr_scheduler="cosine", warmup_ratio=recipe.warmup_ratio, progress=True, group_by_length=True,
+                      stop_loss=recipe.stop_loss)
+    seconds = time.perf_counter() - start
+    if recipe.lora_r:
+        model = model.merge_and_unload()
+    log(f"[target] {role} built in {seconds:.0f} s: mean loss {losses[0]:.3f} -> {losses[-1]:.4f} over "
+        f"{len(losses)} epochs")
+    record = {"role": role, "recipe": dataclasses.asdict(recipe), "memorised": [name for name, _ in files],
+              "rows": len(rows), "losses": losses, "seconds": seconds}
+    save_cached(model, tokenizer, record, folder, RECORD)
+    return str(folder), record

@@ -1,0 +1,172 @@
+"""An experiment that builds its own target (issues #31 and #32): the recipe memorises the forget and retain rows, the
+same recipe without the forget rows is the retain model, and every run gets PrivLeak and TOFU's forget quality and
+model utility against it. On a tiny model built from a config that memorises real TOFU questions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from hf_unlearn.cli import main as cli_main
+from hf_unlearn.compare import load_experiment
+from hf_unlearn.target import TargetRecipe, build_target, memorisation_rows, recipe_files
+
+from .test_metrics_privacy import _tofu
+from .test_unlearn import _canary_scan, _write_jsonl
+
+SPLITS = ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+
+
+@pytest.fixture(scope="module")
+def tofu_setup(tmp_path_factory):
+    """A tiny untrained base model (its tokenizer trained on the TOFU texts), a TOFU folder of 8 questions per split,
+    and forget / retain / holdout files in `hf-unlearn unlearn`'s formats (TOFU's plain question prompt)."""
+    from hf_unlearn.metrics.tofu import tofu_prompt
+    from hf_unlearn.support.tiny import tiny_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tofu_compare")
+    files = {n: _tofu(n, 8) for n in SPLITS}
+    holdout = _tofu("holdout01", 12)
+    texts = [r["question"] + " " + r["answer"] + " " + " ".join(r.get("perturbed_answer", [])) + " "
+             + r.get("paraphrased_answer", "") for rows in [*files.values(), holdout] for r in rows]
+    tokenizer = train_tokenizer(texts, vocab_size=1024)
+    base = root / "base"
+    tiny_causal_lm(tokenizer, hidden_size=64, num_hidden_layers=2).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    tofu = root / "tofu"
+    tofu.mkdir()
+    for name, rows in files.items():
+        _write_jsonl(tofu / f"{name}.jsonl", rows)
+    rows = lambda split: [{"input": tofu_prompt(tokenizer, r["question"], False), "output": r["answer"]}  # noqa: E731
+                          for r in files[split]]
+    _write_jsonl(root / "forget.jsonl", rows("forget01_perturbed"))
+    _write_jsonl(root / "retain.jsonl", rows("retain_perturbed"))
+    # the unseen documents in the forget documents' own form (a row's input, a space, its output)
+    _write_jsonl(root / "holdout.jsonl", [{"text": f"{tofu_prompt(tokenizer, r['question'], False)} {r['answer']}"}
+                                          for r in holdout])
+    return root, files
+
+
+RECIPE = {"base": "base", "memorise": ["forget", "retain"], "lora_r": 0, "learning_rate": 1e-2, "epochs": 150,
+          "batch_size": 8, "stop_loss": 0.05, "retain_model": True}
+
+
+def _experiment(root, **over):
+    raw = {"name": "tofu-tiny", "target": dict(RECIPE),
+           "tofu": {"data": "tofu", "forget_split": "forget01", "max_new_tokens": 64, "chat_template": False},
+           "data": {"forget": "forget.jsonl", "retain": "retain.jsonl", "holdout": "holdout.jsonl"},
+           "seeds": [0], "settings": {"num_train_epochs": 3, "learning_rate": 1e-2, "max_new_tokens": 24},
+           "runs": [{"name": "npo", "method": "npo"}]}
+    raw.update(over)
+    path = root / f"exp{len(list(root.glob('exp*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_recipe_builds_a_target_and_a_retain_model_once(tofu_setup, tmp_path, monkeypatch):
+    import torch
+
+    from hf_unlearn.data.collator import pad_features, tokenize_dataset
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+
+    root, _ = tofu_setup
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    experiment = load_experiment(_experiment(root))
+    recipe = experiment.target
+    assert isinstance(recipe, TargetRecipe) and recipe.base == str(root / "base") and recipe.lora_r == 0
+    files = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source)
+    retain_files = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source, without=("forget",))
+    assert [n for n, _ in files] == ["forget", "retain"] and [n for n, _ in retain_files] == ["retain"]
+    assert len(memorisation_rows(files)) == 16
+    logs = []
+    target, record = build_target(recipe, files, log=logs.append)
+    retain_model, retain_record = build_target(recipe, retain_files, role="retain model", log=logs.append)
+    assert target != retain_model and record["memorised"] == ["forget", "retain"]
+    assert retain_record["memorised"] == ["retain"] and retain_record["rows"] == 8
+    assert record["losses"][-1] < 0.05  # it memorised
+
+    def mean_loss(folder, name):
+        model, tokenizer = load_model_and_tokenizer(folder, dtype=torch.float32)
+        from datasets import Dataset
+
+        rows = [json.loads(line) for line in (root / f"{name}.jsonl").read_text().splitlines()]
+        features = tokenize_dataset(Dataset.from_list(rows), tokenizer, name, 256)
+        ids, mask, labels = pad_features(features, tokenizer.pad_token_id)
+        with torch.no_grad():
+            return float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+
+    # the target knows the forget answers; the retain model knows the retain answers but never saw the forget ones
+    assert mean_loss(target, "forget") < 0.1 and mean_loss(retain_model, "retain") < 0.1
+    assert mean_loss(retain_model, "forget") > 10 * mean_loss(target, "forget")
+    # a second build is the cache (keyed by the recipe and the files' contents), not a second training
+    logs.clear()
+    assert build_target(recipe, files, log=logs.append)[0] == target and "cached" in logs[0]
+    changed = TargetRecipe(**{**recipe.__dict__, "epochs": 149})
+    from hf_unlearn.target import target_key
+
+    assert target_key(changed, files) != target_key(recipe, files)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "tiny"}, r"give model: .* or target: .*not both"),
+    ({"target": {**RECIPE, "lora": 8}}, r"target: unknown field\(s\) lora"),
+    ({"target": {k: v for k, v in RECIPE.items() if k != "base"}}, r"target\.base: missing"),
+    ({"target": {**RECIPE, "epochs": 0}}, r"target\.epochs: must be an integer >= 1"),
+    ({"target": {**RECIPE, "memorise": []}}, r"target\.memorise: a non-empty list"),
+    ({"target": {**RECIPE, "learning_rate": "fast"}}, r"target\.learning_rate: must be a number"),
+    ({"target": {**RECIPE, "retain_model": False}}, r"tofu: forget quality is measured against a retain model"),
+    ({"tofu": {"data": "tofu", "split": "forget01"}}, r"tofu: unknown field\(s\) split"),
+    ({"tofu": {"forget_split": "forget01"}}, r"tofu: a mapping with data:"),
+])
+def test_a_malformed_target_or_tofu_section_is_refused_naming_the_field(tofu_setup, change, message):
+    root, _ = tofu_setup
+    path = _experiment(root, **change)
+    with pytest.raises(ValueError, match=message) as err:
+        load_experiment(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_memorised_files_and_tofu_files_are_refused_before_anything_is_built(tofu_setup, tmp_path,
+                                                                                     monkeypatch, capsys):
+    root, _ = tofu_setup
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    path = _experiment(root, target={**RECIPE, "memorise": ["forget", "retain", "eval_forget"]})
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "target.memorise: eval_forget is neither a file under data: nor a file" in capsys.readouterr().err
+    path = _experiment(root, tofu={"data": "base", "chat_template": False})
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "tofu: " in capsys.readouterr().err and not (tmp_path / "cache").exists()
+
+
+def test_compare_builds_the_target_and_scores_privleak_and_tofu_against_the_retain_model(tofu_setup, tmp_path,
+                                                                                        monkeypatch, capsys):
+    root, files = tofu_setup
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    path = _experiment(root)
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "building the target" in printed and "building the retain model" in printed
+    result = json.loads((out / "compare.json").read_text())
+    assert result["retain_model"] and result["target"]["retain_model"] is True
+    (run,) = result["runs"]
+    before, after = run["scores"]["before"], run["scores"]["after"]
+    assert {"privleak", "retain_model/mia/auc", "tofu/forget_quality", "tofu/model_utility"} <= set(after)
+    assert {"tofu/forget_quality", "tofu/model_utility"} <= set(before)
+    assert not any(isinstance(v, list) for v in after.values())  # per-question ratios stay out of the record
+    assert 0 <= after["tofu/forget_quality"] <= 1 and 0 <= after["tofu/model_utility"] <= 1
+    # the target memorised the forget answers: the KS test tells it from the retain model; the retain model never saw
+    # the forget documents, so the loss attack hardly tells them from the holdout ones, while the target's does
+    assert before["tofu/forget_quality"] < 0.05 and before["mia/auc"] > 0.9
+    assert abs(after["retain_model/mia/auc"] - 0.5) < abs(before["mia/auc"] - 0.5)
+    reference = json.loads((out / "tofu_reference.json").read_text())
+    assert reference["retain_model"]["tofu/retain/rouge"] > 0.8  # the retain model memorised the retain questions
+    report = (out / "compare.md").read_text()
+    assert "PrivLeak" in report and "forget quality" in report and "retain model" in report
+    # resumed: the target and retain model are the cache's, the run is not run again
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "the target is cached" in printed and "1 run(s) already done, 0 to run" in printed
+    _canary_scan(out, [r["answer"] for r in files["forget01_perturbed"] if len(r["answer"]) > 12])
