@@ -60,7 +60,7 @@ VERSION = 1
 DATA_FIELDS = ("forget", "retain", "holdout", "calibration", "eval_forget", "eval_retain", "mia",
                "pre_finetuning_model")
 TOP_FIELDS = {"model", "target", "tofu", "data", "seeds", "settings", "runs", "checks", "name", "description"}
-TOFU_FIELDS = {"data": str, "forget_split": str, "max_new_tokens": int, "chat_template": bool}
+TOFU_FIELDS = {"data": str, "forget_split": str, "max_new_tokens": int, "chat_template": bool, "max_rows": int}
 RUN_FIELDS = {"name", "method", "settings", "grid"}
 # Report columns: (label, key in the job's before/after scores).
 COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge", "forget/knowledge"),
@@ -126,6 +126,7 @@ class Experiment:
     target: Any = None  # a `hf_unlearn.target.TargetRecipe`: build `model` from it
     tofu: dict[str, Any] | None = None  # TOFU's scores for every run (see `TofuSpec`)
     base_dir: Path = field(default_factory=Path.cwd)
+    slices: dict[str, int] = field(default_factory=dict)  # data names given as {file, rows}: that many first rows
 
 
 @dataclass
@@ -138,13 +139,16 @@ class TofuSpec:
             world_facts_perturbed.jsonl), relative to the experiment file.
         forget_split: forget01, forget05 or forget10: the questions whose truth ratios are compared.
         max_new_tokens: the longest generated answer (ROUGE).
-        chat_template: ask the questions through the tokenizer's chat template, as the model was fine-tuned.
+        chat_template: ask the questions through the tokenizer's chat template, as the model was fine-tuned (false:
+            TOFU's plain `Question: ...\nAnswer: `, the prompt of TOFU rows given as data files).
+        max_rows: score only the first this many questions of each split (0: all; the retain split has 400).
     """
 
     data: str
     forget_split: str = "forget01"
     max_new_tokens: int = 64
     chat_template: bool = True
+    max_rows: int = 0
 
 
 def _unlearn_fields() -> dict[str, dataclasses.Field]:
@@ -235,6 +239,17 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
     if not isinstance(data, Mapping) or set(data) - set(DATA_FIELDS):
         bad = sorted(set(data) - set(DATA_FIELDS)) if isinstance(data, Mapping) else ["(not a mapping)"]
         raise ValueError(f"{source}: data: unknown field(s) {', '.join(bad)} (known: {', '.join(DATA_FIELDS)})")
+    slices: dict[str, int] = {}
+    data = dict(data)
+    for key, value in list(data.items()):
+        if isinstance(value, Mapping):  # {file: x.jsonl, rows: 40}: the file's first rows
+            rows = value.get("rows")
+            if set(value) != {"file", "rows"} or isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+                raise ValueError(f"{source}: data.{key}: a file, or {{file: FILE.jsonl, rows: N}} (its first N rows, "
+                                 "N >= 1)")
+            if not str(value["file"]).endswith(".jsonl"):
+                raise ValueError(f"{source}: data.{key}.file: rows are taken from a JSON-lines file (.jsonl)")
+            data[key], slices[key] = value["file"], rows
     data = {k: (v if k == "pre_finetuning_model" and not (base / str(v)).exists() else str((base / str(v)).resolve()))
             for k, v in data.items() if v is not None}
     seeds = raw.get("seeds", [0])
@@ -305,7 +320,7 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
                          "retain_model: true")
     return Experiment(model=None if model is None else str(model), data=data, seeds=list(seeds), settings=shared,
                       runs=runs, checks=Checks(**checks_raw), name=str(raw.get("name") or Path(source).stem),
-                      source=source, target=target, tofu=tofu, base_dir=base)
+                      source=source, target=target, tofu=tofu, base_dir=base, slices=slices)
 
 
 def _parse_tofu(raw: Any, base: Path, source: str) -> dict[str, Any] | None:
@@ -432,7 +447,7 @@ def _tofu_scores(net, tokenizer, spec: Mapping[str, Any], reference_ratios=None)
     from .cli import _tofu_rows
     from .metrics.tofu import evaluate_tofu
 
-    rows = _tofu_rows(spec["data"], spec["forget_split"], 0)
+    rows = _tofu_rows(spec["data"], spec["forget_split"], spec.get("max_rows", 0))
     scores = evaluate_tofu(net, tokenizer, rows["forget"], rows["retain"], rows["real_authors"], rows["world_facts"],
                            reference_ratios, chat_template=spec["chat_template"],
                            max_new_tokens=spec["max_new_tokens"])
@@ -668,6 +683,14 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     out = Path(args.output_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    for key, rows in experiment.slices.items():  # the first rows of a file, as a file of their own
+        lines = [line for line in Path(experiment.data[key]).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(lines) < rows:
+            raise ValueError(f"{experiment.source}: data.{key}: {experiment.data[key]} has {len(lines)} rows, fewer "
+                             f"than rows: {rows}")
+        (out / "data").mkdir(exist_ok=True)
+        experiment.data[key] = str((out / "data" / f"{key}.jsonl").resolve())
+        _write_atomic(Path(experiment.data[key]), "\n".join(lines[:rows]) + "\n")
     retain_model = None
     if experiment.target is not None:
         from .target import build_target, recipe_files

@@ -119,6 +119,10 @@ def test_the_recipe_builds_a_target_and_a_retain_model_once(tofu_setup, tmp_path
     ({"target": {**RECIPE, "retain_model": False}}, r"tofu: forget quality is measured against a retain model"),
     ({"tofu": {"data": "tofu", "split": "forget01"}}, r"tofu: unknown field\(s\) split"),
     ({"tofu": {"forget_split": "forget01"}}, r"tofu: a mapping with data:"),
+    ({"data": {"forget": "forget.jsonl", "retain": {"file": "retain.jsonl", "rows": 0}}},
+     r"data\.retain: a file, or \{file: FILE\.jsonl, rows: N\}"),
+    ({"data": {"forget": "forget.jsonl", "retain": {"file": "retain.txt", "rows": 2}}},
+     r"data\.retain\.file: rows are taken from a JSON-lines file"),
 ])
 def test_a_malformed_target_or_tofu_section_is_refused_naming_the_field(tofu_setup, change, message):
     root, _ = tofu_setup
@@ -145,7 +149,9 @@ def test_compare_builds_the_target_and_scores_privleak_and_tofu_against_the_reta
     root, files = tofu_setup
     monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    path = _experiment(root)
+    # the retain rows as a file's first rows (a slice of a large file: TOFU's retain90 in the SmolLM2 experiment)
+    path = _experiment(root, data={"forget": "forget.jsonl", "retain": {"file": "retain.jsonl", "rows": 6},
+                                   "holdout": "holdout.jsonl"})
     assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     assert "building the target" in printed and "building the retain model" in printed
@@ -162,7 +168,9 @@ def test_compare_builds_the_target_and_scores_privleak_and_tofu_against_the_reta
     assert before["tofu/forget_quality"] < 0.05 and before["mia/auc"] > 0.9
     assert abs(after["retain_model/mia/auc"] - 0.5) < abs(before["mia/auc"] - 0.5)
     reference = json.loads((out / "tofu_reference.json").read_text())
-    assert reference["retain_model"]["tofu/retain/rouge"] > 0.8  # the retain model memorised the retain questions
+    assert len((out / "data" / "retain.jsonl").read_text().splitlines()) == 6
+    # the retain model memorised 6 of the 8 retain questions TOFU scores
+    assert reference["retain_model"]["tofu/retain/rouge"] > 0.6
     report = (out / "compare.md").read_text()
     assert "PrivLeak" in report and "forget quality" in report and "retain model" in report
     # resumed: the target and retain model are the cache's, the run is not run again
@@ -170,3 +178,22 @@ def test_compare_builds_the_target_and_scores_privleak_and_tofu_against_the_reta
     printed = capsys.readouterr().out
     assert "the target is cached" in printed and "1 run(s) already done, 0 to run" in printed
     _canary_scan(out, [r["answer"] for r in files["forget01_perturbed"] if len(r["answer"]) > 12])
+
+
+def test_too_few_rows_for_a_slice_are_refused_before_anything_is_built(tofu_setup, tmp_path, monkeypatch, capsys):
+    root, _ = tofu_setup
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    path = _experiment(root, data={"forget": "forget.jsonl", "retain": {"file": "retain.jsonl", "rows": 9}})
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "data.retain: " in capsys.readouterr().err and not (tmp_path / "cache").exists()
+
+
+def test_the_benchmark_experiment_files_load():
+    """Every experiment under benchmarks/experiments/ parses (its data paths against ../shared)."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "benchmarks" / "experiments").glob("*.yaml"))
+    assert files
+    for path in files:
+        experiment = load_experiment(path)
+        assert experiment.runs and all(Path(v).exists() for k, v in experiment.data.items())

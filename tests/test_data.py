@@ -277,3 +277,21 @@ def test_a_model_path_that_is_a_file_and_an_accumulation_of_zero_are_refused(tmp
         resolve_model_path(str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
         UnlearningConfig(output_dir=str(tmp_path / "o"), gradient_accumulation_steps=0, report_to="none")
+
+
+def test_tofu_files_are_read_as_they_are():
+    """TOFU rows (`question`, `answer`) are rows with TOFU's plain prompt, and unseen TOFU rows are documents in the
+    forget documents' own form."""
+    from hf_unlearn.data.documents import load_rows, read_documents
+
+    from .conftest import SHARED_DATA
+
+    rows, documents = load_rows(SHARED_DATA / "tofu" / "forget01_perturbed.jsonl", "forget")
+    first = json.loads((SHARED_DATA / "tofu" / "forget01_perturbed.jsonl").read_text().splitlines()[0])
+    assert len(rows) == 40 and rows[0]["input"] == f"Question: {first['question']}\nAnswer: "
+    assert rows[0]["output"] == first["answer"] and rows[0]["id"].endswith("sc0")
+    assert rows[0]["paraphrased_input"] == f"Question: {first['paraphrased_question']}\nAnswer: "
+    assert documents[0] == f"{rows[0]['input']} {rows[0]['output']}"
+    texts, _ = read_documents(SHARED_DATA / "tofu" / "holdout01.jsonl")
+    holdout = json.loads((SHARED_DATA / "tofu" / "holdout01.jsonl").read_text().splitlines()[0])
+    assert texts[0] == f"Question: {holdout['question']}\nAnswer:  {holdout['answer']}"

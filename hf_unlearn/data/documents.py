@@ -136,7 +136,9 @@ def paragraphs(text: str) -> list[str]:
 
 def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     """(texts, ids) of the documents in a `.txt` file (one per paragraph) or a JSON-lines file with a `text` field
-    (or `document`, as in LUME's MIA files) and an optional `id`."""
+    (or `document`, as in LUME's MIA files) and an optional `id`. Rows with `question` and `answer` (TOFU's files)
+    are the document `load_rows` makes of such a row (its prompt, a space, its answer): unseen documents in the forget
+    documents' own form."""
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(f"Data file not found: {path}.")
@@ -147,6 +149,9 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
         return texts, [f"{path.stem}{i}" for i in range(len(texts))]
     texts, ids = [], []
     for lineno, row in _read_jsonl_lines(path):
+        converted = _from_question_row(row)
+        if converted is not row and "text" not in row and "document" not in row:  # the document `load_rows` makes
+            row = {**row, "text": f"{converted['input']} {converted['output']}"}
         field = "text" if "text" in row or "document" not in row else "document"  # LUME's MIA files: 'document'
         text = row.get(field)
         if not isinstance(text, str) or not text.strip():
@@ -159,12 +164,32 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     return texts, ids
 
 
+def question_prompt(question: str) -> str:
+    """TOFU's plain prompt (`hf_unlearn.metrics.tofu.tofu_prompt` without a chat template)."""
+    return f"Question: {question}\nAnswer: "
+
+
+def _from_question_row(row: dict) -> dict:
+    """A TOFU row (`question`, `answer`, no `input`/`output`) as a row: TOFU's plain prompt as `input`, the answer as
+    `output`, a paraphrased question in the same prompt form. Other rows pass unchanged."""
+    if "input" in row or "output" in row or "question" not in row or "answer" not in row:
+        return row
+    out = {"input": row["question"], "output": row["answer"]}
+    if isinstance(row["question"], str):
+        out["input"] = question_prompt(row["question"])
+    if isinstance(row.get("paraphrased_question"), str):
+        out["paraphrased_input"] = question_prompt(row["paraphrased_question"])
+    return {**out, **{k: row[k] for k in ("id", "task", "document") if k in row}}
+
+
 def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction: float = 0.5) -> tuple[list[dict], list[str]]:
     """(rows, documents) of a forget, retain or evaluation file for `hf-unlearn unlearn`.
 
     - `.txt`, or JSON lines with a `text` (or `document`) field: plain documents, split by `documents_to_rows`;
     - JSON lines with `input` and `output`: LUME-style rows, checked as `load_lume` checks them. A row without an `id`
-      gets `<file>-<line>sc0` (scored as a sentence completion), one without a `task` gets `"rows"`.
+      gets `<file>-<line>sc0` (scored as a sentence completion), one without a `task` gets `"rows"`;
+    - JSON lines with `question` and `answer` (TOFU's files): rows whose `input` is TOFU's plain prompt
+      (`Question: ...\nAnswer: `), scored as sentence completions (ROUGE-L recall, TOFU's own metric).
 
     `documents` are the whole texts behind the rows (each plain document; for LUME-style rows, each
     sentence-completion row's input and output joined), the member documents of the membership-inference attack.
@@ -177,6 +202,7 @@ def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction
     lines = _read_jsonl_lines(path) if path.is_file() else None
     if lines is None:
         raise DataValidationError(f"{name} file not found: {path}.")
+    lines = [(lineno, _from_question_row(row)) for lineno, row in lines]
     has_rows = ["input" in row or "output" in row for _, row in lines]
     if not any(has_rows):
         if all("text" in row or "document" in row for _, row in lines):
