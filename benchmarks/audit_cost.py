@@ -2,11 +2,15 @@
 retain rows (issue #29: there, 10 minutes of training were followed by about 20 minutes of audit).
 
     python benchmarks/audit_cost.py               # writes benchmarks/results/audit_cost.md
+    python benchmarks/audit_cost.py --memorised   # writes benchmarks/results/audit_cost_memorised.md
 
 The job is the command a user runs (`hf_unlearn.unlearn.run_unlearn`, its defaults: NPO + NLL + KL, LoRA r 8, 5
 epochs, every audit probe) on SmolLM2-135M-Instruct (`smollm2`, offline) with the first 30 rows of LUME's
 forget_train and retain_train (real rows; the model never memorised them, which changes the scores, not the work).
-No membership attack (no `--holdout`). It prints the training time, the time of everything after it (scoring the
+No membership attack (no `--holdout`). With `--memorised` the job's model is SmolLM2 after it memorised those rows
+(`hf_unlearn.target.build_target`: LoRA r = alpha = 32 on every linear layer, merged, lr 1e-3, at most 20 epochs,
+stopping at a mean loss of 0.05; cached), as a deletion request's model knows its rows: its generations then write
+much of the reference back, which generation proves in one pass (`generate_completions(drafts=)`). It prints the training time, the time of everything after it (scoring the
 model before and after, the probes, merging, the report) and their ratio (goal: at most 1), all from one run.
 """
 
@@ -34,6 +38,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=30, help="Forget rows, and as many retain rows.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the shared machine's fair share).")
     parser.add_argument("--no-write", action="store_true", help="Print only; do not write the results file.")
+    parser.add_argument("--memorised", action="store_true",
+                        help="Unlearn from SmolLM2 after it memorised the rows (built once, cached).")
     args = parser.parse_args(argv)
 
     import torch
@@ -46,8 +52,15 @@ def main(argv=None) -> dict:
         for split in ("forget_train", "retain_train"):
             lines = (SHARED / "lume" / f"{split}.jsonl").read_text().splitlines()[: args.rows]
             (work / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        model = "smollm2"
+        if args.memorised:
+            from hf_unlearn.target import TargetRecipe, build_target
+
+            files = [(name, str(work / f"{split}.jsonl")) for name, split in (("forget", "forget_train"),
+                                                                              ("retain", "retain_train"))]
+            model, record = build_target(TargetRecipe(base="smollm2"), files, log=lambda line: print(line, flush=True))
         started = time.time()
-        result = run_unlearn(UnlearnArguments(model="smollm2", forget=str(work / "forget_train.jsonl"),
+        result = run_unlearn(UnlearnArguments(model=model, forget=str(work / "forget_train.jsonl"),
                                               retain=str(work / "retain_train.jsonl"), output_dir=str(work / "out"),
                                               threads=args.threads),
                              progress=lambda line: print(line, flush=True))
@@ -55,16 +68,17 @@ def main(argv=None) -> dict:
     train = result["train_seconds"]
     after = result["seconds"] - train
     ratio = after / train
-    summary = {"rows": args.rows, "train_seconds": round(train, 1), "after_training_seconds": round(after, 1),
+    summary = {"rows": args.rows, "memorised": args.memorised, "train_seconds": round(train, 1), "after_training_seconds": round(after, 1),
                "ratio": round(ratio, 3), "total_seconds": round(total, 1), "probes": list(result["audit"]["probes"]),
                "steps": result["training"]["steps"], "audit_seconds": result["audit"]["seconds"]}
     print(json.dumps(summary))
     if not args.no_write:
-        RESULTS.write_text(
+        (RESULTS.with_name("audit_cost_memorised.md") if args.memorised else RESULTS).write_text(
             "# Audit cost against training cost\n\n"
             f"`python benchmarks/audit_cost.py` (benchmarks/audit_cost.py; its docstring says what runs), "
             f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch "
-            f"thread(s), torch {torch.__version__}: `hf-unlearn unlearn` on SmolLM2-135M-Instruct with {args.rows} "
+            f"thread(s), torch {torch.__version__}: `hf-unlearn unlearn` on SmolLM2-135M-Instruct"
+            f"{' after it memorised the rows (--memorised)' if args.memorised else ''} with {args.rows} "
             f"forget and {args.rows} retain LUME rows, its defaults, probes {', '.join(summary['probes'])}.\n\n"
             "| training | everything after it (scores before/after, probes, merge, report) | ratio | goal |\n"
             "|---:|---:|---:|---|\n"

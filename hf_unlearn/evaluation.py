@@ -96,6 +96,7 @@ def lume_generations(
             model, tokenizer, [row["input"] for row, _ in chunk], max_new_tokens=max_new_tokens,
             batch_size=batch_size, lockstep=lockstep, chat_template=chat_template,
             max_prompt_tokens=max_prompt_tokens, stop_after_chars=[stop for _, stop in chunk],
+            drafts=[row.get("output") for row, _ in chunk],  # the reference as the draft: the same greedy texts
         ),
         list(zip(rows, stops)),
         accelerator,

@@ -175,3 +175,38 @@ def test_question_rows_stop_once_their_score_is_settled_and_score_the_same(memor
     assert 0 < sum(knowledge) < len(knowledge)  # both outcomes occur among the stopped kind
     with pytest.raises(ValueError, match="stop_after_chars has 1 entries for 2 prompts"):
         generate_completions(memorised_model, tokenizer, prompts[:2], 8, stop_after_chars=[None])
+
+
+def test_drafts_give_greedy_decodings_texts_with_fewer_generate_calls(memorised_model, tokenizer, memorised_rows,
+                                                                      lume_rows):
+    """`drafts`: the reference answers as drafts (right for memorised rows, wrong after a few tokens for rows the
+    model never saw, wrong from the first token when shuffled), the same texts as without them; a memorised row
+    then costs no `generate` call."""
+    rows = memorised_rows["forget"] + memorised_rows["retain"] + lume_rows["forget_validation"][:12]
+    prompts, answers = [r["input"] for r in rows], [r["output"] for r in rows]
+    calls = []
+    generate = memorised_model.generate
+    memorised_model.generate = lambda *a, **k: calls.append(k["input_ids"].shape[0]) or generate(*a, **k)
+    try:
+        plain = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8)
+        rows_plain = sum(calls)
+        calls.clear()
+        drafted = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8, drafts=answers)
+        rows_generated = sum(calls)
+        calls.clear()
+        shuffled = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8,
+                                        drafts=answers[1:] + answers[:1])
+        partial = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8,
+                                       drafts=[a if i % 2 else None for i, a in enumerate(answers)])
+    finally:
+        del memorised_model.generate
+    assert drafted == plain and shuffled == plain and partial == plain
+    regurgitated = sum(p == a for p, a in zip(plain, answers))
+    assert regurgitated >= 8 and rows_generated <= rows_plain - regurgitated  # proved rows never reach `generate`
+    # a draft longer than the limit, and limits of 1 token
+    assert generate_completions(memorised_model, tokenizer, prompts, 5, drafts=answers) == \
+        generate_completions(memorised_model, tokenizer, prompts, 5)
+    assert generate_completions(memorised_model, tokenizer, prompts[:4], 1, drafts=answers[:4]) == \
+        generate_completions(memorised_model, tokenizer, prompts[:4], 1)
+    with pytest.raises(ValueError, match="drafts has 1 entries for 2 prompts"):
+        generate_completions(memorised_model, tokenizer, prompts[:2], 8, drafts=answers[:1])

@@ -141,6 +141,32 @@ def _past_limit(tokenizer, new_tokens: list[int], limit: int | None) -> bool:
     return limit is not None and len(decode_like_task(tokenizer, new_tokens).strip()) > limit
 
 
+def _accept_drafts(
+    model: torch.nn.Module, rows: list[list[int]], drafts: list[list[int]], pad_id: int
+) -> list[list[int]]:
+    """The greedy tokens that one forward pass proves for each row: the longest prefix of its draft that is the
+    argmax at every position, then the argmax after it (the token greedy decoding takes where the draft stops being
+    right, or after the whole draft). Left padding, as `generate` is called."""
+    input_ids, attention_mask = pad_ids([r + d for r, d in zip(rows, drafts)], pad_id, side="left")
+    device = model_device(model)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` gives a left-padded row
+    with torch.no_grad():
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                       position_ids=position_ids.to(device)).logits
+    predicted = logits.argmax(-1).cpu()
+    width = input_ids.shape[1]
+    out = []
+    for b, draft in enumerate(drafts):
+        # predictions for the draft's positions and the one after it: the last len(draft) + 1 positions' argmaxes,
+        # shifted by one (position t predicts token t + 1)
+        guesses = predicted[b, width - len(draft) - 1:].tolist()
+        accepted = 0
+        while accepted < len(draft) and guesses[accepted] == draft[accepted]:
+            accepted += 1
+        out.append(draft[:accepted] + [guesses[accepted]])
+    return out
+
+
 def generate_completions(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -152,6 +178,7 @@ def generate_completions(
     chat_template: bool = False,
     max_prompt_tokens: int | None = None,
     stop_after_chars: Sequence[int | None] | None = None,
+    drafts: Sequence[str | None] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
@@ -184,6 +211,13 @@ def generate_completions(
     `knowledge_stop_chars`), the rest of its tokens are work for nothing. Such a row's text is then a prefix of the
     full one: pass it only where the texts are scored, never where they are shown or saved.
 
+    `drafts` (one entry per prompt, None: none) are guesses of each continuation, typically the row's reference
+    answer: one forward pass over prompt + draft proves the longest prefix of the draft that greedy decoding would
+    produce (the argmax at each of its positions) and the token after it, and generation resumes from there. The text
+    is greedy decoding's, as without drafts (speculative decoding with the reference as the draft model); a model that
+    still writes its reference back costs one pass instead of a pass per token. Not with `lockstep` (the verification
+    pass is not collective) nor with a generation setting that depends on the number of new tokens.
+
     Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
     the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
     and unpadded matrix products round differently); on the LUME validation sets this is rare (see the tests).
@@ -194,6 +228,8 @@ def generate_completions(
         raise ValueError(f"round_tokens must be >= 1 or None, got {round_tokens}")
     if stop_after_chars is not None and len(stop_after_chars) != len(prompts):
         raise ValueError(f"stop_after_chars has {len(stop_after_chars)} entries for {len(prompts)} prompts")
+    if drafts is not None and len(drafts) != len(prompts):
+        raise ValueError(f"drafts has {len(drafts)} entries for {len(prompts)} prompts")
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens, generate_kwargs)
     if lockstep is not None:
         # A process whose batch stops first keeps making forward passes while the others still generate.
@@ -207,10 +243,30 @@ def generate_completions(
     if max_prompt_tokens is not None:
         tokens = [t[-max_prompt_tokens:] for t in tokens]
     new_tokens: list[list[int]] = [[] for _ in tokens]
-    pending = list(range(len(tokens)))
-    budget = max_new_tokens  # every pending row has generated the same number of tokens so far
+    pending = list(range(len(tokens))) if max_new_tokens > 0 else []
+
+    def remaining(i: int) -> int:
+        return max_new_tokens - len(new_tokens[i])
+
+    def done(i: int) -> bool:  # a row that stopped (EOS), reached its limit, or passed its character limit
+        row = new_tokens[i]
+        return bool(row and row[-1] in eos_ids) or remaining(i) <= 0 or _past_limit(
+            tokenizer, row, None if stop_after_chars is None else stop_after_chars[i])
+
     with evaluation_mode(model):
-        while budget > 0:
+        if drafts is not None and lockstep is None and _resumable(model, generate_kwargs):
+            drafted = [i for i in pending if drafts[i]]
+            drafted.sort(key=lambda i: len(tokens[i]), reverse=True)
+            for start in range(0, len(drafted), batch_size):
+                rows = drafted[start : start + batch_size]
+                ids = [tokenizer(drafts[i], add_special_tokens=False)["input_ids"][:max_new_tokens] for i in rows]
+                for i, proved in zip(rows, _accept_drafts(model, [tokens[i] for i in rows], ids, pad_id)):
+                    new_tokens[i] = _until_eos(proved[:max_new_tokens], eos_ids)
+            pending = [i for i in pending if not done(i)]
+        # Two rounds: `round_tokens`, then the rest in one (a row still going after the first has generated
+        # `round_tokens` tokens there, so `max_new_tokens - round_tokens` more is its whole remaining budget).
+        first = min(round_tokens, max_new_tokens)
+        for cap in [first] + ([max_new_tokens - first] if first < max_new_tokens else []):
             num_batches = -(-len(pending) // batch_size)
             if lockstep is not None:
                 # Rounds drop finished rows, so processes run out of batches at different times: each makes as many
@@ -218,27 +274,24 @@ def generate_completions(
                 num_batches = lockstep(num_batches)
             if num_batches == 0:
                 break
-            step = min(round_tokens, budget)
             # After the first round, the rest in one: each resumed round runs the prompt and the tokens so far through
             # the model again, which on a CPU costs about as much as the decoding (SmolLM2, 30 LUME rows: rounds of 16,
             # 32, 64... 106 s, one round of 32 then the rest 70 s, the same texts); the rows that end at once are gone.
-            round_tokens = max_new_tokens
             pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
             unfinished = []
             for start in range(0, num_batches * batch_size, batch_size):
                 rows = pending[start : start + batch_size]
                 if not rows:  # lockstep only: a placeholder call keeps this process in step; its output is dropped
-                    _generate_left_padded(model, [[pad_id]], pad_id, {**kwargs, "max_new_tokens": step})
+                    _generate_left_padded(model, [[pad_id]], pad_id, {**kwargs, "max_new_tokens": cap})
                     continue
+                step = min(cap, max(remaining(i) for i in rows))  # rows differ only where drafts were proved
                 outputs = _generate_left_padded(
                     model, [tokens[i] + new_tokens[i] for i in rows], pad_id, {**kwargs, "max_new_tokens": step}
                 )
                 for i, output in zip(rows, outputs):
-                    kept = _until_eos(output, eos_ids)
+                    kept = _until_eos(output[: remaining(i)], eos_ids)
                     new_tokens[i].extend(kept)
-                    if len(kept) == step and kept[-1] not in eos_ids and not _past_limit(
-                            tokenizer, new_tokens[i], None if stop_after_chars is None else stop_after_chars[i]):
+                    if not done(i):
                         unfinished.append(i)
             pending = unfinished
-            budget -= step
     return [decode_like_task(tokenizer, row) for row in new_tokens]

@@ -225,6 +225,7 @@ def score_lume(
                 chat_template=chat_template,
                 # only scored: question rows stop once their score is settled (the same scores, shorter texts)
                 stop_after_chars=None if return_generations else knowledge_stop_chars(rows),
+                drafts=[row.get("output") for row in rows],  # proved in one pass where the model writes it back
             )
     result = lume_scores_from_generations(forget_rows, generations["forget"], retain_rows, generations["retain"])
     if return_generations:

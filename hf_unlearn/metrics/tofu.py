@@ -168,7 +168,7 @@ def tofu_split(model, tokenizer, rows: Sequence[Mapping[str, Any]], chat_templat
     out = {"answer": answer, "true": true, "perturbed": perturbed, "truth_ratio": split_truth_ratios(true, perturbed)}
     if generate:
         generations = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                           batch_size=batch_size)
+                                           batch_size=batch_size, drafts=[r["answer"] for r in rows])
         out["rouge"] = [regurgitation_score(r["answer"], g) for r, g in zip(rows, generations)]
     return out
 
