@@ -16,6 +16,7 @@ prompts it was not unlearned on.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from hf_unlearn.data.collator import pad_ids
 from hf_unlearn.metrics._model_state import evaluation_mode, model_device
 
 DEFAULT_BATCH_SIZE = 32
+DRAFT_BATCH_SIZE = 8
 
 
 def _greedy_kwargs(tokenizer: Any, max_new_tokens: int, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -150,11 +152,15 @@ def _accept_drafts(
     input_ids, attention_mask = pad_ids([r + d for r, d in zip(rows, drafts)], pad_id, side="left")
     device = model_device(model)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` gives a left-padded row
+    # only the positions that predict a draft token (or the one after it): the logits of the prompt positions would
+    # cost a vocabulary-wide row each
+    keep = max(len(d) for d in drafts) + 1
+    extra = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     with torch.no_grad():
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                       position_ids=position_ids.to(device)).logits
+                       position_ids=position_ids.to(device), **extra).logits
     predicted = logits.argmax(-1).cpu()
-    width = input_ids.shape[1]
+    width = predicted.shape[1]
     out = []
     for b, draft in enumerate(drafts):
         # predictions for the draft's positions and the one after it: the last len(draft) + 1 positions' argmaxes,
@@ -257,8 +263,9 @@ def generate_completions(
         if drafts is not None and lockstep is None and _resumable(model, generate_kwargs):
             drafted = [i for i in pending if drafts[i]]
             drafted.sort(key=lambda i: len(tokens[i]), reverse=True)
-            for start in range(0, len(drafted), batch_size):
-                rows = drafted[start : start + batch_size]
+            step = min(batch_size, DRAFT_BATCH_SIZE)  # a draft's logits are a vocabulary-wide row per token
+            for start in range(0, len(drafted), step):
+                rows = drafted[start : start + step]
                 ids = [tokenizer(drafts[i], add_special_tokens=False)["input_ids"][:max_new_tokens] for i in rows]
                 for i, proved in zip(rows, _accept_drafts(model, [tokens[i] for i in rows], ids, pad_id)):
                     new_tokens[i] = _until_eos(proved[:max_new_tokens], eos_ids)
