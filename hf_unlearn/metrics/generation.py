@@ -155,7 +155,8 @@ def _accept_drafts(
     # only the positions that predict a draft token (or the one after it): the logits of the prompt positions would
     # cost a vocabulary-wide row each
     keep = max(len(d) for d in drafts) + 1
-    extra = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes it on
+    extra = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
     with torch.no_grad():
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                        position_ids=position_ids.to(device), **extra).logits
