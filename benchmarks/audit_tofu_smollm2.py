@@ -6,7 +6,7 @@
 LUME rows carry no paraphrases and the tiny TOFU target of `benchmarks/audit.py --model tofu` cannot answer
 paraphrased questions (it memorised strings), so this run gives the paraphrase probe a model that can:
 
-1. **Target** (`load_or_build_target`, the SmolLM2 demo's builder): SmolLM2-135M-Instruct (`hf_unlearn.pretrained`,
+1. **Target** (`hf_unlearn.target.build_target` with `RECIPE`): SmolLM2-135M-Instruct (`hf_unlearn.pretrained`,
    offline) memorises TOFU's forget01 (the last 2 of its 200 fictitious authors, 40 questions) and the first 2
    authors (40 questions, the retain set) through a LoRA adapter that is then merged: r = alpha = 32 on all linear
    layers, AdamW lr 1e-3 with a cosine schedule, at most 20 epochs of 8 rows, stopping at a mean loss of 0.05 (the
@@ -24,7 +24,6 @@ settings; no row text). The row files and the job's folder (adapter, merged mode
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -46,36 +45,12 @@ audit_benchmark = importlib.util.module_from_spec(_spec)
 sys.modules["audit_benchmark"] = audit_benchmark
 _spec.loader.exec_module(audit_benchmark)
 
-from hf_unlearn.cache import cache_root  # noqa: E402
 
-MEMORISE = dict(epochs=20, learning_rate=1e-3, batch_size=8, lr_scheduler="cosine", warmup_ratio=0.05,
-                group_by_length=True, stop_loss=0.05)
-LORA_R = 32
-VERSION = 1
+from hf_unlearn.target import TargetRecipe  # noqa: E402
 
-
-def target_cache_dir() -> Path:
-    key = {"version": VERSION, "model": "smollm2", "data": "tofu forget01 + 2 retain authors", "lora_r": LORA_R,
-           "memorise": MEMORISE}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_root() / "audit_tofu_smollm2" / digest
-
-
-def load_or_build_target(forget: list[dict], retain: list[dict], log=print):
-    """The memorised SmolLM2 target (merged), from the cache or built by the SmolLM2 demo's builder
-    (`hf_unlearn.support.demo.build_target_model`: a LoRA adapter of rank `LORA_R` memorises the rows, then is
-    merged); its record (with `cache_dir`)."""
-    from hf_unlearn.cache import load_or_build
-    from hf_unlearn.support.demo import DemoSettings, build_target_model
-
-    def build():
-        settings = DemoSettings(data={"seed": 0}, model={"pretrained": "smollm2", "lora_r": LORA_R}, memorise=MEMORISE)
-        model, tokenizer, seconds, losses = build_target_model({"forget_train": forget, "retain_train": retain},
-                                                               settings, log)
-        return model, tokenizer, {"memorise": MEMORISE, "lora_r": LORA_R, "memorise_seconds": seconds,
-                                  "memorise_losses": losses}
-
-    return load_or_build(target_cache_dir(), "target.json", build)[2]
+# LoRA r = alpha = 32 on all linear layers, merged; AdamW lr 1e-3, cosine, 5% warm-up, batches of 8 by length, at
+# most 20 epochs, stopping at a mean loss of 0.05 (the SmolLM2 demo's recipe)
+RECIPE = TargetRecipe(base="smollm2", lora_r=32, learning_rate=1e-3, epochs=20, batch_size=8, stop_loss=0.05)
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -124,16 +99,20 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     from hf_unlearn.cli import main as cli_main
 
+    from hf_unlearn.target import build_target
+
     forget, retain, _, nonmembers = audit_benchmark.tofu_rows()
-    target = load_or_build_target(forget, retain)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tofu-smollm2-") as work:
         work = Path(work)
         write_rows(work / "forget.jsonl", forget)
         write_rows(work / "retain.jsonl", retain)
         write_rows(work / "holdout.jsonl", [{"text": text} for text in nonmembers])
+        folder, built = build_target(RECIPE, [("forget", str(work / "forget.jsonl")),
+                                              ("retain", str(work / "retain.jsonl"))])
+        target = {"recipe": built["recipe"], "memorise_seconds": built["seconds"], "memorise_losses": built["losses"]}
         started = time.perf_counter()
-        code = cli_main(["unlearn", "--model", target["cache_dir"], "--forget", str(work / "forget.jsonl"),
+        code = cli_main(["unlearn", "--model", folder, "--forget", str(work / "forget.jsonl"),
                          "--retain", str(work / "retain.jsonl"), "--holdout", str(work / "holdout.jsonl"),
                          "--output-dir", str(work / "job"), *args.unlearn_arg])
         if code:
@@ -146,7 +125,7 @@ def main(argv=None) -> dict:
     # the job's folders were temporary: no paths; the model is named by what it is
     result = {**result, "model": "SmolLM2-135M-Instruct that memorised the TOFU rows (cached)", "paths": {}}
     record = {"argv": argv, "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-              "target": {k: v for k, v in target.items() if k != "cache_dir"}, "job_seconds": seconds,
+              "target": target, "job_seconds": seconds,
               "unlearn": result, "audit": audit}
     (out_dir / "audit_tofu_smollm2.json").write_text(json.dumps(record, indent=1) + "\n")
     write_markdown(record, out_dir)
