@@ -6,8 +6,8 @@ document and each *calibration* document (never seen, of the same kind), and the
 stops once the AUC is within `0.5 +- auc_band` (Jang et al. 2023 unlearn until memorisation reaches the unseen level),
 or once the retain documents' mean NLL has risen by more than `max_retain_rise` nats per token over its value at
 the start (an absolute rise: a memorised text starts near 0, where any relative bound is either too tight or too loose).
-At the end, the best state seen (the AUC closest to 0.5 among the checks whose retain NLL was acceptable) is put
-back: only the trainable parameters are kept, so with LoRA a state is the adapter's weights.
+At the end, the best state seen (the AUC closest to 0.5 among the checks whose retain NLL was acceptable; of equal
+ones the latest, so an attack that never moved does not send the run back to its start) is put back: only the trainable parameters are kept, so with LoRA a state is the adapter's weights.
 
 The calibration documents steer the stop; a reported attack must use other unseen documents.
 """
@@ -90,7 +90,9 @@ class UnseenLevelStoppingCallback(TrainerCallback):
             values["unseen/retain_nll"] <= self._retain_start + self.max_retain_rise
         self.history.append(values)
         distance = abs(values["unseen/auc"] - 0.5)
-        if retain_ok and (self.best is None or distance < abs(self.best["unseen/auc"] - 0.5)):
+        # A tie goes to the later state: where the attack has not moved (a method that forgets the text but not the
+        # membership), restoring the start would undo the unlearning the run did.
+        if retain_ok and (self.best is None or distance <= abs(self.best["unseen/auc"] - 0.5)):
             self.best = values
             self._best_state = {name: p.detach().clone() for name, p in self._trainable().items()}
         self.trainer.log({k: v for k, v in values.items() if k != "step"})

@@ -255,6 +255,24 @@ def test_the_stopping_rule_restores_the_best_state(memorised_model, memorised_ro
     assert stop.measure()["unseen/auc"] == pytest.approx(stop.best["unseen/auc"])  # the best state is back
 
 
+def test_an_attack_that_never_moves_keeps_the_last_state(memorised_model, memorised_rows, tokenizer, documents,
+                                                         tmp_path):
+    """Ties go to the later state: NPO at a small rate forgets a little but leaves the AUC at 1.0 at every check, and
+    restoring the first of equal checks would put back the model from before unlearning."""
+    forget, unseen = documents
+    model = lora(memorised_model, nonzero=False)  # the adapter starts at zero: the start is the model before
+    config = make_config(tmp_path, method="npo", forget_unit="documents", max_steps=4, learning_rate=1e-4,
+                         retain_nll_weight=0.0, lr_scheduler_type="constant")
+    trainer = UnlearningTrainer(model=model, args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                processing_class=tokenizer)
+    stop = UnseenLevelStoppingCallback(trainer, forget, unseen[:8], every_n_steps=2, auc_band=0.0)
+    trainer.add_callback(stop)
+    trainer.train()
+    assert [h["unseen/auc"] for h in stop.history] == [1.0, 1.0, 1.0]
+    assert stop.best["step"] == 4
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)  # not sent back to zero
+
+
 def test_calibration_levels_are_saved_with_the_checkpoint(memorised_model, memorised_rows, tokenizer, documents,
                                                           tmp_path):
     forget, unseen = documents
