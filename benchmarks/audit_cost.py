@@ -6,11 +6,12 @@ retain rows (issue #29: there, 10 minutes of training were followed by about 20 
 
 The job is the command a user runs (`hf_unlearn.unlearn.run_unlearn`, its defaults: NPO + NLL + KL, LoRA r 8, 5
 epochs, every audit probe) on SmolLM2-135M-Instruct (`smollm2`, offline) with the first 30 rows of LUME's
-forget_train and retain_train (real rows; the model never memorised them, which changes the scores, not the work).
+forget_train and retain_train (real rows; without --memorised the model never memorised them).
 No membership attack (no `--holdout`). With `--memorised` the job's model is SmolLM2 after it memorised those rows
 (`hf_unlearn.target.build_target`: LoRA r = alpha = 32 on every linear layer, merged, lr 1e-3, at most 20 epochs,
 stopping at a mean loss of 0.05; cached), as a deletion request's model knows its rows: its generations then write
-much of the reference back, which generation proves in one pass (`generate_completions(drafts=)`). It prints the training time, the time of everything after it (scoring the
+much of the reference back, which generation proves in one pass (`generate_completions(drafts=)`;
+`--drafts-only` times that alone). It prints the training time, the time of everything after it (scoring the
 model before and after, the probes, merging, the report) and their ratio (goal: at most 1), all from one run.
 """
 
@@ -40,6 +41,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-write", action="store_true", help="Print only; do not write the results file.")
     parser.add_argument("--memorised", action="store_true",
                         help="Unlearn from SmolLM2 after it memorised the rows (built once, cached).")
+    parser.add_argument("--drafts-only", action="store_true",
+                        help="With --memorised: only time the memorised model's generation of the rows (256 new "
+                        "tokens) with and without the references as drafts, in one process, and check the texts.")
     args = parser.parse_args(argv)
 
     import torch
@@ -59,6 +63,8 @@ def main(argv=None) -> dict:
             files = [(name, str(work / f"{split}.jsonl")) for name, split in (("forget", "forget_train"),
                                                                               ("retain", "retain_train"))]
             model, record = build_target(TargetRecipe(base="smollm2"), files, log=lambda line: print(line, flush=True))
+        if args.drafts_only:
+            return drafts_check(model, [work / "forget_train.jsonl", work / "retain_train.jsonl"])
         started = time.time()
         result = run_unlearn(UnlearnArguments(model=model, forget=str(work / "forget_train.jsonl"),
                                               retain=str(work / "retain_train.jsonl"), output_dir=str(work / "out"),
@@ -68,14 +74,16 @@ def main(argv=None) -> dict:
     train = result["train_seconds"]
     after = result["seconds"] - train
     ratio = after / train
-    summary = {"rows": args.rows, "memorised": args.memorised, "train_seconds": round(train, 1), "after_training_seconds": round(after, 1),
+    summary = {"rows": args.rows, "memorised": args.memorised, "train_seconds": round(train, 1),
+               "after_training_seconds": round(after, 1),
                "ratio": round(ratio, 3), "total_seconds": round(total, 1), "probes": list(result["audit"]["probes"]),
                "steps": result["training"]["steps"], "audit_seconds": result["audit"]["seconds"]}
     print(json.dumps(summary))
     if not args.no_write:
         (RESULTS.with_name("audit_cost_memorised.md") if args.memorised else RESULTS).write_text(
             "# Audit cost against training cost\n\n"
-            f"`python benchmarks/audit_cost.py` (benchmarks/audit_cost.py; its docstring says what runs), "
+            f"`python benchmarks/audit_cost.py{' --memorised' if args.memorised else ''}` (benchmarks/audit_cost.py; "
+            "its docstring says what runs), "
             f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch "
             f"thread(s), torch {torch.__version__}: `hf-unlearn unlearn` on SmolLM2-135M-Instruct"
             f"{' after it memorised the rows (--memorised)' if args.memorised else ''} with {args.rows} "
@@ -86,6 +94,28 @@ def main(argv=None) -> dict:
             f"{'PASS' if ratio <= 1 else 'FAIL'} (<= 1) |\n\n"
             "The audit's stages (seconds; the rest of the time after training is merging, saving and the report): "
             + ", ".join(f"{k} {v:.0f}" for k, v in summary["audit_seconds"].items()) + ".\n")
+    return summary
+
+
+def drafts_check(model: str, files) -> dict:
+    """Generation of the rows as the task scores them (256 new tokens), without and with the references as drafts."""
+    import torch
+
+    from hf_unlearn.data.lume import read_jsonl
+    from hf_unlearn.metrics import generate_completions
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+
+    net, tokenizer = load_model_and_tokenizer(model, dtype=torch.float32)
+    rows = [row for path in files for row in read_jsonl(path)]
+    prompts, answers = [r["input"] for r in rows], [r["output"] for r in rows]
+    seconds, texts = {}, {}
+    for name, drafts in (("without drafts", None), ("with drafts", answers)):
+        started = time.time()
+        texts[name] = generate_completions(net, tokenizer, prompts, 256, batch_size=16, drafts=drafts)
+        seconds[name] = round(time.time() - started, 1)
+    summary = {"rows": len(rows), "seconds": seconds, "same_texts": texts["without drafts"] == texts["with drafts"],
+               "written_back": sum(t.strip() == a.strip() for t, a in zip(texts["without drafts"], answers))}
+    print(json.dumps(summary))
     return summary
 
 
