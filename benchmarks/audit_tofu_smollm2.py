@@ -98,7 +98,6 @@ def main(argv=None) -> dict:
         return record
     torch.set_num_threads(args.threads)
     from hf_unlearn.cli import main as cli_main
-
     from hf_unlearn.target import build_target
 
     forget, retain, _, nonmembers = audit_benchmark.tofu_rows()

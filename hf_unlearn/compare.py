@@ -415,7 +415,7 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         result = run_unlearn(job, progress=lambda line: print(line, file=log, flush=True))
         if payload.get("retain_model"):
-            before, after = reference_scores(payload, job, result["paths"]["adapter"])
+            before, after = reference_scores(payload, job, result["paths"]["adapter"], result["scores"]["after"])
             result["scores"]["before"].update(before)
             result["scores"]["after"].update(after)
     finally:
@@ -448,10 +448,8 @@ def _tofu_scores(net, tokenizer, spec: Mapping[str, Any], reference_ratios=None)
     from .metrics.tofu import evaluate_tofu
 
     rows = _tofu_rows(spec["data"], spec["forget_split"], spec.get("max_rows", 0))
-    scores = evaluate_tofu(net, tokenizer, rows["forget"], rows["retain"], rows["real_authors"], rows["world_facts"],
-                           reference_ratios, chat_template=spec["chat_template"],
-                           max_new_tokens=spec["max_new_tokens"])
-    return scores
+    return evaluate_tofu(net, tokenizer, rows["forget"], rows["retain"], rows["real_authors"], rows["world_facts"],
+                         reference_ratios, chat_template=spec["chat_template"], max_new_tokens=spec["max_new_tokens"])
 
 
 def tofu_reference(model: str, retain_model: str, spec: Mapping[str, Any], path: Path,
@@ -474,10 +472,11 @@ def tofu_reference(model: str, retain_model: str, spec: Mapping[str, Any], path:
     return record
 
 
-def reference_scores(payload: Mapping[str, Any], job, adapter: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a retain model adds to a run's scores (before, after): PrivLeak (the loss attack's AUC on the run's own
-    members and nonmembers, against the retain model's on the same documents), and with `tofu:` TOFU's forget
-    quality and model utility. Per-question lists stay out of the record."""
+def reference_scores(payload: Mapping[str, Any], job, adapter: str,
+                     after_scores: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a retain model adds to a run's scores (before, after): PrivLeak (the run's loss AUC, `after_scores`'
+    `mia/auc` on its own members and nonmembers, against the retain model's on the same documents), and with `tofu:`
+    TOFU's forget quality and model utility. Per-question lists stay out of the record."""
     from .data.documents import load_rows
     from .evaluation import evaluate_mia
     from .metrics.mia import privleak
@@ -487,18 +486,14 @@ def reference_scores(payload: Mapping[str, Any], job, adapter: str) -> tuple[dic
     after: dict[str, Any] = {}
     forget_documents = load_rows(job.forget, "forget", max_words=job.max_words, prompt_fraction=job.prompt_fraction)[1]
     members, nonmembers, _ = unseen_documents(job, forget_documents)
-    net = tokenizer = None
-    if members:
+    if members:  # the same documents the job's own attack used (`unseen_documents` is what it calls)
         retain_net, retain_tokenizer = _load(payload["retain_model"])
         auc_retain = evaluate_mia(retain_net, retain_tokenizer, members, nonmembers)["mia_loss_auc"]
         del retain_net
-        net, tokenizer = _load(payload["model"], adapter)
-        auc = evaluate_mia(net, tokenizer, members, nonmembers)["mia_loss_auc"]
-        after.update({"privleak": privleak(auc, auc_retain), "retain_model/mia/auc": auc_retain})
+        after.update({"privleak": privleak(after_scores["mia/auc"], auc_retain), "retain_model/mia/auc": auc_retain})
     if payload.get("tofu"):
         reference = payload["tofu_reference"]
-        if net is None:
-            net, tokenizer = _load(payload["model"], adapter)
+        net, tokenizer = _load(payload["model"], adapter)
         scores = _tofu_scores(net, tokenizer, payload["tofu"], reference["retain_model"]["tofu/forget/truth_ratios"])
         after.update({k: v for k, v in scores.items() if not isinstance(v, list)})
         before.update({k: v for k, v in reference["target"].items() if not isinstance(v, list)})

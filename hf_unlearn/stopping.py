@@ -7,7 +7,8 @@ stops once the AUC is within `0.5 +- auc_band` (Jang et al. 2023 unlearn until m
 or once the retain documents' mean NLL has risen by more than `max_retain_rise` nats per token over its value at
 the start (an absolute rise: a memorised text starts near 0, where any relative bound is either too tight or too loose).
 At the end, the best state seen (the AUC closest to 0.5 among the checks whose retain NLL was acceptable; of equal
-ones the latest, so an attack that never moved does not send the run back to its start) is put back: only the trainable parameters are kept, so with LoRA a state is the adapter's weights.
+ones the latest, so an attack that never moved does not send the run back to its start) is put back: only the
+trainable parameters are kept, so with LoRA a state is the adapter's weights.
 
 The calibration documents steer the stop; a reported attack must use other unseen documents.
 """

@@ -151,7 +151,7 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     for lineno, row in _read_jsonl_lines(path):
         converted = _from_question_row(row)
         if converted is not row and "text" not in row and "document" not in row:  # the document `load_rows` makes
-            row = {**row, "text": f"{converted['input']} {converted['output']}"}
+            row = {**row, "text": row_text(converted)}
         field = "text" if "text" in row or "document" not in row else "document"  # LUME's MIA files: 'document'
         text = row.get(field)
         if not isinstance(text, str) or not text.strip():
@@ -164,6 +164,11 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     return texts, ids
 
 
+def row_text(row: Mapping) -> str:
+    """The whole text behind a prompt/answer row: `input + " " + output` (LUME's documents are exactly that)."""
+    return f"{row['input']} {row['output']}"
+
+
 def question_prompt(question: str) -> str:
     """TOFU's plain prompt (`hf_unlearn.metrics.tofu.tofu_prompt` without a chat template)."""
     return f"Question: {question}\nAnswer: "
@@ -174,9 +179,8 @@ def _from_question_row(row: dict) -> dict:
     `output`, a paraphrased question in the same prompt form. Other rows pass unchanged."""
     if "input" in row or "output" in row or "question" not in row or "answer" not in row:
         return row
-    out = {"input": row["question"], "output": row["answer"]}
-    if isinstance(row["question"], str):
-        out["input"] = question_prompt(row["question"])
+    question = row["question"]  # not a string: left as it is, for the row checks to name
+    out = {"input": question_prompt(question) if isinstance(question, str) else question, "output": row["answer"]}
     if isinstance(row.get("paraphrased_question"), str):
         out["paraphrased_input"] = question_prompt(row["paraphrased_question"])
     return {**out, **{k: row[k] for k in ("id", "task", "document") if k in row}}
@@ -223,7 +227,7 @@ def load_rows(path: str | Path, name: str, max_words: int = 100, prompt_fraction
     out = [row for _, row in rows]
     from ..metrics.lume import SENTENCE_COMPLETION, row_kind
 
-    documents = [f"{r['input']} {r['output']}" for r in out if row_kind(str(r["id"])) == SENTENCE_COMPLETION]
+    documents = [row_text(r) for r in out if row_kind(str(r["id"])) == SENTENCE_COMPLETION]
     return out, documents
 
 
@@ -262,7 +266,7 @@ def rows_to_units(rows: Sequence[Mapping], questions: bool = True) -> list[tuple
     kinds: dict[str, str] = {}
     question_units: list[tuple[str, str]] = []
     for index, row in enumerate(rows):
-        text = f"{row['input']} {row['output']}".strip()
+        text = row_text(row).strip()
         task = str(row.get("task") or "rows")
         if row_kind(str(row.get("id", ""))) == QUESTION_ANSWERING:
             question_units.append((text, f"{task}/question"))

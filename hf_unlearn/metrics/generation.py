@@ -272,7 +272,10 @@ def generate_completions(
                     new_tokens[i] = _until_eos(proved[:max_new_tokens], eos_ids)
             pending = [i for i in pending if not done(i)]
         # Two rounds: `round_tokens`, then the rest in one (a row still going after the first has generated
-        # `round_tokens` tokens there, so `max_new_tokens - round_tokens` more is its whole remaining budget).
+        # `round_tokens` tokens there, so `max_new_tokens - round_tokens` more is its whole remaining budget). More
+        # rounds would drop more finished rows, but each resumed round runs the prompt and the tokens so far through
+        # the model again, which on a CPU costs about as much as the decoding (SmolLM2, 30 LUME rows: rounds of 16,
+        # 32, 64... 106 s, one round of 32 then the rest 70 s, the same texts).
         first = min(round_tokens, max_new_tokens)
         for cap in [first] + ([max_new_tokens - first] if first < max_new_tokens else []):
             num_batches = -(-len(pending) // batch_size)
@@ -282,9 +285,6 @@ def generate_completions(
                 num_batches = lockstep(num_batches)
             if num_batches == 0:
                 break
-            # After the first round, the rest in one: each resumed round runs the prompt and the tokens so far through
-            # the model again, which on a CPU costs about as much as the decoding (SmolLM2, 30 LUME rows: rounds of 16,
-            # 32, 64... 106 s, one round of 32 then the rest 70 s, the same texts); the rows that end at once are gone.
             pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
             unfinished = []
             for start in range(0, num_batches * batch_size, batch_size):

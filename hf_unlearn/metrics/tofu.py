@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from hf_unlearn.data.documents import question_prompt
+
 
 def normalised_probability(token_nll: Sequence[float]) -> float:
     """`Ptilde = exp(-mean token NLL)` of one answer from its tokens' NLLs."""
@@ -113,7 +115,7 @@ def tofu_prompt(tokenizer, question: str, chat_template: bool = True) -> str:
     if chat_template and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                              add_generation_prompt=True)
-    return f"Question: {question}\nAnswer: "
+    return question_prompt(question)
 
 
 def missing_tofu_field(row: Mapping[str, Any]) -> str | None:
