@@ -122,6 +122,7 @@ sys.modules["lume_methods"] = lume_methods
 _spec.loader.exec_module(lume_methods)
 
 from hf_unlearn.cache import cache_root  # noqa: E402
+from hf_unlearn.callbacks import LumeEvaluationCallback  # noqa: E402
 from hf_unlearn.evaluation import flatten_scores  # noqa: E402
 from hf_unlearn.metrics import evaluate_mmlu, generate_completions  # noqa: E402
 from hf_unlearn.metrics.mia import document_token_stats, mia_scores_from_stats  # noqa: E402
@@ -241,6 +242,10 @@ class Settings:
         default=0.0, metadata={"help": "Stop once the forget documents' loss AUC against the calibration documents "
                                "is within 0.5 +- this, and restore the best state (0: no stopping rule)."})
     stop_every: int = field(default=5, metadata={"help": "Steps between the stopping rule's checks."})
+    monitor_every: int = field(
+        default=0, metadata={"help": "Every this many epochs, log the reported attack (mia_losses: the members against "
+                             "the evaluation documents) as monitor/...: one long run shows where each shorter one "
+                             "(constant learning rate, the same data order) would end. Steers nothing; 0: off."})
     retain_general: int = field(
         default=0, metadata={"help": "Of the general documents the target memorised, this many join the retain set "
                              "(each split in half into a sentence-completion row), so the retain terms cover general "
@@ -639,7 +644,24 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
         trainer.add_callback(UnseenLevelStoppingCallback(
             trainer, documents(forget), documents(data.calibration_rows), documents(retain),
             every_n_steps=settings.stop_every, auc_band=settings.stop_band))
+    if settings.monitor_every:
+        trainer.add_callback(AttackMonitor(trainer, data, every=settings.monitor_every))
     return trainer
+
+
+class AttackMonitor(LumeEvaluationCallback):
+    """Logs `mia_losses` (the reported attack) every `every` epochs as `monitor/...`; reads the evaluation
+    documents, so it must never steer: nothing reads these logs but the report's trajectory."""
+
+    def __init__(self, trainer, data: Data, every: int):
+        super().__init__(trainer, every=every, unit="epoch", at_start=False)
+        self.data = data
+
+    def score(self) -> dict[str, float]:
+        scores = mia_losses(self.trainer.model, self.trainer.processing_class, self.data)
+        keep = ("mia/auc", "mia/zlib_auc", "mia/min_k_auc", "mia/min_k_plus_plus_auc", "mia/exposed_share",
+                "mia/member_loss", "mia/nonmember_loss")
+        return {"monitor/" + k[len("mia/"):]: scores[k] for k in keep if k in scores}
 
 
 def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
@@ -656,7 +678,8 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
 
 
 def run_key(settings: Settings) -> str:
-    key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods")}
+    # monitor_every only logs (no gradient, no random draw): a monitored run is the same run
+    key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -695,7 +718,7 @@ def group_key(run: dict) -> str:
     """Runs of one method with the same settings (all but the seed) form one row of a table."""
     # Runs recorded before a field existed had its default.
     settings = {k: v for k, v in {**dataclasses.asdict(Settings()), **run["settings"]}.items()
-                if k not in ("seeds", "methods")}
+                if k not in ("seeds", "methods", "monitor_every")}
     return json.dumps([run["method"], run["chosen"], settings], sort_keys=True)
 
 

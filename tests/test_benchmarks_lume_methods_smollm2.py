@@ -109,6 +109,14 @@ def test_mia_losses_are_the_documents_mean_losses_beside_the_attacks(tiny_model,
     assert scores["mia/member_loss"] == pytest.approx(sum(losses[:2]) / 2, rel=1e-4)
     assert scores["mia/nonmember_loss"] == pytest.approx(sum(losses[2:]) / 4, rel=1e-4)
     assert {"mia/auc", "mia/score"} <= set(scores)
+    # the monitor logs the same attack under its own names, and a monitored run is keyed as the same run
+    from types import SimpleNamespace
+
+    monitor = bench.AttackMonitor(None, data, every=1)
+    monitor.trainer = SimpleNamespace(model=tiny_model, processing_class=tokenizer)
+    logged = monitor.score()
+    assert logged["monitor/auc"] == scores["mia/auc"] and logged["monitor/member_loss"] == scores["mia/member_loss"]
+    assert bench.run_key(bench.Settings(monitor_every=1)) == bench.run_key(bench.Settings())
     lume = {f"{split}/{part}/{kind}": 1.0 for split in ("train", "validation") for part in ("forget", "retain")
             for kind in ("regurgitation", "knowledge")}
     full = {**lume, "general/ppl": 20.0, "general/knowledge": 0.3, **scores}
