@@ -176,8 +176,8 @@ from hf_unlearn.config import PRESETS, describe_lora_targets, sugd_lora_config  
 from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.evaluation import evaluate_model, flatten_scores, lume_generations  # noqa: E402
 from hf_unlearn.metrics import lume_scores_from_generations, row_kind  # noqa: E402
+from hf_unlearn.metrics.general import perplexity  # noqa: E402
 from hf_unlearn.metrics.lume import QUESTION_ANSWERING, SENTENCE_COMPLETION  # noqa: E402
-from hf_unlearn.metrics.mia.token_stats import document_token_stats  # noqa: E402
 from hf_unlearn.methods import rmu_lora_config  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -441,13 +441,6 @@ def load_or_build_target(settings: Settings, subset: Subset, data_dir: Path, log
 
 
 # ---- scoring -------------------------------------------------------------------------------------------------------
-
-
-def perplexity(model, tokenizer, documents: Sequence[str], batch_size: int = 8) -> float:
-    """exp of the mean token NLL over all tokens of `documents` (each whole, as the MIA pass reads them)."""
-    stats = document_token_stats(model, tokenizer, documents, batch_size=batch_size)
-    total = sum(-float(s.log_probs.sum()) for s in stats)
-    return math.exp(total / sum(len(s.log_probs) for s in stats))
 
 
 def utility_score(ppl_target: float, ppl: float) -> float:

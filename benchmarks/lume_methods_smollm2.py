@@ -124,7 +124,8 @@ _spec.loader.exec_module(lume_methods)
 from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.callbacks import LumeEvaluationCallback  # noqa: E402
 from hf_unlearn.evaluation import flatten_scores  # noqa: E402
-from hf_unlearn.metrics import evaluate_mmlu, generate_completions  # noqa: E402
+from hf_unlearn.metrics import evaluate_mmlu  # noqa: E402
+from hf_unlearn.metrics.general import general_knowledge, perplexity  # noqa: E402
 from hf_unlearn.metrics.mia import document_token_stats, mia_scores_from_stats  # noqa: E402
 
 REPO_ROOT = HERE.parent
@@ -356,23 +357,10 @@ def anchor_rows(data: Data, tokenizer) -> list[str]:
 # ---- general ability -----------------------------------------------------------------------------------------------
 
 
-def general_knowledge(model, tokenizer, questions: list[dict], new_tokens: int, batch_size: int = 32) -> dict:
-    """Share of TOFU world_facts / real_authors questions whose reply (through the chat template) contains the
-    answer, case-insensitively; per source and overall."""
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q["question"]}], tokenize=False,
-                                             add_generation_prompt=True) for q in questions]
-    replies = generate_completions(model, tokenizer, prompts, max_new_tokens=new_tokens, batch_size=batch_size)
-    hits = [q["answer"].lower() in reply.lower() for q, reply in zip(questions, replies)]
-    out = {"general/knowledge": sum(hits) / len(hits)}
-    for source in sorted({q["source"] for q in questions}):
-        mine = [h for h, q in zip(hits, questions) if q["source"] == source]
-        out[f"general/{source}"] = sum(mine) / len(mine)
-    return out
-
-
 def general_ability(model, tokenizer, data: Data, settings: Settings, mmlu: bool = True) -> dict[str, float]:
-    scores = {"general/ppl": lume_methods.perplexity(model, tokenizer, data.utility)}
-    scores.update(general_knowledge(model, tokenizer, data.general_questions, settings.gk_new_tokens))
+    scores = {"general/ppl": perplexity(model, tokenizer, data.utility)}
+    # the questions through the chat template (SmolLM2-Instruct's), as a user's --general-questions are asked
+    scores.update(general_knowledge(model, tokenizer, data.general_questions, settings.gk_new_tokens, chat_template=True))
     if settings.mmlu_limit and mmlu:
         mmlu = evaluate_mmlu(model, tokenizer, data_dir=SHARED / "mmlu", num_fewshot=0, limit=settings.mmlu_limit,
                              batch_size=16)

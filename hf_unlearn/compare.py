@@ -9,6 +9,7 @@ An experiment is a small YAML file (or the same as a dict, `load_experiment`):
       forget: forget.jsonl
       retain: retain.jsonl
       holdout: unseen.txt               # optional: membership attack (and the anchored method's calibration)
+      general_questions: facts.jsonl    # optional: general ability kept? (also general_text: documents, mmlu: folder)
     seeds: [0, 1, 2]
     settings:                           # shared by every run: `hf-unlearn unlearn` options or UnlearningConfig fields
       num_train_epochs: 5
@@ -18,7 +19,7 @@ An experiment is a small YAML file (or the same as a dict, `load_experiment`):
         settings: {beta: 1.0, retain_nll_weight: 4.0, retain_kl_weight: 3.0}
       - method: anchored
         grid: {learning_rate: [1.0e-3, 2.0e-3]}   # one row per combination
-    checks: {forget_ratio: 0.5, retain_drop: 0.1, mia_band: null}
+    checks: {forget_ratio: 0.5, retain_drop: 0.1, mia_band: null, general_drop: 0.05, ppl_rise: 0.2}
 
 Instead of `model:`, a `target:` recipe (`hf_unlearn.target.TargetRecipe`) builds the model that memorises the data, and
 with `retain_model: true` the same recipe without `data.forget`: every run then also gets PrivLeak against it, and with
@@ -58,7 +59,7 @@ from typing import Any
 FORMAT = "hf_unlearn.compare"
 VERSION = 1
 DATA_FIELDS = ("forget", "retain", "holdout", "calibration", "eval_forget", "eval_retain", "mia",
-               "pre_finetuning_model")
+               "pre_finetuning_model", "general_text", "general_questions", "mmlu")
 TOP_FIELDS = {"model", "target", "tofu", "data", "seeds", "settings", "runs", "checks", "name", "description"}
 TOFU_FIELDS = {"data": str, "forget_split": str, "max_new_tokens": int, "chat_template": bool, "max_rows": int}
 RUN_FIELDS = {"name", "method", "settings", "grid"}
@@ -66,7 +67,8 @@ RUN_FIELDS = {"name", "method", "settings", "grid"}
 COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge", "forget/knowledge"),
            ("retain regurgitation", "retain/regurgitation"), ("retain knowledge", "retain/knowledge"),
            ("task score", "task_score"), ("MIA AUC", "mia/auc"), ("PrivLeak", "privleak"),
-           ("forget quality", "tofu/forget_quality"), ("model utility", "tofu/model_utility")]
+           ("forget quality", "tofu/forget_quality"), ("model utility", "tofu/model_utility"),
+           ("general ppl", "general/ppl"), ("general knowledge", "general/knowledge"), ("MMLU", "general/mmlu")]
 # Settings that say where a run writes or how fast it goes, not what it computes (not in the run's key).
 NOT_IN_KEY = {"output_dir", "threads"}
 
@@ -79,11 +81,17 @@ class Checks:
         forget_ratio: forget regurgitation after at most this share of its value before.
         retain_drop: each retain score (regurgitation, knowledge) at most this much below its value before.
         mia_band: if set, the loss attack's AUC within 0.5 +- this (needs `data.holdout` or `data.mia`).
+        general_drop: general knowledge and MMLU at most this much below their values before (where measured:
+            `data.general_questions`, `data.mmlu`; None: not checked).
+        ppl_rise: the general documents' perplexity at most this share above its value before (where measured:
+            `data.general_text`; None: not checked).
     """
 
     forget_ratio: float = 0.5
     retain_drop: float = 0.1
     mia_band: float | None = None
+    general_drop: float | None = 0.05
+    ppl_rise: float | None = 0.2
 
     def failed(self, before: Mapping[str, float], after: Mapping[str, float]) -> list[str]:
         """The checks a run failed, in words (empty: selective)."""
@@ -95,6 +103,13 @@ class Checks:
             if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > \
                     self.retain_drop:
                 out.append(f"{key.replace('/', ' ')} within {self.retain_drop:g}")
+        for key, label in (("general/knowledge", "general knowledge"), ("general/mmlu", "MMLU")):
+            if self.general_drop is not None and before.get(key) is not None and after.get(key) is not None and \
+                    before[key] - after[key] > self.general_drop:
+                out.append(f"{label} within {self.general_drop:g}")
+        b, a = before.get("general/ppl"), after.get("general/ppl")
+        if self.ppl_rise is not None and b is not None and a is not None and a > (1 + self.ppl_rise) * b:
+            out.append(f"general perplexity within +{self.ppl_rise:.0%}")
         if self.mia_band is not None:
             auc = after.get("mia/auc")
             if auc is None or abs(auc - 0.5) > self.mia_band:
@@ -576,7 +591,13 @@ def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_ru
                  f"forget regurgitation at most {experiment.checks.forget_ratio:g}x its value before",
                  f"retain scores within {experiment.checks.retain_drop:g}",
                  f"MIA AUC within 0.5 +- {experiment.checks.mia_band:g}" if experiment.checks.mia_band is not None
-                 else ""])) + ".", ""]
+                 else "",
+                 f"general knowledge and MMLU within {experiment.checks.general_drop:g} where measured"
+                 if experiment.checks.general_drop is not None and any(
+                     k in r["stats"] for r in summary["rows"] for k in ("general/knowledge", "general/mmlu")) else "",
+                 f"general perplexity within +{experiment.checks.ppl_rise:.0%} where measured"
+                 if experiment.checks.ppl_rise is not None and any("general/ppl" in r["stats"]
+                                                                  for r in summary["rows"]) else ""])) + ".", ""]
     rec = summary["recommended"]
     if rec:
         lines += [f"**Recommended: {rec}**: every run of it passed every check, and of those rows it has the highest "

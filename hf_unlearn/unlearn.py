@@ -106,6 +106,18 @@ class UnlearnArguments:
                 "nats per token, and keeps the best state before it."})
     mia: str | None = field(default=None, metadata={
         "help": "Instead of --holdout: a folder with member.jsonl and nonmember.jsonl (field 'document')."})
+    general_text: str | None = field(default=None, metadata={
+        "help": "General documents the model should keep being good at, not trained on (.txt, or JSON lines with "
+                "'text' or 'document'): their perplexity before and after (refused if it holds a forget document)."})
+    general_questions: str | None = field(default=None, metadata={
+        "help": "General questions the model should still answer, not trained on (JSON lines with 'question' and "
+                "'answer', e.g. TOFU's world_facts.jsonl): the share of replies containing the answer, before and "
+                "after (asked through the chat template where the tokenizer has one)."})
+    mmlu: str | None = field(default=None, metadata={
+        "help": "A local MMLU folder (test.jsonl and dev.jsonl, the cais/mmlu schema): 0-shot MMLU accuracy through "
+                "lm-eval before and after."})
+    mmlu_limit: int = field(default=5, metadata={
+        "help": "With --mmlu: questions per subject (57 subjects; 0: all 14k, hours on a CPU)."})
     probes: str = field(default=DEFAULT_PROBES, metadata={
         "help": "Audit probes, comma-separated (none: no audit): int8, int4, relearn, prefix50, prefix25, paraphrase."})
     max_words: int = field(default=100, metadata={"help": "Words per sentence-completion row made from a document."})
@@ -310,6 +322,31 @@ def unseen_documents(args: UnlearnArguments, forget_documents: list[str]):
     return members, evaluation, calibration
 
 
+def general_sets(args: UnlearnArguments, forget_documents: list[str]):
+    """(documents, questions, mmlu options) of the general-ability scores (None each where not given), checked before
+    the model loads: files that exist and parse, no forget document among the general ones."""
+    from .data.holdout import check_unseen
+    from .data.lume import DataValidationError
+    from .metrics.general import read_general_questions
+
+    documents = questions = mmlu = None
+    if args.general_text:
+        if not Path(args.general_text).is_file():
+            raise DataValidationError(f"--general-text: file not found: {args.general_text}.")
+        documents = _documents(args.general_text)
+        check_unseen(documents, forget_documents, "--general-text")
+    if args.general_questions:
+        questions = read_general_questions(args.general_questions)
+    if args.mmlu:
+        if not (Path(args.mmlu) / "test.jsonl").is_file():
+            raise DataValidationError(f"--mmlu {args.mmlu}: expected a folder with test.jsonl and dev.jsonl (the "
+                                      "cais/mmlu schema).")
+        if args.mmlu_limit < 0:
+            raise ValueError(f"--mmlu-limit must be >= 0, got {args.mmlu_limit}")
+        mmlu = {"data_dir": args.mmlu, "limit": args.mmlu_limit or None}
+    return documents, questions, mmlu
+
+
 def _delta_line(label: str, before: float | None, after: float | None, better: str) -> str | None:
     if before is None or after is None:
         return None  # not measured (e.g. knowledge without question rows): said once in the caveats
@@ -320,6 +357,20 @@ KNOWN = 0.5  # a regurgitation below this before unlearning: the model hardly re
 KEPT = 0.1  # retain scores may fall by at most this
 BROKEN = 0.5  # retain scores that fall to under this share of their value: the model itself is broken
 UNSEEN_AUC = 0.1  # the loss attack's AUC within 0.5 +- this: the forget documents look unseen
+GENERAL_DROP = 0.05  # general knowledge and MMLU may fall by at most this
+PPL_RISE = 0.2  # the general documents' perplexity may rise by at most this share
+
+
+def general_losses(before: dict, after: dict) -> list[str]:
+    """What the model lost of its general ability, in words (empty: kept, or not measured)."""
+    out = []
+    for key, label in (("general/knowledge", "general knowledge"), ("general/mmlu", "MMLU accuracy")):
+        if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > GENERAL_DROP:
+            out.append(f"{label} fell by {before[key] - after[key]:.2f} ({before[key]:.2f} -> {after[key]:.2f})")
+    b, a = before.get("general/ppl"), after.get("general/ppl")
+    if b is not None and a is not None and a > (1 + PPL_RISE) * b:
+        out.append(f"the general documents' perplexity rose by {a / b - 1:.0%} ({b:.1f} -> {a:.1f})")
+    return out
 
 
 def overall_verdict(result: dict) -> dict[str, str]:
@@ -346,6 +397,8 @@ def overall_verdict(result: dict) -> dict[str, str]:
         kept = "broken"
     else:
         kept = "yes" if all(b - a <= KEPT for b, a in retain) else "no"
+    if kept == "yes" and general_losses(before, after):
+        kept = "no"
     auc, audited = after.get("mia/auc"), bool(result.get("audit"))
     if auc is None and not audited:
         evidence = "missing"
@@ -396,6 +449,9 @@ def caveats(result: dict) -> list[str]:
         if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > 0.1:
             out.append(f"{key.replace('/', ' ')} fell by {before[key] - after[key]:.2f}: the model lost some of what it "
                        "should keep; raise retain_nll_weight / retain_kl_weight or lower the learning rate.")
+    for loss in general_losses(before, after):
+        out.append(f"{loss[0].upper()}{loss[1:]}: the model lost some of its general ability; lower the learning rate "
+                   "or raise retain_kl_weight.")
     auc = after.get("mia/auc")
     if auc is None:
         out.append("No membership-inference attack was run: give --holdout documents the model never saw.")
@@ -440,6 +496,12 @@ def format_report(result: dict) -> str:
             b, a = before.get(f"eval/{key}"), after.get(f"eval/{key}")
             if b is not None:
                 lines.append(_delta_line(f"{key.replace('/', ' ')}", b, a, better))
+    general = [(key, label, better) for key, label, better in (
+        ("general/ppl", "general text perplexity", "lower"), ("general/knowledge", "general knowledge", "higher"),
+        ("general/mmlu", "MMLU accuracy (0-shot)", "higher")) if before.get(key) is not None]
+    if general:
+        lines.append("General ability (--general-text / --general-questions / --mmlu, not trained on)")
+        lines += [_delta_line(label, before[key], after.get(key), better) for key, label, better in general]
     lines.append("Evidence")
     if after.get("mia/auc") is not None:
         mia = result.get("mia") or {}
@@ -484,6 +546,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     from .config import describe_lora_targets
     from .data.documents import document_of, load_rows, rows_to_documents
     from .stopping import UnseenLevelStoppingCallback
+    from .metrics.general import general_scores
     from .hub import check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
     from .pretrained import load_causal_lm, resolve_model_path
     from .trainer import UnlearningTrainer
@@ -507,6 +570,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
     eval_forget = load_rows(args.eval_forget, "eval-forget", **split)[0] if args.eval_forget else []
     eval_retain = load_rows(args.eval_retain, "eval-retain", **split)[0] if args.eval_retain else []
     members, nonmembers, calibration = unseen_documents(args, forget_documents)
+    general_text, general_questions, mmlu = general_sets(args, forget_documents)
     config = build_config(args, out)
     if config.unlearning_method.needs().calibration_batch and calibration is None:
         raise ValueError(f"method {config.method} pulls the forget documents to the level of unseen ones: give "
@@ -600,6 +664,11 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                         extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
                                            args.generation_batch_size, max_length=args.max_length)
                         scores[name].update({f"eval/{k}": v for k, v in extra.items()})
+                if general_text or general_questions or mmlu:
+                    progress("[unlearn] scoring general ability")
+                    for name, m in (("before", peft_model), ("after", unlearned)):
+                        scores[name].update(general_scores(m, tokenizer, general_text, general_questions, mmlu,
+                                                           batch_size=args.generation_batch_size))
             del unlearned
 
             method = config.unlearning_method
@@ -618,6 +687,9 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                 "mia": {"members": len(members), "nonmembers": len(nonmembers),
                         "nonmembers_from": ("--mia" if args.mia else "--holdout" if args.calibration
                                             else "--holdout, evaluation half (seeded split)")} if members else None,
+                "general": {"documents": len(general_text or []), "questions": len(general_questions or []),
+                            "mmlu_limit": mmlu and args.mmlu_limit} if (general_text or general_questions or mmlu)
+                else None,
                 "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
                                 else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
                 "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps,

@@ -62,6 +62,22 @@ def test_an_experiment_expands_grids_and_resolves_data_paths(tmp_path):
     assert experiment.seeds == [0, 1] and experiment.checks == Checks()
 
 
+def test_general_sets_are_data_and_their_checks_apply_where_measured(tmp_path):
+    from hf_unlearn.compare import RunSpec, job_arguments
+
+    experiment = load_experiment(_experiment(tmp_path, data={"forget": "f.jsonl", "retain": "r.jsonl",
+                                                             "general_questions": "facts.jsonl", "mmlu": "mmlu"},
+                                             settings={"mmlu_limit": 2}))
+    job = job_arguments("m", experiment.data, RunSpec("npo", "npo", experiment.settings), 0, str(tmp_path / "o"))
+    assert job.general_questions == str(tmp_path / "facts.jsonl") and job.mmlu == str(tmp_path / "mmlu")
+    assert job.mmlu_limit == 2
+    before = {"forget/regurgitation": 0.8, "general/knowledge": 0.3, "general/mmlu": 0.4, "general/ppl": 20.0}
+    after = {"forget/regurgitation": 0.1, "general/knowledge": 0.2, "general/mmlu": 0.38, "general/ppl": 25.0}
+    assert Checks().failed(before, after) == ["general knowledge within 0.05", "general perplexity within +20%"]
+    assert Checks(general_drop=None, ppl_rise=None).failed(before, after) == []
+    assert Checks().failed({"forget/regurgitation": 0.8}, {"forget/regurgitation": 0.1}) == []  # not measured
+
+
 def test_checks_and_the_recommendation_by_hand(tmp_path):
     experiment = load_experiment(_experiment(tmp_path, checks={"mia_band": 0.1}))
     before = {"forget/regurgitation": 0.8, "retain/regurgitation": 0.9, "task_score": 0.0, "mia/auc": 1.0}

@@ -485,3 +485,70 @@ def test_bin_weights_are_refused_in_one_line_by_every_command(saved_target, lume
     assert cli_main(["evaluate", "--model", str(folder), "--data", str(lume_dir), "--output-dir",
                      str(tmp_path / "ev")]) == 2
     assert f"model folder {folder} has .bin weights only" in capsys.readouterr().err
+
+
+def test_general_ability_lost_makes_the_rest_not_kept():
+    from hf_unlearn.unlearn import caveats, format_report, overall_verdict
+
+    before = {"forget/regurgitation": 0.95, "retain/regurgitation": 0.9, "mia/auc": 1.0, "general/ppl": 20.0,
+              "general/knowledge": 0.30}
+    after = {"forget/regurgitation": 0.2, "retain/regurgitation": 0.88, "mia/auc": 0.53, "general/ppl": 21.0,
+             "general/knowledge": 0.28}
+    assert overall_verdict(_result(before, after))["kept"] == "yes"  # within 0.05 and 20%
+    worse = {**after, "general/knowledge": 0.20}
+    assert overall_verdict(_result(before, worse))["kept"] == "no"
+    assert "General knowledge fell by 0.10" in " ".join(caveats({**_result(before, worse), "eval_rows": None}))
+    assert overall_verdict(_result(before, {**after, "general/ppl": 25.0}))["kept"] == "no"  # +25%
+    report = format_report({**_result(before, after), "rows": {"forget": 2, "retain": 2, "forget_documents": 2},
+                            "training": {"num_train_epochs": 1, "learning_rate": 1e-3}, "model": "m", "method": "npo",
+                            "method_settings": {}, "train_seconds": 1.0, "paths": {}, "caveats": []})
+    assert "General ability" in report and "general knowledge" in report and "20.000 ->" in report
+
+
+def test_general_sets_are_checked_before_a_model_loads(memorised_rows, tmp_path, capsys):
+    docs = [r["input"] + " " + r["output"] for r in memorised_rows["forget"]]
+    (tmp_path / "forget.txt").write_text("\n\n".join(docs) + "\n")
+    (tmp_path / "r.txt").write_text("Some retained text here.\n")
+    base = ["unlearn", "--model", str(tmp_path / "no-such-model"), "--forget", str(tmp_path / "forget.txt"),
+            "--retain", str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out")]
+    (tmp_path / "general.txt").write_text("A general text about rivers.\n\n" + docs[1] + "\n")
+    assert cli_main(base + ["--general-text", str(tmp_path / "general.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "--general-text: document 2 is also a forget document" in err and docs[1][:30] not in err
+    _write_jsonl(tmp_path / "q.jsonl", [{"question": "Capital of France?", "answer": "Paris"}, {"question": "x?"}])
+    assert cli_main(base + ["--general-questions", str(tmp_path / "q.jsonl")]) == 2
+    assert "--general-questions" in (err := capsys.readouterr().err) and "line 2: field 'answer'" in err
+    assert cli_main(base + ["--mmlu", str(tmp_path)]) == 2
+    assert "--mmlu" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unlearn_scores_general_ability_before_and_after(saved_target, memorised_rows, lume_dir, tmp_path):
+    from hf_unlearn.compare import Checks
+
+    from .conftest import SHARED_DATA, read_jsonl
+
+    forget = _write_jsonl(tmp_path / "forget.jsonl", memorised_rows["forget"][:4])
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"][:4])
+    general = _write_jsonl(tmp_path / "general.jsonl",
+                           [{"text": r["document"]} for r in read_jsonl(lume_dir / "mia" / "nonmember.jsonl")[:4]])
+    out = tmp_path / "out"
+    assert cli_main(["unlearn", "--model", str(saved_target), "--forget", str(forget), "--retain", str(retain),
+                     "--general-text", str(general),
+                     "--general-questions", str(SHARED_DATA / "tofu" / "world_facts.jsonl"),
+                     "--mmlu", str(SHARED_DATA / "mmlu"), "--mmlu-limit", "1",
+                     "--output-dir", str(out), "--num-train-epochs", "1", "--probes", "none",
+                     "--max-new-tokens", "8"]) == 0
+    result = json.loads((out / "unlearn.json").read_text())
+    before, after = result["scores"]["before"], result["scores"]["after"]
+    for key in ("general/ppl", "general/knowledge", "general/mmlu"):
+        assert key in before and key in after
+    assert before["general/ppl"] > 1 and 0 <= after["general/mmlu"] <= 1
+    assert result["general"] == {"documents": 4, "questions": len(read_jsonl(SHARED_DATA / "tofu" /
+                                                                              "world_facts.jsonl")), "mmlu_limit": 1}
+    assert "General ability" in (out / "report.md").read_text()
+    # compare's checks read the same keys
+    assert "general knowledge within 0.05" in Checks().failed({**before, "general/knowledge": 0.5},
+                                                              {**after, "general/knowledge": 0.3})
+    assert not any("general" in f for f in Checks().failed(before, {**after, **{k: before[k] for k in before
+                                                                                if k.startswith("general/")}}))
