@@ -176,6 +176,7 @@ from hf_unlearn.config import PRESETS, describe_lora_targets, sugd_lora_config  
 from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.evaluation import evaluate_model, flatten_scores, lume_generations  # noqa: E402
 from hf_unlearn.metrics import lume_scores_from_generations, row_kind  # noqa: E402
+from hf_unlearn.data.lume_subset import SPLITS, TASKS, LumeSubset, document_stem, select_lume_subset  # noqa: E402,F401
 from hf_unlearn.metrics.general import perplexity  # noqa: E402
 from hf_unlearn.metrics.lume import QUESTION_ANSWERING, SENTENCE_COMPLETION  # noqa: E402
 from hf_unlearn.methods import rmu_lora_config  # noqa: E402
@@ -183,8 +184,6 @@ from hf_unlearn.methods import rmu_lora_config  # noqa: E402
 FORMAT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "lume"
-SPLITS = ("forget_train", "retain_train", "forget_validation", "retain_validation")
-TASKS = ("Task1", "Task2", "Task3")
 
 # The methods: label, trainer ("unlearning" or "influence") and the config fields that define the method.
 METHODS: dict[str, dict[str, Any]] = {
@@ -331,11 +330,6 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def document_stem(row_id: str) -> str:
-    """The document a row belongs to: its id without the `sc<N>` / `qa<N>` suffix."""
-    return row_id[:-3]
-
-
 @dataclass
 class Subset:
     """The rows, MIA documents and utility documents of one comparison."""
@@ -361,34 +355,12 @@ class Subset:
 
 def select_subset(data_dir: Path, docs_per_task: int, num_members: int, num_utility_documents: int) -> Subset:
     """The first `docs_per_task` documents of each task of each split, except forget_train Task3: its first
-    `num_members` documents that are MIA members; those members and as many nonmembers; and the next
-    `num_utility_documents` nonmembers as held-out utility text."""
-    member_rows = read_jsonl(data_dir / "mia" / "member.jsonl")
-    member_docs = {row["id"]: row["document"] for row in member_rows}
-    rows: dict[str, list[dict]] = {}
-    members: list[str] = []
-    for split in SPLITS:
-        all_rows = read_jsonl(data_dir / f"{split}.jsonl")
-        chosen: list[dict] = []
-        for task in TASKS:
-            stems: list[str] = []
-            for row in all_rows:
-                stem = document_stem(row["id"])
-                if row["task"] != task or stem in stems:
-                    continue
-                if split == "forget_train" and task == "Task3" and stem not in member_docs:
-                    continue
-                stems.append(stem)
-            stems = stems[: num_members if (split, task) == ("forget_train", "Task3") else docs_per_task]
-            chosen += [row for row in all_rows if row["task"] == task and document_stem(row["id"]) in stems]
-            if split == "forget_train" and task == "Task3":
-                members = [member_docs[stem] for stem in stems]
-        rows[split] = [{k: row[k] for k in ("id", "input", "output", "task")} for row in chosen]
-    nonmember_docs = [row["document"] for row in read_jsonl(data_dir / "mia" / "nonmember.jsonl")]
-    n = len(members)
-    if n + num_utility_documents > len(nonmember_docs):
-        raise ValueError(f"{n} MIA nonmembers + {num_utility_documents} utility documents > {len(nonmember_docs)}")
-    return Subset(rows, members, nonmember_docs[:n], nonmember_docs[n : n + num_utility_documents])
+    `num_members` documents that are MIA members (`hf_unlearn.data.lume_subset`, an experiment's `lume:` section);
+    those members and as many nonmembers; and the next `num_utility_documents` nonmembers as held-out utility text."""
+    chosen = select_lume_subset(LumeSubset(str(data_dir), docs_per_task, num_members, skip_general=num_members,
+                                           general_documents=num_utility_documents))
+    nonmembers = [row["document"] for row in read_jsonl(data_dir / "mia" / "nonmember.jsonl")][:num_members]
+    return Subset(chosen["rows"], chosen["members"], nonmembers, chosen["general"])
 
 
 # ---- the memorised target model ----------------------------------------------------------------------------------

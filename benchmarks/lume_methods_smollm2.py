@@ -324,25 +324,13 @@ def unseen_documents(lume: Path, settings: Settings) -> tuple[list[dict], list[s
     """Documents of the forget set's kind that the target never memorised, in two disjoint parts (issue #28):
     calibration rows (all forget_train rows of the next `docs_per_task` Task1 and Task2 documents after the chosen
     ones, and of the next `num_calibration` Task3 MIA members) and evaluation documents (the whole texts, from
-    mia/member.jsonl, of the `num_evaluation` Task3 members after those)."""
+    mia/member.jsonl, of the `num_evaluation` Task3 members after those): `hf_unlearn.data.lume_subset`."""
     if not settings.num_calibration and not settings.num_evaluation:
         return [], []
-    rows = lume_methods.read_jsonl(lume / "forget_train.jsonl")
-    member_docs = {row["id"]: row["document"] for row in lume_methods.read_jsonl(lume / "mia" / "member.jsonl")}
-    calibration, evaluation = [], []
-    for task in lume_methods.TASKS:
-        stems = list(dict.fromkeys(lume_methods.document_stem(r["id"]) for r in rows if r["task"] == task
-                                   and (task != "Task3" or lume_methods.document_stem(r["id"]) in member_docs)))
-        taken = settings.num_members if task == "Task3" else settings.docs_per_task
-        extra = settings.num_calibration if task == "Task3" else settings.docs_per_task
-        calibration += stems[taken : taken + extra] if settings.num_calibration else []
-        if task == "Task3":
-            evaluation = stems[taken + extra : taken + extra + settings.num_evaluation]
-            if len(evaluation) < settings.num_evaluation:
-                raise ValueError(f"{settings.num_evaluation} evaluation documents asked for, {len(evaluation)} left")
-    calibration_rows = [{k: r[k] for k in ("id", "input", "output", "task")} for r in rows
-                        if lume_methods.document_stem(r["id"]) in set(calibration)]
-    return calibration_rows, [member_docs[stem] for stem in evaluation]
+    chosen = lume_methods.select_lume_subset(lume_methods.LumeSubset(
+        str(lume), settings.docs_per_task, settings.num_members, calibration=settings.num_calibration,
+        evaluation=settings.num_evaluation))
+    return chosen["calibration_rows"], chosen["evaluation"]
 
 
 def anchor_rows(data: Data, tokenizer) -> list[str]:

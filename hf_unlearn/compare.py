@@ -60,7 +60,7 @@ FORMAT = "hf_unlearn.compare"
 VERSION = 1
 DATA_FIELDS = ("forget", "retain", "holdout", "calibration", "eval_forget", "eval_retain", "mia",
                "pre_finetuning_model", "general_text", "general_questions", "mmlu")
-TOP_FIELDS = {"model", "target", "tofu", "data", "seeds", "settings", "runs", "checks", "name", "description"}
+TOP_FIELDS = {"model", "target", "tofu", "lume", "data", "seeds", "settings", "runs", "checks", "name", "description"}
 TOFU_FIELDS = {"data": str, "forget_split": str, "max_new_tokens": int, "chat_template": bool, "max_rows": int}
 RUN_FIELDS = {"name", "method", "settings", "grid"}
 # Report columns: (label, key in the job's before/after scores).
@@ -140,6 +140,7 @@ class Experiment:
     source: str = "<dict>"
     target: Any = None  # a `hf_unlearn.target.TargetRecipe`: build `model` from it
     tofu: dict[str, Any] | None = None  # TOFU's scores for every run (see `TofuSpec`)
+    lume: Any = None  # a `hf_unlearn.data.lume_subset.LumeSubset`: the data files are written from it
     base_dir: Path = field(default_factory=Path.cwd)
     slices: dict[str, int] = field(default_factory=dict)  # data names given as {file, rows}: that many first rows
 
@@ -330,12 +331,36 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
         if (base / target.base).exists():
             target.base = str((base / target.base).resolve())
     tofu = _parse_tofu(raw.get("tofu"), base, source)
+    lume = _parse_lume(raw.get("lume"), base, source, data)
     if tofu is not None and not (target is not None and target.retain_model):
         raise ValueError(f"{source}: tofu: forget quality is measured against a retain model: give target: with "
                          "retain_model: true")
     return Experiment(model=None if model is None else str(model), data=data, seeds=list(seeds), settings=shared,
                       runs=runs, checks=Checks(**checks_raw), name=str(raw.get("name") or Path(source).stem),
-                      source=source, target=target, tofu=tofu, base_dir=base, slices=slices)
+                      source=source, target=target, tofu=tofu, lume=lume, base_dir=base, slices=slices)
+
+
+def _parse_lume(raw: Any, base: Path, source: str, data: Mapping[str, str]):
+    """A `lume:` section as a `LumeSubset` (its folder relative to the experiment file); the data names it writes
+    may not also be given under `data:`."""
+    if raw is None:
+        return None
+    from .data.lume_subset import DATA_NAMES, LumeSubset
+
+    known = [f.name for f in dataclasses.fields(LumeSubset)]
+    if not isinstance(raw, Mapping) or set(raw) - set(known) or "data" not in raw:
+        bad = sorted(set(raw) - set(known)) if isinstance(raw, Mapping) else ["(not a mapping)"]
+        raise ValueError(f"{source}: lume: a mapping with data: (the LUME folder) and {', '.join(known[1:])}"
+                         + (f"; unknown field(s) {', '.join(bad)}" if bad else ""))
+    try:
+        spec = LumeSubset(**{**raw, "data": str((base / str(raw["data"])).resolve())})
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    written = set(DATA_NAMES) | {"mia", "calibration", "general_text"}
+    both = sorted(written & set(data))
+    if both:
+        raise ValueError(f"{source}: data.{both[0]}: lume: writes it from the LUME subset; give one or the other")
+    return spec
 
 
 def _parse_tofu(raw: Any, base: Path, source: str) -> dict[str, Any] | None:
@@ -681,6 +706,13 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
         experiment.model = args.model
     if not experiment.model and experiment.target is None:
         raise ValueError(f"{experiment.source}: model: missing (or give --model, or a target: recipe)")
+    if experiment.lume is not None:  # the subset's files, written before anything reads data:
+        from .data.lume_subset import write_lume_subset
+
+        try:
+            experiment.data.update(write_lume_subset(experiment.lume, Path(args.output_dir) / "data" / "lume"))
+        except (OSError, ValueError) as error:
+            raise type(error)(f"{experiment.source}: {error}") from None
     for key in ("forget", "retain"):
         if key not in experiment.data:
             raise ValueError(f"{experiment.source}: data.{key}: missing")
@@ -715,9 +747,11 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
         files = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source)
         retain_files = (recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source,
                                      without=("forget",)) if recipe.retain_model else None)
-        experiment.model, _ = build_target(recipe, files, log=progress)
+        anchor = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source, field_name="anchor")
+        experiment.model, _ = build_target(recipe, files, log=progress, anchor_files=anchor)
         if retain_files is not None:
-            retain_model, _ = build_target(recipe, retain_files, role="retain model", log=progress)
+            retain_model, _ = build_target(recipe, retain_files, role="retain model", log=progress,
+                                           anchor_files=anchor)
     reference = (tofu_reference(experiment.model, retain_model, experiment.tofu, out / "tofu_reference.json",
                                 progress) if experiment.tofu else None)
     threads = args.threads or max(1, free_cores() // args.jobs)

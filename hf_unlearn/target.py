@@ -12,6 +12,8 @@ experiment file's `target:` section is one (see `hf_unlearn.compare`):
       learning_rate: 1.0e-3
       epochs: 20
       retain_model: true            # also the same recipe without data.forget
+      anchor: [general.jsonl]       # optional: general text the model is held to (KL to the base model) meanwhile
+      then: [{epochs: 8, learning_rate: 2.0e-3}]   # optional: more stages, each a new adapter on the merged last
 
 `build_target` memorises with `hf_unlearn.support.tiny.memorise` (loss on every token; whole documents for plain
 documents, prompt + answer for rows) and caches the merged model under the cache root, keyed by the recipe and the
@@ -51,6 +53,14 @@ class TargetRecipe:
         seed: seed of the adapter's initialisation and of the batch order.
         retain_model: also build the retain model, the same recipe without `data.forget` (the reference of TOFU's
             forget quality and of PrivLeak).
+        anchor: general text (data names or files: documents, or question/answer rows, which become a user and an
+            assistant turn of the tokenizer's chat template where it has one) on which each step also minimises
+            `anchor_weight` times KL(model || the model before this stage): memorising through LoRA alone costs a
+            small model much of its general ability, which an unlearning benchmark then mistakes for damage.
+        anchor_weight: weight of that KL term.
+        then: further stages, each `{epochs, learning_rate}` (`stop_loss`, `batch_size` as above): a new adapter on
+            the merged model of the stage before, seeded `seed + stage` (a second stage reaches a lower loss than more
+            epochs of the first under its cosine schedule).
     """
 
     base: str
@@ -64,6 +74,9 @@ class TargetRecipe:
     warmup_ratio: float = 0.05
     seed: int = 0
     retain_model: bool = False
+    anchor: list[str] = field(default_factory=list)
+    anchor_weight: float = 1.0
+    then: list[dict[str, float]] = field(default_factory=list)
 
 
 def parse_recipe(raw: Any, source: str) -> TargetRecipe:
@@ -98,27 +111,73 @@ def parse_recipe(raw: Any, source: str) -> TargetRecipe:
                     raise ValueError(f"{where}: must be {'> 0' if name == 'learning_rate' else '>= 0'}")
         elif name == "retain_model" and not isinstance(value, bool):
             raise ValueError(f"{where}: must be true or false")
+        elif name == "anchor":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{where}: a list of data names or files (documents or question/answer rows)")
+        elif name == "anchor_weight":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{where}: must be a number >= 0")
+            value = float(value)
+        elif name == "then":
+            if not isinstance(value, list) or not all(isinstance(v, Mapping) and set(v) == {"epochs", "learning_rate"}
+                                                      for v in value):
+                raise ValueError(f"{where}: a list of stages, each {{epochs: N, learning_rate: X}}")
+            for i, stage in enumerate(value):
+                if isinstance(stage["epochs"], bool) or not isinstance(stage["epochs"], int) or stage["epochs"] < 1:
+                    raise ValueError(f"{where}[{i}].epochs: must be an integer >= 1")
+                try:
+                    if float(stage["learning_rate"]) <= 0:
+                        raise ValueError
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}[{i}].learning_rate: must be a number > 0") from None
+            value = [{"epochs": v["epochs"], "learning_rate": float(v["learning_rate"])} for v in value]
         values[name] = value
-    return TargetRecipe(**{**values, "base": str(raw["base"])})
+    recipe = TargetRecipe(**{**values, "base": str(raw["base"])})
+    if recipe.anchor and not recipe.lora_r:
+        raise ValueError(f"{source}: target.anchor: the anchor holds a LoRA adapter to the model under it: set "
+                         "lora_r > 0")
+    return recipe
 
 
 def recipe_files(recipe: TargetRecipe, data: Mapping[str, str], base_dir: Path, source: str,
-                 without: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(name, path) of each file the recipe memorises: a name under `data:`, else a path relative to `base_dir`;
-    the names in `without` left out (the retain model's recipe)."""
+                 without: Sequence[str] = (), field_name: str = "memorise") -> list[tuple[str, str]]:
+    """(name, path) of each file the recipe memorises (`field_name="anchor"`: of its anchor): a name under `data:`,
+    else a path relative to `base_dir`; the names in `without` left out (the retain model's recipe)."""
     files = []
-    for item in recipe.memorise:
+    for item in getattr(recipe, field_name):
         if item in without:
             continue
         path = data.get(item) or str((base_dir / item).resolve())
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{source}: target.memorise: {item} is neither a file under data: nor a file "
+            raise FileNotFoundError(f"{source}: target.{field_name}: {item} is neither a file under data: nor a file "
                                     f"({path} does not exist)")
         files.append((item, path))
-    if not files:
+    if not files and field_name == "memorise":
         raise ValueError(f"{source}: target.memorise: nothing left to memorise"
                          + (f" without {', '.join(without)} (the retain model needs other rows)" if without else ""))
     return files
+
+
+def anchor_rows(files: Sequence[tuple[str, str]], tokenizer) -> list[str]:
+    """The anchor's texts: each document of a document file, each question/answer row as a user and an assistant turn
+    of the tokenizer's chat template (TOFU's plain `Question: ...\nAnswer: ...` where it has none)."""
+    from .data.documents import question_prompt, read_documents
+    from .data.lume import _read_jsonl_lines
+
+    out: list[str] = []
+    for _, path in files:
+        lines = _read_jsonl_lines(Path(path)) if path.endswith(".jsonl") else []
+        if lines and all("question" in row and "answer" in row for _, row in lines):
+            for _, row in lines:
+                if getattr(tokenizer, "chat_template", None):
+                    out.append(tokenizer.apply_chat_template([{"role": "user", "content": row["question"]},
+                                                              {"role": "assistant", "content": row["answer"]}],
+                                                             tokenize=False))
+                else:
+                    out.append(question_prompt(row["question"]) + row["answer"])
+        else:
+            out.extend(read_documents(path)[0])
+    return out
 
 
 def memorisation_rows(files: Sequence[tuple[str, str]]) -> list[str | dict]:
@@ -138,22 +197,32 @@ def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def target_key(recipe: TargetRecipe, files: Sequence[tuple[str, str]]) -> str:
-    """The cache key: the recipe (without `retain_model`, which names a second build) and the memorised files'
-    contents (not their paths: the same data elsewhere is the same target)."""
-    what = {"version": VERSION, "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
-                                           if k not in ("retain_model", "memorise")},
-            "files": sorted(_digest(path) for _, path in files)}
+def target_key(recipe: TargetRecipe, files: Sequence[tuple[str, str]],
+               anchor_files: Sequence[tuple[str, str]] = ()) -> str:
+    """The cache key: the recipe (without `retain_model`, which names a second build) and the contents of the files
+    memorised and anchored on (not their paths: the same data elsewhere is the same target). A recipe without an
+    anchor or later stages keys as recipes did before those fields existed, so their cached targets stay found."""
+    kept = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("retain_model", "memorise", "anchor")}
+    if not recipe.anchor:
+        del kept["anchor_weight"]
+    if not recipe.then:
+        del kept["then"]
+    what = {"version": VERSION, "recipe": kept, "files": sorted(_digest(path) for _, path in files),
+            **({"anchor": sorted(_digest(path) for _, path in anchor_files)} if recipe.anchor else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: str = "target",
-                 log: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
+                 log: Callable[[str], None] = print, anchor_files: Sequence[tuple[str, str]] = ()
+                 ) -> tuple[str, dict[str, Any]]:
     """The folder of the model that memorised `files` by `recipe` (built and cached, or found in the cache) and its
-    record (`role`: "target" or "retain model", for the messages)."""
+    record (`role`: "target" or "retain model", for the messages); `anchor_files` are the recipe's anchor
+    (`recipe_files(..., field_name="anchor")`)."""
     from .cache import cache_root, save_cached
 
-    folder = cache_root() / "targets" / target_key(recipe, files)
+    if recipe.anchor and not recipe.lora_r:
+        raise ValueError("target.anchor: the anchor holds a LoRA adapter to the model under it: set lora_r > 0")
+    folder = cache_root() / "targets" / target_key(recipe, files, anchor_files)
     if (folder / RECORD).is_file():  # written last: a complete save
         record = json.loads((folder / RECORD).read_text())
         log(f"[target] the {role} is cached: {folder}")
@@ -166,23 +235,31 @@ def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: s
 
     rows = memorisation_rows(files)
     model, tokenizer = load_model_and_tokenizer(recipe.base, dtype=torch.float32)
-    torch.manual_seed(recipe.seed)
-    if recipe.lora_r:
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=recipe.lora_r, lora_alpha=recipe.lora_r,
-                                                 target_modules="all-linear"))
+    anchor = anchor_rows(anchor_files, tokenizer) if recipe.anchor else None
+    stages = [{"epochs": recipe.epochs, "learning_rate": recipe.learning_rate}] + list(recipe.then)
     log(f"[target] building the {role}: {recipe.base} memorises {len(rows)} rows of "
-        f"{', '.join(name for name, _ in files)} (at most {recipe.epochs} epochs)")
+        f"{', '.join(name for name, _ in files)} (at most {' + '.join(str(st['epochs']) for st in stages)} epochs"
+        + (f"; held to the base on {len(anchor)} anchor texts" if anchor else "") + ")")
     start = time.perf_counter()
-    losses = memorise(model, tokenizer, rows, epochs=recipe.epochs, learning_rate=recipe.learning_rate,
-                      batch_size=recipe.batch_size, max_length=recipe.max_length, seed=recipe.seed,
-                      lr_scheduler="cosine", warmup_ratio=recipe.warmup_ratio, progress=True, group_by_length=True,
-                      stop_loss=recipe.stop_loss)
+    losses: list[float] = []
+    stage_epochs = []
+    for i, stage in enumerate(stages):  # each stage a new adapter on the merged model of the one before
+        torch.manual_seed(recipe.seed + i)
+        if recipe.lora_r:
+            model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=recipe.lora_r, lora_alpha=recipe.lora_r,
+                                                     target_modules="all-linear"))
+        mine = memorise(model, tokenizer, rows, epochs=stage["epochs"], learning_rate=stage["learning_rate"],
+                        batch_size=recipe.batch_size, max_length=recipe.max_length, seed=recipe.seed + i,
+                        lr_scheduler="cosine", warmup_ratio=recipe.warmup_ratio, progress=True, group_by_length=True,
+                        stop_loss=recipe.stop_loss, anchor=anchor, anchor_weight=recipe.anchor_weight)
+        losses += mine
+        stage_epochs.append(len(mine))
+        if recipe.lora_r:
+            model = model.merge_and_unload()
     seconds = time.perf_counter() - start
-    if recipe.lora_r:
-        model = model.merge_and_unload()
     log(f"[target] {role} built in {seconds:.0f} s: mean loss {losses[0]:.3f} -> {losses[-1]:.4f} over "
         f"{len(losses)} epochs")
     record = {"role": role, "recipe": dataclasses.asdict(recipe), "memorised": [name for name, _ in files],
-              "rows": len(rows), "losses": losses, "seconds": seconds}
+              "rows": len(rows), "losses": losses, "stage_epochs": stage_epochs, "seconds": seconds}
     save_cached(model, tokenizer, record, folder, RECORD)
     return str(folder), record

@@ -109,6 +109,33 @@ def test_the_recipe_builds_a_target_and_a_retain_model_once(tofu_setup, tmp_path
     assert target_key(changed, files) != target_key(recipe, files)
 
 
+def test_a_recipe_with_an_anchor_and_a_second_stage_builds_in_stages_and_keys_on_the_anchor(tofu_setup, tmp_path,
+                                                                                            monkeypatch):
+    from hf_unlearn.target import anchor_rows, parse_recipe, target_key
+
+    root, files = tofu_setup
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    general = _write_jsonl(tmp_path / "general.jsonl", [{"text": r["answer"]} for r in files["world_facts_perturbed"]])
+    questions = _write_jsonl(tmp_path / "qa.jsonl", files["real_authors_perturbed"][:3])
+    recipe = parse_recipe({**RECIPE, "base": str(root / "base"), "lora_r": 8, "epochs": 2, "stop_loss": None,
+                           "anchor": [str(general), str(questions)], "anchor_weight": 0.5,
+                           "then": [{"epochs": 1, "learning_rate": 5e-3}]}, "exp.yaml")
+    anchor = [("general", str(general)), ("qa", str(questions))]
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+
+    tokenizer = load_model_and_tokenizer(str(root / "base"))[1]
+    texts = anchor_rows(anchor, tokenizer)
+    assert len(texts) == 8 + 3 and texts[8].startswith("Question: ")  # no chat template: TOFU's plain prompt
+    memorised = [("forget", str(root / "forget.jsonl"))]
+    folder, record = build_target(recipe, memorised, anchor_files=anchor, log=lambda _: None)
+    assert record["stage_epochs"] == [2, 1] and len(record["losses"]) == 3
+    other = [("general", str(general))]
+    assert target_key(recipe, memorised, anchor) != target_key(recipe, memorised, other)  # the anchor's contents
+    plain = TargetRecipe(**{**recipe.__dict__, "anchor": [], "then": []})
+    assert target_key(plain, memorised) == target_key(TargetRecipe(**{**plain.__dict__, "anchor_weight": 9.0}),
+                                                      memorised)  # no anchor: its weight is no part of the key
+
+
 @pytest.mark.parametrize("change, message", [
     ({"model": "tiny"}, r"give model: .* or target: .*not both"),
     ({"target": {**RECIPE, "lora": 8}}, r"target: unknown field\(s\) lora"),
@@ -117,6 +144,10 @@ def test_the_recipe_builds_a_target_and_a_retain_model_once(tofu_setup, tmp_path
     ({"target": {**RECIPE, "memorise": []}}, r"target\.memorise: a non-empty list"),
     ({"target": {**RECIPE, "learning_rate": "fast"}}, r"target\.learning_rate: must be a number"),
     ({"target": {**RECIPE, "retain_model": False}}, r"tofu: forget quality is measured against a retain model"),
+    ({"target": {**RECIPE, "anchor": ["retain"]}}, r"target\.anchor: .*set lora_r > 0"),
+    ({"target": {**RECIPE, "anchor": "retain"}}, r"target\.anchor: a list of data names or files"),
+    ({"target": {**RECIPE, "then": [{"epochs": 2}]}}, r"target\.then: a list of stages, each \{epochs: N"),
+    ({"target": {**RECIPE, "then": [{"epochs": 0, "learning_rate": 1e-3}]}}, r"target\.then\[0\]\.epochs"),
     ({"tofu": {"data": "tofu", "split": "forget01"}}, r"tofu: unknown field\(s\) split"),
     ({"tofu": {"forget_split": "forget01"}}, r"tofu: a mapping with data:"),
     ({"data": {"forget": "forget.jsonl", "retain": {"file": "retain.jsonl", "rows": 0}}},
