@@ -231,6 +231,7 @@ def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: s
     from peft import LoraConfig, get_peft_model
 
     from .pretrained import load_model_and_tokenizer
+    from .quiet import peft_wrapping
     from .support.tiny import memorise
 
     rows = memorisation_rows(files)
@@ -246,8 +247,9 @@ def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: s
     for i, stage in enumerate(stages):  # each stage a new adapter on the merged model of the one before
         torch.manual_seed(recipe.seed + i)
         if recipe.lora_r:
-            model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=recipe.lora_r, lora_alpha=recipe.lora_r,
-                                                     target_modules="all-linear"))
+            with peft_wrapping():
+                model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=recipe.lora_r,
+                                                         lora_alpha=recipe.lora_r, target_modules="all-linear"))
         mine = memorise(model, tokenizer, rows, epochs=stage["epochs"], learning_rate=stage["learning_rate"],
                         batch_size=recipe.batch_size, max_length=recipe.max_length, seed=recipe.seed + i,
                         lr_scheduler="cosine", warmup_ratio=recipe.warmup_ratio, progress=True, group_by_length=True,
