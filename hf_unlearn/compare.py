@@ -142,7 +142,7 @@ class Experiment:
     tofu: dict[str, Any] | None = None  # TOFU's scores for every run (see `TofuSpec`)
     lume: Any = None  # a `hf_unlearn.data.lume_subset.LumeSubset`: the data files are written from it
     base_dir: Path = field(default_factory=Path.cwd)
-    slices: dict[str, int] = field(default_factory=dict)  # data names given as {file, rows}: that many first rows
+    slices: dict[str, Any] = field(default_factory=dict)  # data names given as {file, rows, skip}: `Slice`s
 
 
 @dataclass
@@ -255,17 +255,14 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
     if not isinstance(data, Mapping) or set(data) - set(DATA_FIELDS):
         bad = sorted(set(data) - set(DATA_FIELDS)) if isinstance(data, Mapping) else ["(not a mapping)"]
         raise ValueError(f"{source}: data: unknown field(s) {', '.join(bad)} (known: {', '.join(DATA_FIELDS)})")
-    slices: dict[str, int] = {}
+    from .data.slices import is_slice, parse_slice
+
+    slices: dict[str, Any] = {}
     data = dict(data)
     for key, value in list(data.items()):
-        if isinstance(value, Mapping):  # {file: x.jsonl, rows: 40}: the file's first rows
-            rows = value.get("rows")
-            if set(value) != {"file", "rows"} or isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-                raise ValueError(f"{source}: data.{key}: a file, or {{file: FILE.jsonl, rows: N}} (its first N rows, "
-                                 "N >= 1)")
-            if not str(value["file"]).endswith(".jsonl"):
-                raise ValueError(f"{source}: data.{key}.file: rows are taken from a JSON-lines file (.jsonl)")
-            data[key], slices[key] = value["file"], rows
+        if is_slice(value):  # {file: x.jsonl, rows: 40, skip: 0}: some of the file's rows
+            piece = parse_slice(value, f"{source}: data.{key}")
+            data[key], slices[key] = piece.file, piece
     data = {k: (v if k == "pre_finetuning_model" and not (base / str(v)).exists() else str((base / str(v)).resolve()))
             for k, v in data.items() if v is not None}
     seeds = raw.get("seeds", [0])
@@ -330,6 +327,10 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
         target = parse_recipe(raw["target"], source)
         if (base / target.base).exists():
             target.base = str((base / target.base).resolve())
+        for entries in (target.memorise, target.anchor):  # slices' files relative to this file, as data's are
+            for entry in entries:
+                if not isinstance(entry, str):
+                    entry.file = str((base / entry.file).resolve())
     tofu = _parse_tofu(raw.get("tofu"), base, source)
     lume = _parse_lume(raw.get("lume"), base, source, data)
     if tofu is not None and not (target is not None and target.retain_model):
@@ -731,14 +732,18 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     out = Path(args.output_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for key, rows in experiment.slices.items():  # the first rows of a file, as a file of their own
-        lines = [line for line in Path(experiment.data[key]).read_text(encoding="utf-8").splitlines() if line.strip()]
-        if len(lines) < rows:
-            raise ValueError(f"{experiment.source}: data.{key}: {experiment.data[key]} has {len(lines)} rows, fewer "
-                             f"than rows: {rows}")
-        (out / "data").mkdir(exist_ok=True)
-        experiment.data[key] = str((out / "data" / f"{key}.jsonl").resolve())
-        _write_atomic(Path(experiment.data[key]), "\n".join(lines[:rows]) + "\n")
+    from .data.slices import Slice, write_slice
+
+    for key, piece in experiment.slices.items():  # some rows of a file, as a file of their own
+        experiment.data[key] = write_slice(Slice(experiment.data[key], piece.rows, piece.skip),
+                                           out / "data" / f"{key}.jsonl", f"{experiment.source}: data.{key}")
+    if experiment.target is not None:  # the recipe's slices likewise (its memorised or anchor files)
+        for name in ("memorise", "anchor"):
+            entries = getattr(experiment.target, name)
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, str):
+                    entries[i] = write_slice(entry, out / "data" / "target" / f"{name}{i}.jsonl",
+                                             f"{experiment.source}: target.{name}[{i}]")
     retain_model = None
     if experiment.target is not None:
         from .target import build_target, recipe_files

@@ -41,7 +41,8 @@ class TargetRecipe:
 
     Parameters:
         base: the model that memorises (a Hub id, a local folder, or `smollm2`).
-        memorise: what it memorises: names under the experiment's `data:` (`forget`, `retain`, ...) or files.
+        memorise: what it memorises: names under the experiment's `data:` (`forget`, `retain`, ...), files, or
+            slices of files (`{file: X.jsonl, rows: N, skip: M}`, written out by `compare`).
         lora_r: rank (= alpha) of the LoRA adapter on every linear layer that learns the rows and is then merged;
             0 fine-tunes every weight.
         learning_rate: AdamW learning rate (cosine schedule with `warmup_ratio` warm-up).
@@ -64,7 +65,7 @@ class TargetRecipe:
     """
 
     base: str
-    memorise: list[str] = field(default_factory=lambda: ["forget", "retain"])
+    memorise: list[Any] = field(default_factory=lambda: ["forget", "retain"])
     lora_r: int = 32
     learning_rate: float = 1e-3
     epochs: int = 20
@@ -74,7 +75,7 @@ class TargetRecipe:
     warmup_ratio: float = 0.05
     seed: int = 0
     retain_model: bool = False
-    anchor: list[str] = field(default_factory=list)
+    anchor: list[Any] = field(default_factory=list)
     anchor_weight: float = 1.0
     then: list[dict[str, float]] = field(default_factory=list)
 
@@ -92,9 +93,14 @@ def parse_recipe(raw: Any, source: str) -> TargetRecipe:
     values: dict[str, Any] = {}
     for name, value in raw.items():
         where = f"{source}: target.{name}"
-        if name == "memorise":
-            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-                raise ValueError(f"{where}: a non-empty list of data names or files, e.g. [forget, retain]")
+        if name in ("memorise", "anchor"):
+            if not isinstance(value, list) or (name == "memorise" and not value) or not all(
+                    (isinstance(v, str) and v) or isinstance(v, Mapping) for v in value):
+                raise ValueError(f"{where}: a {'non-empty ' if name == 'memorise' else ''}list of data names or files "
+                                 "(or {file: FILE.jsonl, rows: N, skip: M}), e.g. [forget, retain]")
+            from .data.slices import parse_slice
+
+            value = [v if isinstance(v, str) else parse_slice(v, f"{where}[{i}]") for i, v in enumerate(value)]
         elif name in ("lora_r", "epochs", "batch_size", "max_length", "seed"):
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("lora_r", "seed")
                                                                                  else 1):
@@ -111,9 +117,6 @@ def parse_recipe(raw: Any, source: str) -> TargetRecipe:
                     raise ValueError(f"{where}: must be {'> 0' if name == 'learning_rate' else '>= 0'}")
         elif name == "retain_model" and not isinstance(value, bool):
             raise ValueError(f"{where}: must be true or false")
-        elif name == "anchor":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise ValueError(f"{where}: a list of data names or files (documents or question/answer rows)")
         elif name == "anchor_weight":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{where}: must be a number >= 0")

@@ -5,6 +5,7 @@ model utility against it. On a tiny model built from a config that memorises rea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -217,6 +218,23 @@ def test_too_few_rows_for_a_slice_are_refused_before_anything_is_built(tofu_setu
     path = _experiment(root, data={"forget": "forget.jsonl", "retain": {"file": "retain.jsonl", "rows": 9}})
     assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
     assert "data.retain: " in capsys.readouterr().err and not (tmp_path / "cache").exists()
+
+
+def test_slices_take_rows_after_a_skip_in_data_and_in_the_recipe(tofu_setup, tmp_path):
+    from hf_unlearn.data.slices import Slice, parse_slice, write_slice
+
+    root, _ = tofu_setup
+    lines = (root / "retain.jsonl").read_text().splitlines()
+    out = write_slice(parse_slice({"file": str(root / "retain.jsonl"), "rows": 3, "skip": 2}, "x"), tmp_path / "s.jsonl",
+                      "x")
+    assert Path(out).read_text().splitlines() == lines[2:5]
+    with pytest.raises(ValueError, match=r"data\.retain: .* has 8 rows, fewer than rows: 3 after skip: 6"):
+        write_slice(Slice(str(root / "retain.jsonl"), 3, 6), tmp_path / "t.jsonl", "data.retain")
+    with pytest.raises(ValueError, match=r"skip: M starts after"):
+        parse_slice({"file": "a.jsonl", "rows": 2, "skip": -1}, "data.retain")
+    experiment = load_experiment(_experiment(root, target={**RECIPE, "memorise": [
+        "forget", {"file": "retain.jsonl", "rows": 4, "skip": 1}]}))
+    assert experiment.target.memorise[1] == Slice(str(root / "retain.jsonl"), 4, 1)  # resolved like data files
 
 
 def test_the_benchmark_experiment_files_load():
