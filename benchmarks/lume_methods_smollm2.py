@@ -405,6 +405,24 @@ def memorisation_rows(data: Data) -> list:
     return [row for split in lume_methods.SPLITS for row in data.subset.rows[split]] + list(data.mix)
 
 
+def base_attack(data: Data, log=print) -> dict[str, float]:
+    """The attacks on the same members and nonmembers under SmolLM2-135M-Instruct before memorisation, which saw
+    neither: where an unlearned model that looks like one that never saw the members would be (cached)."""
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+
+    members, nonmembers = list(data.subset.members), list(data.evaluation_documents or data.nonmembers)
+    digest = hashlib.sha256(json.dumps([members, nonmembers]).encode()).hexdigest()[:16]
+    path = cache_root() / "lume_methods_smollm2" / f"base-mia-{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    model, tokenizer = load_model_and_tokenizer("smollm2", dtype=torch.float32)
+    scores = mia_losses(model, tokenizer, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(scores))
+    log("[smollm2] the attacks under the base model: " + json.dumps({k: round(v, 3) for k, v in scores.items()}))
+    return scores
+
+
 def base_scores(model, tokenizer, data: Data, settings: Settings, log=print) -> tuple[dict, float]:
     """The base model's general ability (cached: it depends only on the general data and scoring settings). Not its
     LUME scores: it has not seen the LUME rows, so it never stops at their EOS and every generation runs to the cap
@@ -742,7 +760,9 @@ def group_label(run: dict) -> str:
     return f"{METHODS[run['method']]['label'].split(' (')[0]} ({', '.join(parts)})"
 
 
-def results_table(before: dict, runs: list[dict], given: str) -> str:
+def results_table(before: dict, runs: list[dict], given: str, base: dict | None = None) -> str:
+    """The table of `runs`; `base`: the attacks and general scores of the model before memorisation (a reference
+    row: it never saw the members)."""
     other = "validation" if given == "train" else "train"
     columns = ([(f"given: {n}", k) for n, k in lume_columns(given)]
                + [(f"not given: {n}", k) for n, k in lume_columns(other)] + COMMON)
@@ -751,6 +771,9 @@ def results_table(before: dict, runs: list[dict], given: str) -> str:
              "|---|---|---|---|" + "---:|" * len(columns),
              "| target (before) | | | | " + " | ".join(cell([before[k]], k) if k in before else "" for _, k in columns)
              + " |"]
+    if base:
+        lines.append("| SmolLM2-135M-Instruct before memorisation (never saw the members) | | | | "
+                     + " | ".join(cell([base[k]], k) if k in base else "" for _, k in columns) + " |")
     for mine in groups(runs).values():
         verdicts = [selectivity(before, run["scores"], given) for run in mine]
         failed: dict[str, int] = {}
@@ -846,6 +869,7 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"table": out_dir / f"{stem}.md", "json": out_dir / f"{stem}.json", "plot": out_dir / f"{stem}.png"}
     base = info["base_scores"]
+    reference = {**base, **info.get("base_attack", {})}  # the never-saw-them row of the tables
     if runs:
         plot(before, runs, paths["plot"], "LUME methods on SmolLM2-135M-Instruct that memorised real LUME rows "
              "(mean ± std over seeds; dashed: the target)")
@@ -892,10 +916,11 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
     ]
     if runs:
         lines += ["## Methods, given the train subsets", "", *settings_lines(runs), "",
-                  results_table(before, runs, runs[0]["given"]), "", f"![methods]({paths['plot'].name})", ""]
+                  results_table(before, runs, runs[0]["given"], reference), "",
+                  f"![methods]({paths['plot'].name})", ""]
     if hold_runs:
         lines += ["## The chosen settings on the validation subsets (other documents)", "",
-                  *settings_lines(hold_runs), "", results_table(before, hold_runs, "validation"), ""]
+                  *settings_lines(hold_runs), "", results_table(before, hold_runs, "validation", reference), ""]
     paths["table"].write_text("\n".join(lines).replace("%%", "%"))
     paths["json"].write_text(json.dumps({"settings": dataclasses.asdict(settings), "subset": counts,
                                          "target": {k: v for k, v in info.items() if k != "cache_dir"},
@@ -937,6 +962,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"[smollm2] target ({time.perf_counter() - t0:.0f} s): "
           + json.dumps({k: round(v, 3) for k, v in before.items() if "/Task" not in k}), flush=True)
     del model
+    if data.evaluation_documents:  # the reference row: the attack where nothing was ever seen
+        info = {**info, "base_attack": base_attack(data)}
     if args.stage == "target":
         return {"before": before, "info": info}
     if args.report:  # every run cached for this target, whatever its settings: one table row per setting

@@ -126,3 +126,8 @@ def test_mia_losses_are_the_documents_mean_losses_beside_the_attacks(tiny_model,
     table = bench.results_table(full, runs, "train").splitlines()
     column = table[0].split(" | ").index("members' loss")
     assert table[3].split(" | ")[column] == f"{scores['mia/member_loss']:.3f}"  # the run that has it
+    # the reference row: the model before memorisation, which never saw the members (attacks and general scores)
+    with_base = bench.results_table(full, runs, "train", {"mia/auc": 0.524, "general/ppl": 18.4}).splitlines()
+    assert with_base[3].startswith("| SmolLM2-135M-Instruct before memorisation (never saw the members) |")
+    split = lambda row: [c.strip() for c in row.strip().strip("|").split("|")]  # noqa: E731
+    assert split(with_base[3])[split(table[0]).index("MIA AUC")] == "0.524" and with_base[4] == table[3]
