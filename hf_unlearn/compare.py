@@ -66,9 +66,17 @@ RUN_FIELDS = {"name", "method", "settings", "grid"}
 # Report columns: (label, key in the job's before/after scores).
 COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge", "forget/knowledge"),
            ("retain regurgitation", "retain/regurgitation"), ("retain knowledge", "retain/knowledge"),
-           ("task score", "task_score"), ("MIA AUC", "mia/auc"), ("PrivLeak", "privleak"),
+           ("task score", "task_score"),
+           # the rows not given to the method (data.eval_forget / eval_retain: e.g. LUME's validation split)
+           ("not given: forget regurgitation", "eval/forget/regurgitation"),
+           ("not given: forget knowledge", "eval/forget/knowledge"),
+           ("not given: retain regurgitation", "eval/retain/regurgitation"),
+           ("not given: retain knowledge", "eval/retain/knowledge"), ("not given: task score", "eval/task_score"),
+           ("MIA AUC", "mia/auc"), ("zlib AUC", "mia/zlib_auc"), ("Min-K% AUC", "mia/min_k_auc"),
+           ("Min-K%++ AUC", "mia/min_k_plus_plus_auc"), ("exposed", "mia/exposed_share"), ("PrivLeak", "privleak"),
            ("forget quality", "tofu/forget_quality"), ("model utility", "tofu/model_utility"),
-           ("general ppl", "general/ppl"), ("general knowledge", "general/knowledge"), ("MMLU", "general/mmlu")]
+           ("general ppl", "general/ppl"), ("general knowledge", "general/knowledge"), ("MMLU", "general/mmlu"),
+           ("final (task, MIA, MMLU)", "final")]
 # Settings that say where a run writes or how fast it goes, not what it computes (not in the run's key).
 NOT_IN_KEY = {"output_dir", "threads"}
 
@@ -541,6 +549,18 @@ def reference_scores(payload: Mapping[str, Any], job, adapter: str,
     return before, after
 
 
+def with_final(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """`scores` and, where the task score, the loss attack and MMLU were all measured, the task's final-score form:
+    their mean, the attack as its MIA score `1 - 2|AUC - 0.5|` (`hf_unlearn.metrics.aggregate.final_score`)."""
+    from .metrics.aggregate import final_score
+    from .metrics.mia import mia_score
+
+    parts = (scores.get("task_score"), scores.get("mia/auc"), scores.get("general/mmlu"))
+    if None in parts:
+        return dict(scores)
+    return {**scores, "final": final_score(parts[0], mia_score(parts[1]), parts[2])}
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -555,11 +575,12 @@ def summarise(experiment: Experiment, records: Sequence[Mapping[str, Any]]) -> d
         if not mine:
             continue
         stats, before = {}, {}
+        scores = [{name: with_final(r["scores"][name]) for name in ("before", "after")} for r in mine]
         for _, key in COLUMNS:
-            after = [r["scores"]["after"][key] for r in mine if r["scores"]["after"].get(key) is not None]
+            after = [sc["after"][key] for sc in scores if sc["after"].get(key) is not None]
             if after:
                 stats[key] = _mean_std(after)
-                earlier = [r["scores"]["before"][key] for r in mine if r["scores"]["before"].get(key) is not None]
+                earlier = [sc["before"][key] for sc in scores if sc["before"].get(key) is not None]
                 if earlier:  # none for a number that only exists after (PrivLeak)
                     before[key] = statistics.mean(earlier)
         failed = [experiment.checks.failed(r["scores"]["before"], r["scores"]["after"]) for r in mine]

@@ -78,6 +78,23 @@ def test_general_sets_are_data_and_their_checks_apply_where_measured(tmp_path):
     assert Checks().failed({"forget/regurgitation": 0.8}, {"forget/regurgitation": 0.1}) == []  # not measured
 
 
+def test_the_final_score_form_and_the_not_given_columns_are_in_the_summary(tmp_path):
+    from hf_unlearn.compare import report_markdown
+
+    experiment = load_experiment(_experiment(tmp_path, runs=[{"name": "npo", "method": "npo"}], seeds=[0]))
+    before = {"forget/regurgitation": 0.9, "task_score": 0.1, "mia/auc": 1.0, "general/mmlu": 0.3}
+    after = {"forget/regurgitation": 0.2, "task_score": 0.8, "mia/auc": 0.6, "general/mmlu": 0.28,
+             "eval/forget/regurgitation": 0.4, "mia/min_k_auc": 0.7}
+    summary = summarise(experiment, [{"name": "npo", "seed": 0, "train_seconds": 1.0,
+                                      "scores": {"before": before, "after": after}}])
+    (row,) = summary["rows"]
+    assert row["stats"]["final"][0] == pytest.approx((0.8 + (1 - 2 * 0.1) + 0.28) / 3)
+    assert row["before"]["final"] == pytest.approx((0.1 + 0.0 + 0.3) / 3)
+    report = report_markdown(experiment, summary, 1, "hf-unlearn unlearn ...")
+    assert "not given: forget regurgitation" in report and "Min-K% AUC" in report and "final (task, MIA, MMLU)" in \
+        report and "zlib AUC" not in report  # a column nobody measured stays out
+
+
 def test_checks_and_the_recommendation_by_hand(tmp_path):
     experiment = load_experiment(_experiment(tmp_path, checks={"mia_band": 0.1}))
     before = {"forget/regurgitation": 0.8, "retain/regurgitation": 0.9, "task_score": 0.0, "mia/auc": 1.0}
