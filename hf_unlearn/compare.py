@@ -86,7 +86,8 @@ class Checks:
     """What a run must show to count as selective (the project's bars on the real model).
 
     Parameters:
-        forget_ratio: forget regurgitation after at most this share of its value before.
+        forget_ratio: forget regurgitation (and knowledge, where there are question rows) after at most this share
+            of its value before.
         retain_drop: each retain score (regurgitation, knowledge) at most this much below its value before.
         mia_band: if set, the loss attack's AUC within 0.5 +- this (needs `data.holdout` or `data.mia`).
         general_drop: general knowledge and MMLU at most this much below their values before (where measured:
@@ -107,6 +108,9 @@ class Checks:
         fb, fa = before.get("forget/regurgitation"), after.get("forget/regurgitation")
         if fb is None or fa is None or fa > self.forget_ratio * fb:
             out.append(f"forget regurgitation at most {self.forget_ratio:g}x its value before")
+        kb, ka = before.get("forget/knowledge"), after.get("forget/knowledge")
+        if kb is not None and ka is not None and ka > self.forget_ratio * kb:  # where there are question rows
+            out.append(f"forget knowledge at most {self.forget_ratio:g}x its value before")
         for key in ("retain/regurgitation", "retain/knowledge"):
             if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > \
                     self.retain_drop:
@@ -150,7 +154,7 @@ class Experiment:
     tofu: dict[str, Any] | None = None  # TOFU's scores for every run (see `TofuSpec`)
     lume: Any = None  # a `hf_unlearn.data.lume_subset.LumeSubset`: the data files are written from it
     base_dir: Path = field(default_factory=Path.cwd)
-    slices: dict[str, Any] = field(default_factory=dict)  # data names given as {file, rows, skip}: `Slice`s
+    slices: dict[str, Any] = field(default_factory=dict)  # data names given as slices or lists: their `Slice`s
 
 
 @dataclass
@@ -265,12 +269,22 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
         raise ValueError(f"{source}: data: unknown field(s) {', '.join(bad)} (known: {', '.join(DATA_FIELDS)})")
     from .data.slices import is_slice, parse_slice
 
-    slices: dict[str, Any] = {}
+    from .data.slices import Slice
+
+    slices: dict[str, list[Slice]] = {}
     data = dict(data)
     for key, value in list(data.items()):
-        if is_slice(value):  # {file: x.jsonl, rows: 40, skip: 0}: some of the file's rows
-            piece = parse_slice(value, f"{source}: data.{key}")
-            data[key], slices[key] = piece.file, piece
+        # {file: x.jsonl, rows: 40, skip: 0}: some of the file's rows; a list of files and slices: their rows in turn
+        if is_slice(value) or isinstance(value, list):
+            items = value if isinstance(value, list) else [value]
+            if not items or not all(is_slice(v) or (isinstance(v, str) and v.endswith(".jsonl")) for v in items):
+                raise ValueError(f"{source}: data.{key}: a list of JSON-lines files (.jsonl) or slices of them")
+            where = f"{source}: data.{key}"
+            pieces = [parse_slice(v, where if len(items) == 1 else f"{where}[{i}]") if is_slice(v) else Slice(v, None)
+                      for i, v in enumerate(items)]
+            for piece in pieces:
+                piece.file = str((base / piece.file).resolve())
+            data[key], slices[key] = pieces[0].file, pieces
     data = {k: (v if k == "pre_finetuning_model" and not (base / str(v)).exists() else str((base / str(v)).resolve()))
             for k, v in data.items() if v is not None}
     seeds = raw.get("seeds", [0])
@@ -635,7 +649,8 @@ def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_ru
              + ". Each cell: mean +- std over seeds, "
              "after unlearning (the row `before` is the model before it). A run is selective when it passes every "
              "check: " + "; ".join(filter(None, [
-                 f"forget regurgitation at most {experiment.checks.forget_ratio:g}x its value before",
+                 f"forget regurgitation (and knowledge, where measured) at most {experiment.checks.forget_ratio:g}x its "
+                 "value before",
                  f"retain scores within {experiment.checks.retain_drop:g}",
                  f"MIA AUC within 0.5 +- {experiment.checks.mia_band:g}" if experiment.checks.mia_band is not None
                  else "",
@@ -753,11 +768,10 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     out = Path(args.output_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    from .data.slices import Slice, write_slice
+    from .data.slices import write_slice, write_slices
 
-    for key, piece in experiment.slices.items():  # some rows of a file, as a file of their own
-        experiment.data[key] = write_slice(Slice(experiment.data[key], piece.rows, piece.skip),
-                                           out / "data" / f"{key}.jsonl", f"{experiment.source}: data.{key}")
+    for key, pieces in experiment.slices.items():  # some rows of files, as a file of their own
+        experiment.data[key] = write_slices(pieces, out / "data" / f"{key}.jsonl", f"{experiment.source}: data.{key}")
     if experiment.target is not None:  # the recipe's slices likewise (its memorised or anchor files)
         for name in ("memorise", "anchor"):
             entries = getattr(experiment.target, name)

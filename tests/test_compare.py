@@ -75,6 +75,9 @@ def test_general_sets_are_data_and_their_checks_apply_where_measured(tmp_path):
     after = {"forget/regurgitation": 0.1, "general/knowledge": 0.2, "general/mmlu": 0.38, "general/ppl": 25.0}
     assert Checks().failed(before, after) == ["general knowledge within 0.05", "general perplexity within +20%"]
     assert Checks(general_drop=None, ppl_rise=None).failed(before, after) == []
+    assert Checks().failed({"forget/regurgitation": 0.8, "forget/knowledge": 1.0},
+                           {"forget/regurgitation": 0.1, "forget/knowledge": 0.75}) == [
+        "forget knowledge at most 0.5x its value before"]
     assert Checks().failed({"forget/regurgitation": 0.8}, {"forget/regurgitation": 0.1}) == []  # not measured
 
 

@@ -235,6 +235,17 @@ def test_slices_take_rows_after_a_skip_in_data_and_in_the_recipe(tofu_setup, tmp
     experiment = load_experiment(_experiment(root, target={**RECIPE, "memorise": [
         "forget", {"file": "retain.jsonl", "rows": 4, "skip": 1}]}))
     assert experiment.target.memorise[1] == Slice(str(root / "retain.jsonl"), 4, 1)  # resolved like data files
+    # a list: the files' (and slices') rows in turn, in one file
+    joined = load_experiment(_experiment(root, data={"forget": "forget.jsonl", "retain": [
+        "retain.jsonl", {"file": "forget.jsonl", "rows": 2, "skip": 1}]}))
+    assert joined.slices["retain"] == [Slice(str(root / "retain.jsonl"), None), Slice(str(root / "forget.jsonl"), 2, 1)]
+    from hf_unlearn.data.slices import write_slices
+
+    out = write_slices(joined.slices["retain"], tmp_path / "r.jsonl", "data.retain")
+    assert Path(out).read_text().splitlines() == lines + (root / "forget.jsonl").read_text().splitlines()[1:3]
+    for bad in ([], ["retain.txt"], [{"file": "retain.jsonl"}]):
+        with pytest.raises(ValueError, match=r"data\.retain"):
+            load_experiment(_experiment(root, data={"forget": "forget.jsonl", "retain": bad}))
 
 
 def test_the_benchmark_experiment_files_load():

@@ -59,6 +59,8 @@ def test_written_files_are_what_unlearn_reads(tmp_path):
     ({"members": 100000}, r"lume\.members: forget_train has \d+ Task3 document"),
     ({"evaluation": 100000}, r"lume\.calibration \+ lume\.evaluation"),
     ({"general_documents": 100000}, r"lume\.skip_general \+ lume\.general_documents"),
+    ({"nonmembers": 100000}, r"lume\.nonmembers: 100000 Wikipedia documents asked for"),
+    ({"nonmembers": 2, "evaluation": 2}, r"lume\.nonmembers: .* not both"),
 ])
 def test_too_few_documents_are_refused_naming_the_field(change, message):
     with pytest.raises(ValueError, match=message):
@@ -78,3 +80,10 @@ def test_an_experiment_takes_a_lume_section_and_refuses_a_clash(tmp_path):
         path.write_text(yaml.safe_dump({**raw, **change}))
         with pytest.raises(ValueError, match=message):
             load_experiment(path)
+
+
+def test_wikipedia_nonmembers_are_the_attacks_without_evaluation_documents(tmp_path):
+    data = write_lume_subset(LumeSubset(str(LUME), members=4, nonmembers=5), tmp_path)
+    members, nonmembers = read_mia_documents(data["mia"])
+    wikipedia = [r["document"] for r in read_jsonl(LUME / "mia" / "nonmember.jsonl")]
+    assert len(members) == 4 and nonmembers == wikipedia[:5] and "calibration" not in data

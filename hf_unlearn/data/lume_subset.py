@@ -11,6 +11,8 @@ LUME's splits hold rows (sentence completions `...sc<N>` and questions `...qa<N>
   steer the anchored method and the stopping rule;
 - `evaluation`: the whole texts of the `evaluation` Task3 members after those, the reported attack's nonmembers
   (documents of the forget documents' own kind; never used in training or stopping);
+- `nonmembers`: without `evaluation` documents, the first `nonmembers` Wikipedia documents of `mia/nonmember.jsonl`
+  are the attack's nonmembers instead (the task's own MIA set: other text than the members);
 - `general_documents`: Wikipedia documents of `mia/nonmember.jsonl` after the first `skip_general`, held-out general
   text (its perplexity).
 
@@ -47,6 +49,8 @@ class LumeSubset:
         calibration: unseen Task3 members after those (with `docs_per_task` unseen Task1 and Task2 documents) that
             steer training and stopping; 0: none.
         evaluation: unseen Task3 members after the calibration ones: the reported attack's nonmembers; 0: none.
+        nonmembers: without `evaluation`, this many Wikipedia documents (the first of `mia/nonmember.jsonl`) are the
+            attack's nonmembers; 0: no attack.
         general_documents: Wikipedia documents as held-out general text; 0: none.
         skip_general: Wikipedia documents skipped before those (the ones a target memorised beside the rows).
     """
@@ -56,6 +60,7 @@ class LumeSubset:
     members: int = 4
     calibration: int = 0
     evaluation: int = 0
+    nonmembers: int = 0
     general_documents: int = 0
     skip_general: int = 0
 
@@ -66,6 +71,9 @@ class LumeSubset:
                 raise ValueError(f"lume.{f.name}: a whole number >= 0, got {value!r}")
         if self.members < 1 or self.docs_per_task < 1:
             raise ValueError("lume.members and lume.docs_per_task: at least 1")
+        if self.evaluation and self.nonmembers:
+            raise ValueError("lume.nonmembers: the attack's nonmembers are the evaluation documents or Wikipedia "
+                             "documents, not both")
 
 
 def document_stem(row_id: str) -> str:
@@ -121,11 +129,12 @@ def select_lume_subset(spec: LumeSubset) -> dict[str, Any]:
     forget_rows = read_jsonl(folder / "forget_train.jsonl")
     nonmembers = [row["document"] for row in read_jsonl(folder / "mia" / "nonmember.jsonl")]
     end = spec.skip_general + spec.general_documents
-    if end > len(nonmembers):
-        raise ValueError(f"lume.skip_general + lume.general_documents: {end} Wikipedia documents asked for, "
-                         f"{len(nonmembers)} exist")
+    if max(end, spec.nonmembers) > len(nonmembers):
+        raise ValueError(f"lume.skip_general + lume.general_documents, lume.nonmembers: {max(end, spec.nonmembers)} "
+                         f"Wikipedia documents asked for, {len(nonmembers)} exist")
     return {"rows": rows, "members": members, "calibration_rows": _rows_of(forget_rows, calibration),
-            "evaluation": [member_docs[s] for s in evaluation], "general": nonmembers[spec.skip_general: end]}
+            "evaluation": [member_docs[s] for s in evaluation] or nonmembers[:spec.nonmembers],
+            "general": nonmembers[spec.skip_general: end]}
 
 
 def _write(path: Path, lines: list[dict]) -> str:
@@ -138,15 +147,15 @@ def _write(path: Path, lines: list[dict]) -> str:
 
 def write_lume_subset(spec: LumeSubset, folder: str | Path) -> dict[str, str]:
     """Write the subset into `folder` as `hf-unlearn unlearn`'s files; returns the experiment's `data:` entries
-    (forget, retain, eval_forget, eval_retain; mia: members against the evaluation documents where
-    `evaluation` > 0; calibration: one whole document per unseen document, as the stopping rule reads them;
+    (forget, retain, eval_forget, eval_retain; mia: members against the evaluation documents, or the Wikipedia
+    nonmembers; calibration: one whole document per unseen document, as the stopping rule reads them;
     general_text)."""
     from .documents import rows_to_documents
 
     folder = Path(folder)
     subset = select_lume_subset(spec)
     data = {name: _write(folder / f"{name}.jsonl", subset["rows"][split]) for name, split in DATA_NAMES.items()}
-    if spec.evaluation:
+    if spec.evaluation or spec.nonmembers:
         _write(folder / "mia" / "member.jsonl", [{"document": d} for d in subset["members"]])
         _write(folder / "mia" / "nonmember.jsonl", [{"document": d} for d in subset["evaluation"]])
         data["mia"] = str((folder / "mia").resolve())

@@ -1,6 +1,7 @@
 """A slice of a JSON-lines file, `{file: X.jsonl, rows: N, skip: M}` in an experiment file: its rows M+1 to M+N, written
 as a file of their own (keyed by its contents like any data file), so an experiment can take part of a large file
-(TOFU's retain90, LUME's Wikipedia nonmembers) without a copy of it beside the experiment."""
+(TOFU's retain90, LUME's Wikipedia nonmembers) without a copy of it beside the experiment. A list of files and slices
+is their rows one after the other, in one file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 @dataclass
 class Slice:
     file: str
-    rows: int
+    rows: int | None  # None: every row after `skip`
     skip: int = 0
 
 
@@ -34,15 +35,27 @@ def is_slice(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
-def write_slice(piece: Slice, out: Path, where: str) -> str:
-    """Write `piece`'s rows (of `piece.file`, a resolved path) to `out` atomically; returns `out`'s resolved path.
-    A file with too few rows is refused naming `where`."""
-    lines = [line for line in Path(piece.file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(lines) < piece.skip + piece.rows:
-        raise ValueError(f"{where}: {piece.file} has {len(lines)} rows, fewer than rows: {piece.rows}"
-                         + (f" after skip: {piece.skip}" if piece.skip else ""))
+def write_slices(pieces: list[Slice], out: Path, where: str) -> str:
+    """Write the rows of `pieces` (each of a resolved path), one after the other, to `out` atomically; returns `out`'s
+    resolved path. A missing file or one with too few rows is refused naming `where`."""
+    lines: list[str] = []
+    for i, piece in enumerate(pieces):
+        here = f"{where}[{i}]" if len(pieces) > 1 else where
+        if not Path(piece.file).is_file():
+            raise FileNotFoundError(f"{here}: {piece.file} does not exist")
+        rows = [line for line in Path(piece.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        end = len(rows) if piece.rows is None else piece.skip + piece.rows
+        if len(rows) < end:
+            raise ValueError(f"{here}: {piece.file} has {len(rows)} rows, fewer than rows: {piece.rows}"
+                             + (f" after skip: {piece.skip}" if piece.skip else ""))
+        lines += rows[piece.skip: end]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines[piece.skip: piece.skip + piece.rows]) + "\n", encoding="utf-8")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, out)
     return str(out.resolve())
+
+
+def write_slice(piece: Slice, out: Path, where: str) -> str:
+    """`write_slices` of one slice."""
+    return write_slices([piece], out, where)
