@@ -131,3 +131,37 @@ def test_mia_losses_are_the_documents_mean_losses_beside_the_attacks(tiny_model,
     assert with_base[3].startswith("| SmolLM2-135M-Instruct before memorisation (never saw the members) |")
     split = lambda row: [c.strip() for c in row.strip().strip("|").split("|")]  # noqa: E731
     assert split(with_base[3])[split(table[0]).index("MIA AUC")] == "0.524" and with_base[4] == table[3]
+
+
+def test_the_experiment_file_memorises_anchors_and_attacks_the_scripts_data(tmp_path):
+    """benchmarks/experiments/lume_smollm2.yaml (issue #31) builds its target from exactly the rows, anchor texts, MIA
+    documents and held-out text of this script's default target (anchor weight 1), in the same order."""
+    from transformers import AutoTokenizer
+
+    from hf_unlearn.compare import load_experiment
+    from hf_unlearn.data import read_mia_documents
+    from hf_unlearn.data.documents import read_documents
+    from hf_unlearn.data.lume_subset import write_lume_subset
+    from hf_unlearn.data.slices import write_slice
+    from hf_unlearn.pretrained import resolve_model_path
+    from hf_unlearn.target import anchor_rows, memorisation_rows, recipe_files
+
+    experiment = load_experiment(REPO_ROOT / "benchmarks" / "experiments" / "lume_smollm2.yaml")
+    experiment.data.update(write_lume_subset(experiment.lume, tmp_path / "lume"))
+    for name in ("memorise", "anchor"):  # as `compare` writes the recipe's slices
+        entries = getattr(experiment.target, name)
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str):
+                entries[i] = write_slice(entry, tmp_path / f"{name}{i}.jsonl", name)
+    data = bench.load_data(bench.Settings(anchor_weight=1.0), SHARED_DATA)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2"))
+    pair = lambda r: r if isinstance(r, str) else (r["input"], r["output"])  # noqa: E731
+    files = recipe_files(experiment.target, experiment.data, experiment.base_dir, experiment.source)
+    assert [pair(r) for r in memorisation_rows(files)] == [pair(r) for r in bench.memorisation_rows(data)]
+    anchor = recipe_files(experiment.target, experiment.data, experiment.base_dir, experiment.source,
+                          field_name="anchor")
+    assert anchor_rows(anchor, tokenizer) == bench.anchor_rows(data, tokenizer)
+    assert read_mia_documents(experiment.data["mia"]) == (list(data.subset.members), list(data.nonmembers))
+    assert read_documents(experiment.data["general_text"])[0] == list(data.utility)
+    caps = bench.lume_methods.generation_caps(tokenizer, data.subset)
+    assert experiment.settings["max_new_tokens"] == caps["sc"]  # its scoring cap for these rows
