@@ -76,7 +76,11 @@ COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge"
            ("Min-K%++ AUC", "mia/min_k_plus_plus_auc"), ("exposed", "mia/exposed_share"), ("PrivLeak", "privleak"),
            ("forget quality", "tofu/forget_quality"), ("model utility", "tofu/model_utility"),
            ("general ppl", "general/ppl"), ("general knowledge", "general/knowledge"), ("MMLU", "general/mmlu"),
-           ("final (task, MIA, MMLU)", "final")]
+           ("final (task, MIA, MMLU)", "final"),
+           # the audit's probes, where the settings ask for them (`probes: int4,relearn,...`): the share of the
+           # forgetting an attack brings back, and the share forgotten on the probe's prompts
+           *((f"{probe}: comes back", f"audit/{probe}/recovered") for probe in ("int8", "int4", "relearn")),
+           *((f"{probe}: forgotten", f"audit/{probe}/forgotten") for probe in ("prefix50", "prefix25", "paraphrase"))]
 # Settings that say where a run writes or how fast it goes, not what it computes (not in the run's key).
 NOT_IN_KEY = {"output_dir", "threads"}
 
@@ -483,6 +487,10 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
             result["scores"]["after"].update(after)
     finally:
         log.close()
+    for probe, found in ((result.get("audit") or {}).get("probes") or {}).items():  # as scores: a column each
+        for field_name, key in (("recovered", "recovered"), ("forgotten_share", "forgotten")):
+            if found.get(field_name) is not None:
+                result["scores"]["after"][f"audit/{probe}/{key}"] = found[field_name]
     record = {"format": FORMAT, "version": VERSION, "key": payload["key"], "name": spec.name, "method": spec.method,
               "settings": spec.settings, "seed": payload["seed"], "model": payload["model"],
               "scores": result["scores"], "verdict": result["verdict"], "train_seconds": result["train_seconds"],

@@ -134,7 +134,8 @@ def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memo
     _write_jsonl(tmp_path / "r.jsonl", memorised_rows["retain"])
     path = _experiment(tmp_path, model=str(saved_target),
                        settings={"num_train_epochs": 2, "learning_rate": 1e-2, "max_new_tokens": 24},
-                       runs=[{"name": "npo", "method": "npo"}, {"name": "gd", "method": "gd"}])
+                       runs=[{"name": "npo", "method": "npo", "settings": {"probes": "int8,prefix50"}},
+                             {"name": "gd", "method": "gd"}])
     out = tmp_path / "out"
     assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
@@ -148,7 +149,11 @@ def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memo
     rows = result["summary"]["rows"]
     assert [r["name"] for r in rows] == ["npo", "gd"] and all(r["seeds"] == [0, 1] for r in rows)
     assert (out / "compare.png").stat().st_size > 1000
+    # the audit's probes, where a row asked for them, are columns of their own
+    assert {"audit/int8/recovered", "audit/prefix50/forgotten"} <= set(rows[0]["stats"]) and not any(
+        k.startswith("audit/") for k in rows[1]["stats"])
     report = (out / "compare.md").read_text()
+    assert "int8: comes back" in report and "prefix50: forgotten" in report
     assert "| npo | " in report and "+-" in report and report.strip() in printed
     if result["summary"]["recommended"]:
         assert "hf-unlearn unlearn --model" in result["command"] and "--method" in result["command"]
