@@ -657,8 +657,8 @@ def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_ru
              + ". Each cell: mean +- std over seeds, "
              "after unlearning (the row `before` is the model before it). A run is selective when it passes every "
              "check: " + "; ".join(filter(None, [
-                 f"forget regurgitation (and knowledge, where measured) at most {experiment.checks.forget_ratio:g}x its "
-                 "value before",
+                 f"forget regurgitation (and knowledge, where measured) at most "
+                 f"{experiment.checks.forget_ratio:g}x its value before",
                  f"retain scores within {experiment.checks.retain_drop:g}",
                  f"MIA AUC within 0.5 +- {experiment.checks.mia_band:g}" if experiment.checks.mia_band is not None
                  else "",
