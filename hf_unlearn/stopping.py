@@ -5,7 +5,9 @@ document and each *calibration* document (never seen, of the same kind), and the
 (score = -NLL; 1.0: the forget documents are plainly more likely, 0.5: alike, 0.0: plainly less likely). Training
 stops once the AUC is within `0.5 +- auc_band` (Jang et al. 2023 unlearn until memorisation reaches the unseen level),
 or once the retain documents' mean NLL has risen by more than `max_retain_rise` nats per token over its value at
-the start (an absolute rise: a memorised text starts near 0, where any relative bound is either too tight or too loose).
+the start (an absolute rise: a memorised text starts near 0, where any relative bound is either too tight or too loose)
+at `retain_patience` checks in a row (unlearning often lifts the retain NLL for a few steps before the retain terms
+pull it back: SmolLM2 distilled toward its base, retain documents 0.35 -> 1.83 nats at step 10, back later).
 At the end, the best state seen (the AUC closest to 0.5 among the checks whose retain NLL was acceptable; of equal
 ones the latest, so an attack that never moved does not send the run back to its start) is put back: only the
 trainable parameters are kept, so with LoRA a state is the adapter's weights.
@@ -38,18 +40,21 @@ class UnseenLevelStoppingCallback(TrainerCallback):
         every_n_steps: optimisation steps between checks (a check is one no-grad pass over all the documents).
         auc_band: stop once `|AUC - 0.5| <= auc_band`; 0 never stops on the AUC (the best state is still restored).
         max_retain_rise: stop once the retain NLL exceeds its value at the start by more than this (nats per token).
+        retain_patience: ... at this many checks in a row (1: at the first). A state over the bound is never kept.
         restore_best: put back the best state at the end of training.
     """
 
     def __init__(self, trainer, forget_documents, calibration_documents, retain_documents=None,
                  every_n_steps: int = 5, auc_band: float = 0.05, max_retain_rise: float = 0.5,
-                 restore_best: bool = True):
+                 restore_best: bool = True, retain_patience: int = 1):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         if not 0 <= auc_band < 0.5:
             raise ValueError(f"auc_band must be in [0, 0.5), got {auc_band}")
         if max_retain_rise <= 0:
             raise ValueError(f"max_retain_rise must be > 0, got {max_retain_rise}")
+        if retain_patience < 1:
+            raise ValueError(f"retain_patience must be >= 1, got {retain_patience}")
         tokenizer, length = trainer.processing_class, trainer.args.max_length
         self.trainer = trainer
         self.forget = tokenize_documents(forget_documents, tokenizer, "forget documents", length)
@@ -60,6 +65,7 @@ class UnseenLevelStoppingCallback(TrainerCallback):
             if retain_documents else None
         self.every_n_steps, self.auc_band = every_n_steps, auc_band
         self.max_retain_rise, self.restore_best = max_retain_rise, restore_best
+        self.retain_patience, self._over = retain_patience, 0  # checks in a row over the retain bound
         self.history: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.stopped: str | None = None  # why training stopped early, if it did
@@ -99,9 +105,11 @@ class UnseenLevelStoppingCallback(TrainerCallback):
         self.trainer.log({k: v for k, v in values.items() if k != "step"})
         if final or control.should_training_stop:
             return
-        if not retain_ok:
+        self._over = 0 if retain_ok else self._over + 1
+        if self._over >= self.retain_patience:
             self.stopped = (f"retain NLL rose by more than {self.max_retain_rise:g} nats "
-                            f"({self._retain_start:.3f} -> {values['unseen/retain_nll']:.3f})")
+                            f"({self._retain_start:.3f} -> {values['unseen/retain_nll']:.3f})"
+                            + (f" at {self._over} checks in a row" if self.retain_patience > 1 else ""))
         elif self.auc_band > 0 and distance <= self.auc_band:
             self.stopped = f"forget documents' AUC against the calibration documents {values['unseen/auc']:.3f}"
         if self.stopped:

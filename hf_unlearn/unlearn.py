@@ -104,6 +104,9 @@ class UnlearnArguments:
     max_retain_rise: float = field(default=0.5, metadata={
         "help": "The stopping rule also stops once the retain documents' mean NLL has risen by more than this many "
                 "nats per token, and keeps the best state before it."})
+    retain_patience: int = field(default=1, metadata={
+        "help": "The stopping rule stops on the retain rise only at this many checks in a row over --max-retain-rise "
+                "(unlearning often lifts the retain NLL for a few steps before the retain terms pull it back)."})
     mia: str | None = field(default=None, metadata={
         "help": "Instead of --holdout: a folder with member.jsonl and nonmember.jsonl (field 'document')."})
     general_text: str | None = field(default=None, metadata={
@@ -218,6 +221,8 @@ def check_job_numbers(args: UnlearnArguments) -> None:
         raise ValueError(f"--unseen-band must be in [0, 0.5), got {args.unseen_band}")
     if not args.max_retain_rise > 0:
         raise ValueError(f"--max-retain-rise must be positive, got {args.max_retain_rise}")
+    if args.retain_patience < 1:
+        raise ValueError(f"--retain-patience must be at least 1, got {args.retain_patience}")
     if args.stop_check_steps < 1:
         raise ValueError(f"--stop-check-steps must be at least 1, got {args.stop_check_steps}")
 
@@ -621,7 +626,8 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
         if calibration is not None and args.unseen_band > 0:
             stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,
                                                    every_n_steps=args.stop_check_steps, auc_band=args.unseen_band,
-                                                   max_retain_rise=args.max_retain_rise)
+                                                   max_retain_rise=args.max_retain_rise,
+                                                   retain_patience=args.retain_patience)
             trainer.add_callback(stopping)
         progress(f"[unlearn] training {config.method} on {len(forget_data)} forget "
                  f"{'documents' if config.forget_unit == 'documents' else 'rows'} and {len(retain)} retain rows"
@@ -693,6 +699,7 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                 "calibration": {"documents": len(calibration), "from": "--calibration" if args.calibration
                                 else "--holdout, calibration half (seeded split)"} if calibration is not None else None,
                 "stopping": {"band": args.unseen_band, "every_n_steps": args.stop_check_steps,
+                             "max_retain_rise": args.max_retain_rise, "retain_patience": args.retain_patience,
                              "stopped": stopping.stopped,
                              "checks": [{k: round(v, 4) for k, v in h.items()} for h in stopping.history],
                              "best": stopping.best} if stopping is not None else None,

@@ -290,3 +290,39 @@ def test_calibration_levels_are_saved_with_the_checkpoint(memorised_model, memor
     assert torch.equal(fresh.values, trainer.calibration.values) and torch.equal(fresh.start, trainer.calibration.start)
     fingerprint = json.loads((tmp_path / "out" / "checkpoint-2" / "unlearning_fingerprint.json").read_text())
     assert fingerprint["calibration"]  # resuming with other calibration documents is refused
+
+
+def test_the_retain_guard_waits_for_its_patience(tokenizer):
+    """A retain rise that passes (unlearning often lifts the retain NLL for a few steps) stops training only at
+    `retain_patience` checks in a row over the bound; a state over the bound is never kept as the best."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    net = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(processing_class=tokenizer, args=SimpleNamespace(max_length=64), model=net,
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m), log=lambda values: None)
+    docs = ["one short document", "another short text", "a third one"]
+
+    def run(patience, retain):
+        stop = UnseenLevelStoppingCallback(trainer, docs[:1], docs[1:], docs, every_n_steps=1, auc_band=0.0,
+                                           max_retain_rise=0.5, retain_patience=patience)
+        script = iter(retain)
+        stop.measure = lambda: {"unseen/auc": 0.9, "unseen/forget_nll": 1.0, "unseen/calibration_nll": 2.0,
+                                "unseen/retain_nll": next(script)}
+        state, control = TrainerState(), TrainerControl()
+        for step in range(len(retain)):
+            state.global_step = step
+            stop._check(state, control)
+            if control.should_training_stop:
+                return step, stop
+        return None, stop
+
+    rises = [0.3, 1.0, 0.5, 1.0, 1.0, 0.4]
+    assert run(1, rises)[0] == 1  # the first check over the bound
+    step, stop = run(2, rises)
+    assert step == 4 and "at 2 checks in a row" in stop.stopped
+    assert stop.best["unseen/retain_nll"] <= 0.8  # the kept state was within the bound
+    assert run(3, rises)[0] is None
+    with pytest.raises(ValueError, match="retain_patience"):
+        UnseenLevelStoppingCallback(trainer, docs[:1], docs[1:], retain_patience=0)

@@ -349,7 +349,8 @@ def test_settings_that_do_nothing_are_refused_before_a_model_loads(tmp_path, cap
     base = ["unlearn", "--model", str(tmp_path / "no-such-model"), "--forget", str(tmp_path / "f.txt"),
             "--retain", str(tmp_path / "r.txt"), "--output-dir", str(tmp_path / "out")]
     for option, value in (("--num-train-epochs", "0"), ("--num-train-epochs", "-1"), ("--learning-rate", "0"),
-                          ("--lora-alpha", "0"), ("--max-new-tokens", "-5"), ("--max-new-tokens", "0")):
+                          ("--lora-alpha", "0"), ("--max-new-tokens", "-5"), ("--max-new-tokens", "0"),
+                          ("--retain-patience", "0")):
         assert cli_main(base + [option, value]) == 2
         assert option in capsys.readouterr().err, option
     assert not (tmp_path / "out").exists()
