@@ -806,6 +806,26 @@ def same_target(run: dict, settings: Settings) -> bool:
     return run_settings(run).target_key() == settings.target_key()
 
 
+def trajectory_table(runs: list[dict]) -> list[str]:
+    """The reported attack along each monitored run (`--monitor_every`): per epoch, the loss AUC, the exposed share
+    and the members' / nonmembers' mean loss. These logs steered nothing."""
+    monitored = [run for run in runs if any("monitor/auc" in e for e in run["train_log"])]
+    if not monitored:
+        return []
+    lines = ["### The reported attack along the training (monitored runs)", "",
+             "Logged every few epochs on the evaluation documents (`--monitor_every`; it steers nothing): with a "
+             "constant learning rate and the same data order, each epoch's row is where a run of that many epochs "
+             "ends. Each cell: loss AUC / exposed share / members' and nonmembers' mean loss.", "",
+             "| epoch | " + " | ".join(f"{group_label(run)}, seed {run['seed']}" for run in monitored) + " |",
+             "|---:|" + "---|" * len(monitored)]
+    logs = [{round(e["epoch"]): e for e in run["train_log"] if "monitor/auc" in e} for run in monitored]
+    for epoch in sorted(set().union(*logs)):
+        cells = [f"{e['monitor/auc']:.3f} / {e['monitor/exposed_share']:.2f} / {e['monitor/member_loss']:.2f}, "
+                 f"{e['monitor/nonmember_loss']:.2f}" if (e := log.get(epoch)) else "" for log in logs]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def settings_lines(runs: list[dict]) -> list[str]:
     out = []
     for mine in groups(runs).values():
@@ -917,7 +937,7 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
     if runs:
         lines += ["## Methods, given the train subsets", "", *settings_lines(runs), "",
                   results_table(before, runs, runs[0]["given"], reference), "",
-                  f"![methods]({paths['plot'].name})", ""]
+                  f"![methods]({paths['plot'].name})", "", *trajectory_table(runs)]
     if hold_runs:
         lines += ["## The chosen settings on the validation subsets (other documents)", "",
                   *settings_lines(hold_runs), "", results_table(before, hold_runs, "validation", reference), ""]
