@@ -684,7 +684,7 @@ GENERAL = [("held-out ppl", "general/ppl"), ("general knowledge", "general/knowl
 
 
 def lume_columns(split: str) -> list[tuple[str, str]]:
-    return [(f"forget reg.", f"{split}/forget/regurgitation"), ("forget know.", f"{split}/forget/knowledge"),
+    return [("forget reg.", f"{split}/forget/regurgitation"), ("forget know.", f"{split}/forget/knowledge"),
             ("retain reg.", f"{split}/retain/regurgitation"), ("retain know.", f"{split}/retain/knowledge"),
             ("task score", f"{split}/task_score")]
 
