@@ -29,9 +29,11 @@ Each run is `hf_unlearn.unlearn.run_unlearn` (the job `hf-unlearn unlearn` runs,
 deletion request is), without merging and, unless the settings ask for them, without the audit's probes. Its numbers
 go to `runs/<key>.json`, the key a hash of the run's settings, the data files' contents and the package version: a
 finished run is not run again when the comparison is resumed or extended, and a changed file or setting is a new run.
-Every record holds the environment (package versions, torch threads, device). `compare.md` (with `compare.png` and
-`compare.json`) has the mean and spread over seeds of each row, the checks each run failed, the recommended setting
-and the `hf-unlearn unlearn` command that reproduces it. No forget text is written anywhere: scores and settings only.
+The model before unlearning is scored once (per seed where the seed picks the attack's documents) and read by the
+other runs from `before/`. Every record holds the environment (package versions, torch threads, device).
+`compare.md` (with `compare.png` and `compare.json`) has the mean and spread over seeds of each row, the checks each
+run failed, the recommended setting and the `hf-unlearn unlearn` command that reproduces it. No forget text is
+written anywhere: scores and settings only.
 
 `--jobs N` runs N settings at once, each in its own process with `--threads` torch threads (default: the cores
 divided among the jobs). On a cluster, give each node its own slice of the experiment (a `runs:` list each, the same
@@ -432,6 +434,24 @@ def run_key(model: str, data: Mapping[str, str], spec: RunSpec, seed: int,
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The `hf-unlearn unlearn` options that change how the model before unlearning is scored.
+SCORING = ("max_new_tokens", "generation_batch_size", "max_length", "max_words", "prompt_fraction", "mmlu_limit",
+           "dtype", "trust_remote_code")
+
+
+def before_key(model: str, data: Mapping[str, str], seed: int, job) -> str:
+    """The key of the model's scores before unlearning: the model, the data files' contents, the scoring options of
+    `job` and the package version, and the seed only where it picks the attack's documents (the seeded halves of a
+    holdout file). Every method and setting of a comparison shares them."""
+    from . import __version__
+
+    seeded = "holdout" in data and "calibration" not in data and "mia" not in data
+    what = {"model": model, "version": __version__, "scoring": {k: getattr(job, k) for k in SCORING},
+            "data": {k: _file_digest(v) if Path(v).exists() else v for k, v in sorted(data.items())},
+            **({"seed": seed} if seeded else {})}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def job_arguments(model: str, data: Mapping[str, str], spec: RunSpec, seed: int, output_dir: str,
                   threads: int | None = None):
     """The `UnlearnArguments` of one run: settings that are `hf-unlearn unlearn` options set directly, the rest as
@@ -478,9 +498,17 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     folder = Path(payload["runs_dir"]) / payload["key"]
     configure_threads(payload["threads"])
     job = job_arguments(payload["model"], payload["data"], spec, payload["seed"], str(folder), payload["threads"])
+    # the model before unlearning is the same for every run (of a seed, where the seed picks the attack's
+    # documents): scored by the first run, read by the others
+    key = before_key(payload["model"], payload["data"], payload["seed"], job)
+    known = Path(payload["runs_dir"]).parent / "before" / f"{key}.json"
+    before = json.loads(known.read_text()) if known.is_file() else None
     log = open(folder.with_suffix(".log"), "w")
     try:
-        result = run_unlearn(job, progress=lambda line: print(line, file=log, flush=True))
+        result = run_unlearn(job, progress=lambda line: print(line, file=log, flush=True), before=before)
+        if before is None:
+            known.parent.mkdir(exist_ok=True)
+            _write_atomic(known, json.dumps(result["scores"]["before"]) + "\n")
         if payload.get("retain_model"):
             before, after = reference_scores(payload, job, result["paths"]["adapter"], result["scores"]["after"])
             result["scores"]["before"].update(before)

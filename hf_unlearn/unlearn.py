@@ -538,8 +538,10 @@ def format_report(result: dict) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
-    """Run the job (see the module docstring); returns what `unlearn.json` holds."""
+def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float] | None = None) -> dict[str, Any]:
+    """Run the job (see the module docstring); returns what `unlearn.json` holds. `before`: the model's scores before
+    unlearning on these files and settings, already known (`hf-unlearn compare` scores them once for all its runs
+    of a seed); without audit probes they are not computed again."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -662,17 +664,21 @@ def run_unlearn(args: UnlearnArguments, progress=print) -> dict[str, Any]:
                                     probes=probes,
                                     max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
                                     progress=progress, max_length=args.max_length,
-                                    relearn_config=RelearnConfig(max_length=args.max_length))
+                                    relearn_config=RelearnConfig(max_length=args.max_length),
+                                    original_scores=before)
                 scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
+                # the models to score on the rows below: both, or only the unlearned one where `before` has them
+                models = [("after", unlearned)] if before is not None and not probes else [("before", peft_model),
+                                                                                          ("after", unlearned)]
                 if eval_forget or eval_retain:
                     progress("[unlearn] scoring the rows not given to the method")
-                    for name, m in (("before", peft_model), ("after", unlearned)):
+                    for name, m in models:
                         extra = score_rows(m, tokenizer, eval_forget, eval_retain, args.max_new_tokens,
                                            args.generation_batch_size, max_length=args.max_length)
                         scores[name].update({f"eval/{k}": v for k, v in extra.items()})
                 if general_text or general_questions or mmlu:
                     progress("[unlearn] scoring general ability")
-                    for name, m in (("before", peft_model), ("after", unlearned)):
+                    for name, m in models:
                         scores[name].update(general_scores(m, tokenizer, general_text, general_questions, mmlu,
                                                            batch_size=args.generation_batch_size))
             del unlearned

@@ -149,6 +149,13 @@ def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memo
     rows = result["summary"]["rows"]
     assert [r["name"] for r in rows] == ["npo", "gd"] and all(r["seeds"] == [0, 1] for r in rows)
     assert (out / "compare.png").stat().st_size > 1000
+    # the model before unlearning is scored once (here no seed picks the attack's documents) and read by the runs
+    # that have no probes (probes need its outputs row by row): the same before-scores everywhere
+    assert len(list((out / "before").glob("*.json"))) == 1
+    assert all(r["scores"]["before"] == result["runs"][0]["scores"]["before"] for r in result["runs"])
+    for run in result["runs"]:
+        scored_again = "scoring the original model" in (out / "runs" / f"{run['key']}.log").read_text()
+        assert scored_again == (run["name"] == "npo")  # npo seed 0 scored it first; seed 1 has probes
     # the audit's probes, where a row asked for them, are columns of their own
     assert {"audit/int8/recovered", "audit/prefix50/forgotten"} <= set(rows[0]["stats"]) and not any(
         k.startswith("audit/") for k in rows[1]["stats"])

@@ -223,10 +223,13 @@ def audit_model(
     accelerator=None,
     progress: Callable[[str], None] | None = print,
     max_length: int | None = None,
+    original_scores: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The audit's results (the layout of `audit.json`): scores of each model and, per probe, its scores and
     verdict. `unlearned` and `original` are merged models (no adapter); neither is modified. `max_length` cuts the
-    scored rows to that many tokens as training cut them (None: whole rows, as the task scores them)."""
+    scored rows to that many tokens as training cut them (None: whole rows, as the task scores them).
+    `original_scores`: the original model's scores on these rows, already known (a comparison scores the same model
+    before each of its runs); used only without probes, which need the original model's outputs row by row."""
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
         raise ValueError(f"unknown probe(s) {unknown}; known: {', '.join(PROBES)}")
@@ -262,7 +265,10 @@ def audit_model(
         clock = now
 
     kept = {}
+    known = original_scores is not None and not probes
     for name, model in (("original", original), ("unlearned", unlearned)):
+        if name == "original" and known:
+            continue
         forget_out, retain_out = outputs(model, f"the {name} model")
         kept[name] = (forget_out, retain_out, mia_scores(model))
         lap(name)
@@ -286,7 +292,8 @@ def audit_model(
         "settings": {"probes": list(probes), "max_new_tokens": max_new_tokens,
                      "relearn": asdict(relearn_config), "quantization": {k: {"bits": b, "group_size": g}
                                                                         for k, (b, g) in SCHEMES.items()}},
-        "models": {"original": from_kept("original"), "unlearned": from_kept("unlearned")},
+        "models": {"original": dict(original_scores) if known else from_kept("original"),
+                   "unlearned": from_kept("unlearned")},
         "probes": {},
         "seconds": seconds,
     }
