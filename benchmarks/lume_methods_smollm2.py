@@ -99,6 +99,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import statistics
 import sys
@@ -807,21 +808,22 @@ def same_target(run: dict, settings: Settings) -> bool:
 
 
 def trajectory_table(runs: list[dict]) -> list[str]:
-    """The reported attack along each monitored run (`--monitor_every`): per epoch, the loss AUC, the exposed share
-    and the members' / nonmembers' mean loss. These logs steered nothing."""
+    """The reported attack along each monitored run (`--monitor_every`): per epoch, the loss and Min-K%++ AUCs, the
+    exposed share and the members' / nonmembers' mean loss. These logs steered nothing."""
     monitored = [run for run in runs if any("monitor/auc" in e for e in run["train_log"])]
     if not monitored:
         return []
     lines = ["### The reported attack along the training (monitored runs)", "",
              "Logged every few epochs on the evaluation documents (`--monitor_every`; it steers nothing): with a "
              "constant learning rate and the same data order, each epoch's row is where a run of that many epochs "
-             "ends. Each cell: loss AUC / exposed share / members' and nonmembers' mean loss.", "",
+             "ends. Each cell: loss AUC / Min-K%++ AUC / exposed share / members' and nonmembers' mean loss.", "",
              "| epoch | " + " | ".join(f"{group_label(run)}, seed {run['seed']}" for run in monitored) + " |",
              "|---:|" + "---|" * len(monitored)]
     logs = [{round(e["epoch"]): e for e in run["train_log"] if "monitor/auc" in e} for run in monitored]
     for epoch in sorted(set().union(*logs)):
-        cells = [f"{e['monitor/auc']:.3f} / {e['monitor/exposed_share']:.2f} / {e['monitor/member_loss']:.2f}, "
-                 f"{e['monitor/nonmember_loss']:.2f}" if (e := log.get(epoch)) else "" for log in logs]
+        cells = [f"{e['monitor/auc']:.3f} / {e.get('monitor/min_k_plus_plus_auc', math.nan):.3f} / "
+                 f"{e['monitor/exposed_share']:.2f} / {e['monitor/member_loss']:.2f}, {e['monitor/nonmember_loss']:.2f}"
+                 if (e := log.get(epoch)) else "" for log in logs]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -171,13 +171,14 @@ def test_the_trajectory_table_shows_each_monitored_epoch():
     chosen = bench.method_config("pre_distill", bench.Settings())
     settings = bench.dataclasses.asdict(bench.Settings(epochs=2))
     log = [{"loss": 1.0, "epoch": 0.5},
-           {"monitor/auc": 0.9, "monitor/exposed_share": 0.5, "monitor/member_loss": 2.0,
+           {"monitor/auc": 0.9, "monitor/min_k_plus_plus_auc": 0.3, "monitor/exposed_share": 0.5,
+            "monitor/member_loss": 2.0,
             "monitor/nonmember_loss": 3.0, "epoch": 1.0},
            {"monitor/auc": 0.7, "monitor/exposed_share": 0.25, "monitor/member_loss": 2.5,
             "monitor/nonmember_loss": 3.0, "epoch": 2.0}]
     runs = [{"method": "pre_distill", "chosen": chosen, "settings": settings, "seed": 0, "train_log": log},
             {"method": "pre_distill", "chosen": chosen, "settings": settings, "seed": 1, "train_log": log[:1]}]
     lines = bench.trajectory_table(runs)
-    assert lines[-3].startswith("| 1 | 0.900 / 0.50 / 2.00, 3.00") and lines[-2].startswith("| 2 | 0.700")
+    assert lines[-3].startswith("| 1 | 0.900 / 0.300 / 0.50 / 2.00, 3.00") and lines[-2].startswith("| 2 | 0.700")
     assert "seed 0" in lines[4] and "seed 1" not in lines[4]  # only the monitored run has a column
     assert bench.trajectory_table(runs[1:]) == []
