@@ -55,3 +55,12 @@ def test_anchor_needs_a_peft_model(tokenizer):
     model = tiny_causal_lm(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
     with pytest.raises(ValueError, match="needs a peft model"):
         memorise(model, tokenizer, ["a b c"], epochs=1, anchor=["d e f"])
+
+
+def test_progress_off_a_terminal_is_a_plain_line_an_epoch(tokenizer, capsys):
+    model = tiny_causal_lm(tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, seed=0)
+    losses = memorise(model, tokenizer, ["a b c d", "e f g h"], epochs=3, batch_size=2, progress=True)
+    err = capsys.readouterr().err  # captured: not a terminal, so no bar redraws
+    lines = [line for line in err.splitlines() if line.startswith("memorising: epoch")]
+    assert lines == [f"memorising: epoch {i + 1}/3, mean loss {loss:.4f}" for i, loss in enumerate(losses)]
+    assert "\r" not in err

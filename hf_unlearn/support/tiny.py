@@ -7,6 +7,8 @@ the real checkpoints.
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -156,6 +158,8 @@ def memorise(
             bar.update()
         losses.append(total / len(encoded))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if progress and bar.disable:  # off a terminal: a plain line an epoch instead of the bar (a log file)
+            print(f"memorising: epoch {len(losses)}/{epochs}, mean loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
         if stop_loss is not None and losses[-1] < stop_loss:
             break
     bar.close()
