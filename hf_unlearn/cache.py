@@ -1,4 +1,5 @@
-"""The project's cache folder and an atomic cache of built models (a model, its tokenizer and a JSON record).
+"""The project's cache folder, an atomic cache of built models (a model, its tokenizer and a JSON record), and an
+atomic write of a small text file (`write_text_atomic`).
 
 Used for the offline SmolLM2 conversion (pretrained.py), and for the memorised targets of the demo and the
 benchmarks, so that a model built once, or an interrupted build, is never half-written.
@@ -20,6 +21,16 @@ def cache_root() -> Path:
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hf_unlearn"
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hf_unlearn"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> str:
+    """Write `text` to `path` through a temporary file beside it and a rename, so a reader (or a resumed run) never
+    finds it half-written; returns `path` resolved."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return str(path.resolve())
 
 
 def load_cached(cache_dir: str | os.PathLike, record_name: str):

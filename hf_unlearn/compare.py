@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cache import write_text_atomic
+
 FORMAT = "hf_unlearn.compare"
 VERSION = 1
 DATA_FIELDS = ("forget", "retain", "holdout", "calibration", "eval_forget", "eval_retain", "mia",
@@ -121,13 +123,11 @@ class Checks:
             if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > \
                     self.retain_drop:
                 out.append(f"{key.replace('/', ' ')} within {self.retain_drop:g}")
-        for key, label in (("general/knowledge", "general knowledge"), ("general/mmlu", "MMLU")):
-            if self.general_drop is not None and before.get(key) is not None and after.get(key) is not None and \
-                    before[key] - after[key] > self.general_drop:
-                out.append(f"{label} within {self.general_drop:g}")
-        b, a = before.get("general/ppl"), after.get("general/ppl")
-        if self.ppl_rise is not None and b is not None and a is not None and a > (1 + self.ppl_rise) * b:
-            out.append(f"general perplexity within +{self.ppl_rise:.0%}")
+        from .metrics.general import general_shortfalls
+
+        for key in general_shortfalls(before, after, self.general_drop, self.ppl_rise):
+            out.append(f"general perplexity within +{self.ppl_rise:.0%}" if key == "general/ppl" else
+                       f"{'general knowledge' if key == 'general/knowledge' else 'MMLU'} within {self.general_drop:g}")
         if self.mia_band is not None:
             auc = after.get("mia/auc")
             if auc is None or abs(auc - 0.5) > self.mia_band:
@@ -273,9 +273,7 @@ def load_experiment(experiment: str | Path | Mapping[str, Any]) -> Experiment:
     if not isinstance(data, Mapping) or set(data) - set(DATA_FIELDS):
         bad = sorted(set(data) - set(DATA_FIELDS)) if isinstance(data, Mapping) else ["(not a mapping)"]
         raise ValueError(f"{source}: data: unknown field(s) {', '.join(bad)} (known: {', '.join(DATA_FIELDS)})")
-    from .data.slices import is_slice, parse_slice
-
-    from .data.slices import Slice
+    from .data.slices import Slice, is_slice, parse_slice
 
     slices: dict[str, list[Slice]] = {}
     data = dict(data)
@@ -483,12 +481,6 @@ def environment() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     """One run (in this process or a worker's): the unlearn job into `runs/<key>/`, its record to `runs/<key>.json`."""
     from .threads import configure_threads
@@ -508,7 +500,7 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
         result = run_unlearn(job, progress=lambda line: print(line, file=log, flush=True), before=before)
         if before is None:
             known.parent.mkdir(exist_ok=True)
-            _write_atomic(known, json.dumps(result["scores"]["before"]) + "\n")
+            write_text_atomic(known, json.dumps(result["scores"]["before"]) + "\n")
         if payload.get("retain_model"):
             before, after = reference_scores(payload, job, result["paths"]["adapter"], result["scores"]["after"])
             result["scores"]["before"].update(before)
@@ -524,7 +516,7 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
               "scores": result["scores"], "verdict": result["verdict"], "train_seconds": result["train_seconds"],
               "seconds": result["seconds"], "steps": result["training"]["steps"],
               "method_settings": result["method_settings"], "environment": environment()}
-    _write_atomic(folder.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
+    write_text_atomic(folder.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
     return record
 
 
@@ -567,7 +559,7 @@ def tofu_reference(model: str, retain_model: str, spec: Mapping[str, Any], path:
     target_net, tokenizer = _load(model)
     target = _tofu_scores(target_net, tokenizer, spec, retain["tofu/forget/truth_ratios"])
     record = {"key": key, "retain_model": retain, "target": target}
-    _write_atomic(path, json.dumps(record, default=float) + "\n")
+    write_text_atomic(path, json.dumps(record, default=float) + "\n")
     return record
 
 
@@ -804,22 +796,16 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     out = Path(args.output_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    from .data.slices import write_slice, write_slices
+    from .data.slices import write_slices
 
     for key, pieces in experiment.slices.items():  # some rows of files, as a file of their own
         experiment.data[key] = write_slices(pieces, out / "data" / f"{key}.jsonl", f"{experiment.source}: data.{key}")
-    if experiment.target is not None:  # the recipe's slices likewise (its memorised or anchor files)
-        for name in ("memorise", "anchor"):
-            entries = getattr(experiment.target, name)
-            for i, entry in enumerate(entries):
-                if not isinstance(entry, str):
-                    entries[i] = write_slice(entry, out / "data" / "target" / f"{name}{i}.jsonl",
-                                             f"{experiment.source}: target.{name}[{i}]")
     retain_model = None
     if experiment.target is not None:
-        from .target import build_target, recipe_files
+        from .target import build_target, recipe_files, write_recipe_slices
 
         recipe = experiment.target
+        write_recipe_slices(recipe, out / "data" / "target", experiment.source)  # its slices likewise
         files = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source)
         retain_files = (recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source,
                                      without=("forget",)) if recipe.retain_model else None)
@@ -876,9 +862,9 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     if summary["recommended"]:
         row = next(r for r in summary["rows"] if r["name"] == summary["recommended"])
         result["command"] = reproduce_command(experiment, row, row["seeds"][0])
-    _write_atomic(out / "compare.json", json.dumps(result, indent=1, default=str) + "\n")
+    write_text_atomic(out / "compare.json", json.dumps(result, indent=1, default=str) + "\n")
     plot_summary(summary, out / "compare.png")
-    _write_atomic(out / "compare.md", report_markdown(experiment, summary, total, result.get("command")))
+    write_text_atomic(out / "compare.md", report_markdown(experiment, summary, total, result.get("command")))
     return result
 
 

@@ -161,6 +161,18 @@ def recipe_files(recipe: TargetRecipe, data: Mapping[str, str], base_dir: Path, 
     return files
 
 
+def write_recipe_slices(recipe: TargetRecipe, folder: Path, source: str) -> None:
+    """Write each slice among the recipe's `memorise` and `anchor` entries as a file of its own in `folder` and put
+    its path in its place (files are what `recipe_files` and the cache key read)."""
+    from .data.slices import write_slice
+
+    for name in ("memorise", "anchor"):
+        entries = getattr(recipe, name)
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str):
+                entries[i] = write_slice(entry, Path(folder) / f"{name}{i}.jsonl", f"{source}: target.{name}[{i}]")
+
+
 def anchor_rows(files: Sequence[tuple[str, str]], tokenizer) -> list[str]:
     """The anchor's texts: each document of a document file, each question/answer row as a user and an assistant turn
     of the tokenizer's chat template (TOFU's plain `Question: ...\nAnswer: ...` where it has none)."""

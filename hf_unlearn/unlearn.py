@@ -368,13 +368,16 @@ PPL_RISE = 0.2  # the general documents' perplexity may rise by at most this sha
 
 def general_losses(before: dict, after: dict) -> list[str]:
     """What the model lost of its general ability, in words (empty: kept, or not measured)."""
+    from .metrics.general import general_shortfalls
+
     out = []
-    for key, label in (("general/knowledge", "general knowledge"), ("general/mmlu", "MMLU accuracy")):
-        if before.get(key) is not None and after.get(key) is not None and before[key] - after[key] > GENERAL_DROP:
-            out.append(f"{label} fell by {before[key] - after[key]:.2f} ({before[key]:.2f} -> {after[key]:.2f})")
-    b, a = before.get("general/ppl"), after.get("general/ppl")
-    if b is not None and a is not None and a > (1 + PPL_RISE) * b:
-        out.append(f"the general documents' perplexity rose by {a / b - 1:.0%} ({b:.1f} -> {a:.1f})")
+    for key in general_shortfalls(before, after, GENERAL_DROP, PPL_RISE):
+        b, a = before[key], after[key]
+        if key == "general/ppl":
+            out.append(f"the general documents' perplexity rose by {a / b - 1:.0%} ({b:.1f} -> {a:.1f})")
+        else:
+            label = "general knowledge" if key == "general/knowledge" else "MMLU accuracy"
+            out.append(f"{label} fell by {b - a:.2f} ({b:.2f} -> {a:.2f})")
     return out
 
 
@@ -659,17 +662,19 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
             peft_model.eval()
             unlearned = merge_adapter(copy.deepcopy(peft_model))  # what a user ships: the merged weights
             unlearned.eval()
+            # the scores before unlearning, where given, stand for the original model's (not with probes: those need
+            # its outputs row by row)
+            reuse = before is not None and not probes
             with peft_model.disable_adapter():  # the model before unlearning, without a second copy
                 audit = audit_model(unlearned, peft_model, tokenizer, forget, retain, members, nonmembers,
                                     probes=probes,
                                     max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
                                     progress=progress, max_length=args.max_length,
                                     relearn_config=RelearnConfig(max_length=args.max_length),
-                                    original_scores=before)
+                                    original_scores=before if reuse else None)
                 scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
-                # the models to score on the rows below: both, or only the unlearned one where `before` has them
-                models = [("after", unlearned)] if before is not None and not probes else [("before", peft_model),
-                                                                                          ("after", unlearned)]
+                # the models to score on the rows below: only the unlearned one where the scores before are given
+                models = [("after", unlearned)] if reuse else [("before", peft_model), ("after", unlearned)]
                 if eval_forget or eval_retain:
                     progress("[unlearn] scoring the rows not given to the method")
                     for name, m in models:

@@ -142,17 +142,12 @@ def test_the_experiment_file_memorises_anchors_and_attacks_the_scripts_data(tmp_
     from hf_unlearn.data import read_mia_documents
     from hf_unlearn.data.documents import read_documents
     from hf_unlearn.data.lume_subset import write_lume_subset
-    from hf_unlearn.data.slices import write_slice
     from hf_unlearn.pretrained import resolve_model_path
-    from hf_unlearn.target import anchor_rows, memorisation_rows, recipe_files
+    from hf_unlearn.target import anchor_rows, memorisation_rows, recipe_files, write_recipe_slices
 
     experiment = load_experiment(REPO_ROOT / "benchmarks" / "experiments" / "lume_smollm2.yaml")
     experiment.data.update(write_lume_subset(experiment.lume, tmp_path / "lume"))
-    for name in ("memorise", "anchor"):  # as `compare` writes the recipe's slices
-        entries = getattr(experiment.target, name)
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, str):
-                entries[i] = write_slice(entry, tmp_path / f"{name}{i}.jsonl", name)
+    write_recipe_slices(experiment.target, tmp_path / "target", experiment.source)  # as `compare` does
     data = bench.load_data(bench.Settings(anchor_weight=1.0), SHARED_DATA)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2"))
     pair = lambda r: r if isinstance(r, str) else (r["input"], r["output"])  # noqa: E731

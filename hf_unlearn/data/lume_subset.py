@@ -24,7 +24,6 @@ those files a target memorises is the `target:` recipe's choice.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -138,11 +137,10 @@ def select_lume_subset(spec: LumeSubset) -> dict[str, Any]:
 
 
 def _write(path: Path, lines: list[dict]) -> str:
+    from ..cache import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
-    return str(path.resolve())
+    return write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def write_lume_subset(spec: LumeSubset, folder: str | Path) -> dict[str, str]:

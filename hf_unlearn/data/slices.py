@@ -5,7 +5,6 @@ is their rows one after the other, in one file."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +48,10 @@ def write_slices(pieces: list[Slice], out: Path, where: str) -> str:
             raise ValueError(f"{here}: {piece.file} has {len(rows)} rows, fewer than rows: {piece.rows}"
                              + (f" after skip: {piece.skip}" if piece.skip else ""))
         lines += rows[piece.skip: end]
+    from ..cache import write_text_atomic
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return str(out.resolve())
+    return write_text_atomic(out, "\n".join(lines) + "\n")
 
 
 def write_slice(piece: Slice, out: Path, where: str) -> str:

@@ -8,7 +8,8 @@
 - MMLU through lm-eval is `hf_unlearn.metrics.mmlu.evaluate_mmlu`.
 
 `read_general_questions` reads a question file and says which line is wrong. `general_scores` puts the parts a job has
-under the `general/...` keys that `hf-unlearn unlearn` and `compare` report before and after.
+under the `general/...` keys that `hf-unlearn unlearn` and `compare` report before and after; `general_shortfalls`
+says which of them fell too far (the verdict of the one and the checks of the other).
 """
 
 from __future__ import annotations
@@ -97,3 +98,18 @@ def general_scores(model: torch.nn.Module, tokenizer: Any, documents: Sequence[s
 
         scores["general/mmlu"] = evaluate_mmlu(model, tokenizer, **{"num_fewshot": 0, **mmlu})["average_acc"]
     return scores
+
+
+def general_shortfalls(before: Mapping[str, float], after: Mapping[str, float], drop: float | None,
+                       rise: float | None) -> list[str]:
+    """The `general/...` keys measured before and after on which the model fell short: `general/knowledge` and
+    `general/mmlu` lower by more than `drop`, `general/ppl` higher by more than the share `rise` (None: that bound
+    is not checked)."""
+    out = []
+    for key, bound in (("general/knowledge", drop), ("general/mmlu", drop), ("general/ppl", rise)):
+        b, a = before.get(key), after.get(key)
+        if bound is None or b is None or a is None:
+            continue
+        if (a > (1 + bound) * b) if key == "general/ppl" else (b - a > bound):
+            out.append(key)
+    return out
