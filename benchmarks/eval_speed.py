@@ -22,7 +22,6 @@ process shares the two cores, two threads per process wait on each other (measur
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -38,13 +37,9 @@ from hf_unlearn.metrics import (
     lume_scores_from_generations,
 )
 from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
+from hf_unlearn.data import read_jsonl
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def every_kth(rows: list, n: int) -> list:

@@ -177,6 +177,7 @@ from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.evaluation import evaluate_model, flatten_scores, lume_generations  # noqa: E402
 from hf_unlearn.metrics import lume_scores_from_generations, row_kind  # noqa: E402
 from hf_unlearn.data.lume_subset import SPLITS, TASKS, LumeSubset, document_stem, select_lume_subset  # noqa: E402,F401
+from hf_unlearn.data import read_jsonl  # noqa: E402
 from hf_unlearn.metrics.general import perplexity  # noqa: E402
 from hf_unlearn.metrics.lume import QUESTION_ANSWERING, SENTENCE_COMPLETION  # noqa: E402
 from hf_unlearn.methods import rmu_lora_config  # noqa: E402
@@ -323,11 +324,6 @@ def quick_settings() -> Settings:
 
 
 # ---- data --------------------------------------------------------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @dataclass

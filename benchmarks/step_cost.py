@@ -80,11 +80,6 @@ GOALS = [
 ]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def memory_kb(field: str) -> int:
     """A field of /proc/self/status in kB (VmRSS: now, VmHWM: the process's peak)."""
     with open("/proc/self/status") as f:
@@ -109,6 +104,7 @@ def load_rows(data: Path, max_tokens: int, size: str = "small"):
     4 retain rows."""
     from datasets import Dataset
 
+    from hf_unlearn.data import read_jsonl
     from hf_unlearn.support.tiny import train_tokenizer
 
     train = {s: read_jsonl(data / "lume" / f"{s}_train.jsonl") for s in ("forget", "retain")}

@@ -257,3 +257,23 @@ def test_the_benchmark_experiment_files_load():
     for path in files:
         experiment = load_experiment(path)
         assert experiment.runs and all(Path(v).exists() for k, v in experiment.data.items())
+
+
+def test_the_tofu_audit_experiment_shares_the_tofu_comparisons_target(tmp_path):
+    """benchmarks/experiments/audit_tofu_smollm2.yaml memorises the same rows by the same recipe as tofu_smollm2.yaml
+    (its forget file carries paraphrases, so the recipe names forget01 itself): one cached target for both."""
+    from pathlib import Path
+
+    from hf_unlearn.data.slices import write_slices
+    from hf_unlearn.target import recipe_files, target_key, write_recipe_slices
+
+    def key(name: str) -> str:
+        experiment = load_experiment(Path(__file__).parent.parent / "benchmarks" / "experiments" / name)
+        out = tmp_path / name
+        for field_name, pieces in experiment.slices.items():  # as `compare` writes them
+            experiment.data[field_name] = write_slices(pieces, out / "data" / f"{field_name}.jsonl", name)
+        write_recipe_slices(experiment.target, out / "data" / "target", experiment.source)
+        return target_key(experiment.target, recipe_files(experiment.target, experiment.data, experiment.base_dir,
+                                                          experiment.source))
+
+    assert key("audit_tofu_smollm2.yaml") == key("tofu_smollm2.yaml")
