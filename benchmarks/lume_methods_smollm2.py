@@ -232,6 +232,9 @@ class Settings:
                                                  "pre_distill (-1: theirs)."})
     hold_batch: int = field(default=-1, metadata={"help": "hold_batch override for pre_distill: calibration documents "
                                                           "held per step (-1: theirs; fewer: less memory)."})
+    z_level_weight: float = field(default=-1.0,
+                                  metadata={"help": "z_level_weight override for pre_distill (-1: theirs; > 0 reads "
+                                                    "the calibration documents, --num_calibration)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
     num_calibration: int = field(
         default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
@@ -549,6 +552,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["hold_weight"] = settings.hold_weight
     if key == "pre_distill" and settings.hold_batch > 0:
         config["hold_batch"] = settings.hold_batch
+    if key == "pre_distill" and settings.z_level_weight >= 0:
+        config["z_level_weight"] = settings.z_level_weight
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -656,7 +661,12 @@ class AttackMonitor(LumeEvaluationCallback):
         scores = mia_losses(self.trainer.model, self.trainer.processing_class, self.data)
         keep = ("mia/auc", "mia/zlib_auc", "mia/min_k_auc", "mia/min_k_plus_plus_auc", "mia/exposed_share",
                 "mia/member_loss", "mia/nonmember_loss")
-        return {"monitor/" + k[len("mia/"):]: scores[k] for k in keep if k in scores}
+        logged = {"monitor/" + k[len("mia/"):]: scores[k] for k in keep if k in scores}
+        # a plain line too: a long run's trajectory is readable from its log before it ends (numbers only)
+        epoch = getattr(getattr(self.trainer, "state", None), "epoch", None) or 0
+        print(f"epoch {round(epoch)}: " + ", ".join(
+            f"{k[len('monitor/'):]} {v:.3f}" for k, v in logged.items()), flush=True)
+        return logged
 
 
 def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: str, caps: dict,
@@ -675,6 +685,9 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
 def run_key(settings: Settings) -> str:
     # monitor_every only logs (no gradient, no random draw): a monitored run is the same run
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
+    for name, default in (("z_level_weight", -1.0),):  # added later: at its default, the key runs had before it
+        if key.get(name) == default:
+            del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -754,6 +767,8 @@ def group_label(run: dict) -> str:
         parts.append(f"distill weight {c['distill_weight']:g}")
     if c.get("level_weight"):
         parts.append(f"level weight {c['level_weight']:g}")
+    if c.get("z_level_weight"):
+        parts.append(f"Min-K%++ level weight {c['z_level_weight']:g}")
     if c.get("method") == "pre_finetuning_distill" and c.get("hold_weight"):
         parts.append(f"KL hold {c['hold_weight']:g} on {c.get('hold_batch', 4)} documents a step")
     if s.get("stop_band"):

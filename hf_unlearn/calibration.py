@@ -22,25 +22,37 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .data.collator import pad_features
-from .losses import mean_token_nll, token_log_probs
+from .losses import lowest_k_mean, mean_token_nll, standardised_log_probs, token_log_probs
 
 
 @torch.no_grad()
-def documents_nll(model, features: list[dict], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
-    """Mean token NLL of each tokenised document (`tokenize_documents` features), `(n,)` float32, in input order."""
+def documents_scores(model, features: list[dict], pad_token_id: int, batch_size: int = 8,
+                     k: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean token NLL of each tokenised document (`tokenize_documents` features), `(n,)` float32 in input order, and
+    with `k` each one's Min-K%++ score (mean of its k lowest standardised token log-probs) from the same pass."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    values = []
+    values, scores = [], []
     try:
         for start in range(0, len(features), batch_size):
             ids, mask, labels = pad_features(features[start : start + batch_size], pad_token_id)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
             logp, tok_mask = token_log_probs(logits, labels.to(device))
             values.append(mean_token_nll(logp.float(), tok_mask.float()).cpu())
+            if k is not None:
+                z, z_mask = standardised_log_probs(logits, labels.to(device))
+                scores.append(lowest_k_mean(z, z_mask, k).float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(values) if values else torch.zeros(0)
+    empty = torch.zeros(0)
+    return (torch.cat(values) if values else empty), ((torch.cat(scores) if scores else empty) if k is not None
+                                                      else None)
+
+
+def documents_nll(model, features: list[dict], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
+    """Mean token NLL of each tokenised document (`tokenize_documents` features), `(n,)` float32, in input order."""
+    return documents_scores(model, features, pad_token_id, batch_size)[0]
 
 
 def cycle_indices(step: int, batch: int, count: int) -> list[int]:
@@ -52,26 +64,30 @@ def cycle_indices(step: int, batch: int, count: int) -> list[int]:
 class CalibrationLevels(TrainerCallback, ExportableState):
     """Latest NLL of every calibration document (see the module docstring); the trainer updates it each step."""
 
-    def __init__(self, features: list[dict], batch: int):
+    def __init__(self, features: list[dict], batch: int, min_k: float | None = None):
         self.features = features
         self.batch = batch
+        self.min_k = min_k  # with a fraction: also each document's Min-K%++ score at the start (and before fine-tuning)
         # each document's kind (`rows_to_units`), or None when the calibration set names none
         self.groups = torch.tensor([f["group"] for f in features]) if features and "group" in features[0] else None
         self.values: torch.Tensor | None = None  # the latest NLL of each document
         self.start: torch.Tensor | None = None  # each document's NLL when training started (the model before it)
         # each document's NLL under the model from before fine-tuning, where a method compares with it
         self.pre: torch.Tensor | None = None
+        self.start_min_k: torch.Tensor | None = None  # each document's Min-K%++ score when training started
+        self.pre_min_k: torch.Tensor | None = None  # and under the model from before fine-tuning
 
     def state(self) -> dict:
         as_list = lambda t: None if t is None else t.tolist()  # noqa: E731
         return {"args": {}, "attributes": {"values": as_list(self.values), "start": as_list(self.start),
-                                           "pre": as_list(self.pre)}}
+                                           "pre": as_list(self.pre), "start_min_k": as_list(self.start_min_k),
+                                           "pre_min_k": as_list(self.pre_min_k)}}
 
     def measure_all(self, model, pad_token_id: int, pre_model=None) -> None:
-        self.values = documents_nll(model, self.features, pad_token_id)
+        self.values, self.start_min_k = documents_scores(model, self.features, pad_token_id, k=self.min_k)
         self.start = self.values.clone()
         if pre_model is not None:
-            self.pre = documents_nll(pre_model, self.features, pad_token_id)
+            self.pre, self.pre_min_k = documents_scores(pre_model, self.features, pad_token_id, k=self.min_k)
 
     def indices(self, step: int) -> list[int]:
         return cycle_indices(step, self.batch, len(self.features))
@@ -95,6 +111,9 @@ class CalibrationLevels(TrainerCallback, ExportableState):
             return False
         self.values = torch.tensor(values, dtype=torch.float32)
         self.start = torch.tensor(start, dtype=torch.float32)
-        pre = attributes.get("pre")
-        self.pre = None if pre is None else torch.tensor(pre, dtype=torch.float32)
+        tensor = lambda name: None if attributes.get(name) is None else torch.tensor(attributes[name],  # noqa: E731
+                                                                                       dtype=torch.float32)
+        self.pre, self.start_min_k, self.pre_min_k = tensor("pre"), tensor("start_min_k"), tensor("pre_min_k")
+        if self.min_k is not None and self.start_min_k is None:  # saved before the scores were kept: measure anew
+            return False
         return True

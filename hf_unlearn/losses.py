@@ -222,6 +222,97 @@ class _SoftCrossEntropy(torch.autograd.Function):
         return (grad, None, *(None for _ in index))
 
 
+# Min-K%++'s floor on sigma (`hf_unlearn.metrics.mia.min_k_plus_plus`): a one-hot distribution keeps a finite score.
+MIN_STD = 1e-12
+
+
+def _standardised(logp: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(z, p, mu, second moment, sigma) of `(n, vocab)` log-probs: `z = (log p(target) - mu) / sigma`, sigma floored
+    at `MIN_STD`."""
+    p = logp.exp()
+    mu = (p * logp).sum(-1)
+    second = (p * logp.square()).sum(-1)
+    sigma = (second - mu.square()).clamp_min(0).sqrt().clamp_min(MIN_STD)
+    z = (logp.gather(-1, targets[:, None]).squeeze(-1) - mu) / sigma
+    return z, p, mu, second, sigma
+
+
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """float32 at least (float64 stays: the gradient checks run in it)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+class _StandardisedLogProbs(torch.autograd.Function):
+    """`(log p(target) - mu) / sigma` per row, `(N,)`, chunked like `_PickedLogProbs`: Min-K%++'s token value, with
+    `mu` and `sigma` the mean and standard deviation of `log p(z)` for z drawn from the row's own distribution.
+
+    With l = log-softmax, p its softmax, a = l[target], m2 = sum p l^2 and s2 = m2 - mu^2, the derivatives with respect
+    to the logits are d a = onehot - p, d mu = p (l - mu), d s2 = p (l^2 - m2 + 2 (l - mu) (1 - mu)), and
+    d z = (d a - d mu) / sigma - z d s2 / (2 sigma^2); recomputed a chunk at a time in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, *index):
+        out = torch.empty(targets.shape, dtype=_upcast(logits[:0]).dtype, device=logits.device)
+        for chunk in row_chunks(len(targets), logits.shape[-1]):
+            out[chunk] = _standardised(_log_softmax(_upcast(logits[_take(index, chunk)])), targets[chunk])[0]
+        ctx.save_for_backward(logits, targets, *index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, targets, *index = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        for chunk in row_chunks(len(targets), logits.shape[-1]):
+            rows = _take(index, chunk)
+            logp = _log_softmax(_upcast(logits[rows]))
+            z, p, mu, second, sigma = _standardised(logp, targets[chunk])
+            centred = logp - mu[:, None]
+            d_mu = p * centred
+            d_s2 = p * (logp.square() - second[:, None] + 2 * centred * (1 - mu[:, None]))
+            d_a = -p
+            d_a.scatter_add_(-1, targets[chunk, None], torch.ones_like(d_a[:, :1]))
+            g = (d_a - d_mu) / sigma[:, None] - (z / (2 * sigma.square()))[:, None] * d_s2
+            grad[rows] = g.mul_(grad_out[chunk, None]).to(grad.dtype)
+        return (grad, None, *(None for _ in index))
+
+
+def standardised_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-K%++'s value of each target token, `(log p(x_t) - mu_t) / sigma_t` (Zhang et al. 2024), `(batch, seq - 1)`,
+    zero where masked, and the float mask; differentiable with respect to the logits (through all three parts)."""
+    targets, mask = shift_labels(labels)
+    index = answer_positions(labels)
+    values = _StandardisedLogProbs.apply(logits, targets[index], *index)
+    return scatter_answers(values, index, mask.shape), mask.to(values.dtype)
+
+
+def fixed_standardised_log_probs(base_logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`standardised_log_probs` of a fixed distribution given by its log-softmax `base_logp` `(N, vocab)` at the
+    answer positions (`answer_positions(labels)` order), `(batch, seq - 1)`, zero where masked (no gradient)."""
+    targets, mask = shift_labels(labels)
+    index = answer_positions(labels)
+    values = torch.empty(len(index[0]), dtype=torch.float32, device=base_logp.device)
+    with torch.no_grad():
+        for chunk in row_chunks(len(values), base_logp.shape[-1]):
+            values[chunk] = _standardised(base_logp[chunk].float(), targets[index][chunk])[0]
+    return scatter_answers(values, index, mask.shape)
+
+
+def lowest_k_mean(values: torch.Tensor, mask: torch.Tensor, k: float) -> torch.Tensor:
+    """Each row's mean of its `max(1, int(n * k))` smallest masked-in values, `(batch,)` (n: the row's masked-in
+    count; 0 for a row with none): Min-K%'s and Min-K%++'s document score (`hf_unlearn.metrics.mia.min_k`),
+    differentiable through the values it picks."""
+    if not 0 < k <= 1:
+        raise ValueError(f"k must be in (0, 1], got {k}")
+    mask = mask.bool()
+    n = mask.sum(-1)
+    count = torch.clamp((n.double() * k).floor().long(), min=1)  # as `int(len * k)` in the metric
+    ordered = values.masked_fill(~mask, float("inf")).sort(dim=-1).values
+    taken = torch.arange(values.shape[-1], device=values.device)[None, :] < torch.minimum(count, n)[:, None]
+    total = torch.where(taken, ordered, torch.zeros_like(ordered)).sum(-1)
+    return torch.where(n > 0, total / count.to(total.dtype), torch.zeros_like(total))
+
+
 def soft_cross_entropy(policy_logits: torch.Tensor, q: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy `-sum_v q_v log pi_theta,v` of the policy against target distributions `q` `(N, vocab)` given at
     the answer positions (`answer_positions(labels)` order), `(batch, seq - 1)`, zero where masked. Its gradient with

@@ -359,7 +359,7 @@ class UnlearningTrainer(Trainer):
         features = tokenize_documents(texts, tokenizer, "calibration_dataset", args.max_length, self._group_ids(groups))
         if len(features) < 2:
             raise ValueError(f"calibration_dataset has {len(features)} document(s); the unseen level needs at least 2.")
-        return CalibrationLevels(features, batch)
+        return CalibrationLevels(features, batch, self.needs.calibration_min_k)
 
     def _load_pre_finetuning_model(self, pre, model, method: str):
         """The frozen model from before fine-tuning, if the method reads it (refused, naming the fix, when it is
@@ -752,6 +752,10 @@ class UnlearningTrainer(Trainer):
             ctx.calibration_start = self.calibration.start.to(forget_logits.device)
             if self.calibration.pre is not None:
                 ctx.calibration_pre = self.calibration.pre.to(forget_logits.device)
+            if self.calibration.start_min_k is not None:
+                ctx.calibration_start_min_k = self.calibration.start_min_k.to(forget_logits.device)
+            if self.calibration.pre_min_k is not None:
+                ctx.calibration_pre_min_k = self.calibration.pre_min_k.to(forget_logits.device)
             ctx.calibration_group = self.calibration.groups
             ctx.forget_group = inputs.get("forget_group")
         if hidden_layer is not None:

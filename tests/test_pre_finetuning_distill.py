@@ -161,3 +161,66 @@ def test_the_hold_is_the_kl_to_the_model_before_unlearning_on_calibration_docume
     assert "level_loss" in logged  # the level still reads the calibration documents' starting NLL
     with pytest.raises(ValueError, match="hold_batch"):
         make_config(tmp_path, method="pre_finetuning_distill", hold_weight=1.0, hold_batch=0)
+
+
+def test_standardised_log_probs_and_lowest_k_mean_are_min_k_plus_plus_by_hand():
+    """Min-K%++'s token values and document score as differentiable tensors, against the formula written out and the
+    attack's own functions; the hand-derived backward against autograd's numerical check."""
+    from hf_unlearn.losses import fixed_standardised_log_probs, lowest_k_mean, standardised_log_probs
+    from hf_unlearn.metrics.mia.min_k import lowest_k_mean as metric_lowest_k_mean
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([[-100, 1, 2, 3, 4], [-100, -100, 5, 6, -100]])
+    z, mask = standardised_log_probs(logits, labels)
+    for b, t in [(0, 0), (0, 3), (1, 1), (1, 2)]:
+        logp = logits[b, t].detach().log_softmax(-1)
+        p = logp.exp()
+        mu = (p * logp).sum()
+        sigma = ((p * (logp - mu) ** 2).sum()).sqrt()
+        assert z[b, t].item() == pytest.approx(((logp[labels[b, t + 1]] - mu) / sigma).item(), abs=1e-10)
+    assert mask.tolist() == [[1, 1, 1, 1], [0, 1, 1, 0]] and z[1, 0] == 0 and z[1, 3] == 0
+    assert torch.autograd.gradcheck(lambda x: standardised_log_probs(x, labels)[0], (logits,))
+    index = labels[:, 1:].ne(-100).nonzero(as_tuple=True)
+    fixed = fixed_standardised_log_probs(logits.detach()[index].log_softmax(-1), labels)
+    assert fixed.flatten().tolist() == pytest.approx(z.detach().flatten().tolist(), abs=1e-6)
+    for k in (0.2, 0.5, 1.0):
+        scores = lowest_k_mean(z, mask, k)
+        expected = [metric_lowest_k_mean(z[b][mask[b].bool()].detach().numpy(), k) for b in range(2)]
+        assert scores.tolist() == pytest.approx(expected, abs=1e-12)
+    assert lowest_k_mean(z, torch.zeros_like(mask), 0.2).tolist() == [0.0, 0.0]  # no tokens: 0
+    lowest_k_mean(z, mask, 0.5).sum().backward()  # the gradient reaches only the picked tokens' values
+    with pytest.raises(ValueError, match="k must be"):
+        lowest_k_mean(z, mask, 0.0)
+
+
+def test_the_z_level_pulls_min_k_plus_plus_scores_to_the_base_models_plus_the_unseen_shift(
+        memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
+    """The first step's z-level term against the definition, computed with the attack's own functions (whole
+    documents, `document_token_stats`, `min_k_plus_plus_scores`) on the memorised model, the base model and the
+    calibration documents."""
+    from hf_unlearn.metrics.mia import document_token_stats, min_k_plus_plus_scores
+
+    forget, unseen = documents
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
+                         z_level_weight=2.0, z_level_k=0.3, max_steps=1)
+    build = lambda **kw: UnlearningTrainer(model=lora(copy.deepcopy(memorised_model), nonzero=False),  # noqa: E731
+                                           args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
+                                           processing_class=tokenizer, pre_finetuning_model=base, **kw)
+    with pytest.raises(ValueError, match="pass calibration_dataset="):
+        build()
+    trainer = build(calibration_dataset=Dataset.from_dict({"text": unseen[:6]}))
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    score = lambda model, docs: min_k_plus_plus_scores(document_token_stats(model, tokenizer, docs), k=0.3)  # noqa: E731
+    shift = score(memorised_model, unseen[:6]).mean() - score(base, unseen[:6]).mean()
+    targets = score(base, forget[:4]) + shift
+    expected = 2.0 * np.mean((score(memorised_model, forget[:4]) - targets) ** 2)
+    assert expected > 0.1
+    assert logged["z_level_loss"] == pytest.approx(expected, rel=1e-3)
+    assert logged["z_level_target"] == pytest.approx(targets.mean(), rel=1e-3)
+    assert "level_loss" not in logged  # the NLL level is its own term
+    for bad in ({"z_level_k": 0.0}, {"z_level_k": 1.5}, {"z_level_weight": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            make_config(tmp_path, method="pre_finetuning_distill", **bad)

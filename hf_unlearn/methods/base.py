@@ -84,6 +84,9 @@ class Needs:
     calibration_kl: bool = False  # also KL(pi_theta || pi_ref) on every token of them (a reference pass over them)
     forget_pre_logits: bool = False  # the base model's (before fine-tuning) logits at the forget answer positions
     calibration_pre: bool = False  # the calibration documents' NLL under that model too, measured once at the start
+    # their Min-K%++ score (mean of the lowest k of the standardised token log-probs) at this k, measured at the start
+    # with their NLL (and under the pre-fine-tuning model with `calibration_pre`); None: not measured
+    calibration_min_k: float | None = None
 
     @property
     def uses_retain(self) -> bool:
@@ -167,6 +170,8 @@ class StepContext:
     calibration_nll: torch.Tensor | None = None  # (n_calibration,) latest NLL of every calibration document, no grad
     calibration_start: torch.Tensor | None = None  # (n_calibration,) their NLL under the model before unlearning
     calibration_pre: torch.Tensor | None = None  # (n_calibration,) their NLL under the model before fine-tuning
+    calibration_start_min_k: torch.Tensor | None = None  # their Min-K%++ scores before unlearning (`calibration_min_k`)
+    calibration_pre_min_k: torch.Tensor | None = None  # and under the model before fine-tuning
     calibration_group: torch.Tensor | None = None  # (n_calibration,) each calibration document's kind, if known
     forget_group: torch.Tensor | None = None  # (B_f,) each forget document's kind, if known
     # With `Needs.calibration_grad`, on the step's first micro-batch: the NLL of the step's calibration documents in

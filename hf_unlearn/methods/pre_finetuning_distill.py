@@ -21,6 +21,17 @@ Lifting the members lifted unseen documents of their kind too (SmolLM2: 2.99 -> 
 +29%): `hold_weight` adds KL(pi_theta || pi_ref) on every token of `hold_batch` calibration documents a step, the
 reference being the model before unlearning (its adapter disabled), to keep the unseen level where it was.
 
+The level alone overshoots a finer attack: on SmolLM2 (issue #28, 20 epochs) the loss, zlib and Min-K% AUCs reached
+0.5 while Min-K%++ fell to 0.19. Min-K%++ standardises each token's log-probability by the model's own next-token
+distribution, and fine-tuning changed that view of unseen documents far more than their NLL (the unseen documents'
+Min-K%++ score fell by 1.55 from the pre-fine-tuning model to the fine-tuned one, their NLL rose by 0.18): a member
+given the pre-fine-tuning model's view exactly would still stand out (Min-K%++ AUC 1.0 against unseen documents
+under the fine-tuned model), and pulling its NLL up moves its standardised values past the unseen ones'.
+`z_level_weight` adds the same pull as the level on that score: each forget document's Min-K%++ score (the mean of
+its `z_level_k` lowest standardised token log-probabilities) to the pre-fine-tuning model's score of it plus the
+calibration documents' mean shift of that score, squared on both sides. The loss, zlib and Min-K% attacks are not
+trained on.
+
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
 Issue #28, item 6; METHODS.md, "Forgetting to the unseen level".
@@ -30,7 +41,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..losses import band_loss, distill_kl, fixed_token_log_probs, mean_token_nll
+from ..losses import (
+    band_loss,
+    distill_kl,
+    fixed_standardised_log_probs,
+    fixed_token_log_probs,
+    lowest_k_mean,
+    mean_token_nll,
+    standardised_log_probs,
+)
 from .base import Needs, StepContext, UnlearningMethod, register_method
 
 
@@ -54,6 +73,12 @@ class PreFinetuningDistillArguments:
         hold_batch (`int`, *optional*, defaults to `4`):
             Calibration documents held per optimisation step, in a fixed cycle (each one more forward pass of the
             reference and one more row in the policy pass).
+        z_level_weight (`float`, *optional*, defaults to `0.0`):
+            Weight of `(S - target)^2` on each forget document's Min-K%++ score S (the mean of its `z_level_k` lowest
+            standardised token log-probabilities), the target being the pre-fine-tuning model's score of it plus the
+            fine-tuning's shift of that score on the calibration documents (which it then needs). 0: off.
+        z_level_k (`float`, *optional*, defaults to `0.2`):
+            The fraction of a document's tokens its Min-K%++ score averages (the attack's usual 20%).
     """
 
     distill_weight: float = field(
@@ -69,6 +94,13 @@ class PreFinetuningDistillArguments:
                                        "0: off)."})
     hold_batch: int = field(
         default=4, metadata={"help": "pre_finetuning_distill: calibration documents held per step (with hold_weight)."})
+    z_level_weight: float = field(
+        default=0.0, metadata={"help": "pre_finetuning_distill: weight of pulling each forget document's Min-K%%++ "
+                                       "score to the pre-fine-tuning model's score of it plus the unseen shift "
+                                       "measured on the calibration documents (needs them; 0: off)."})
+    z_level_k: float = field(
+        default=0.2, metadata={"help": "pre_finetuning_distill: fraction of a document's tokens its Min-K%%++ score "
+                                       "averages (with z_level_weight)."})
 
 
 @register_method
@@ -91,15 +123,21 @@ class PreFinetuningDistill(UnlearningMethod):
             raise ValueError(f"hold_weight must be >= 0, got {self.args.hold_weight}.")
         if self.args.hold_batch < 1:
             raise ValueError(f"hold_batch must be >= 1, got {self.args.hold_batch}.")
+        if self.args.z_level_weight < 0:
+            raise ValueError(f"z_level_weight must be >= 0, got {self.args.z_level_weight}.")
+        if not 0 < self.args.z_level_k <= 1:
+            raise ValueError(f"z_level_k must be in (0, 1], got {self.args.z_level_k}.")
 
     def needs(self) -> Needs:
-        level, hold = self.args.level_weight > 0, self.args.hold_weight > 0
-        # the level reads the calibration documents' NLL at the start only; the hold measures hold_batch of them in
-        # the step's own policy pass, with their reference pass
+        z_level = self.args.z_level_weight > 0
+        level, hold = self.args.level_weight > 0 or z_level, self.args.hold_weight > 0
+        # the levels read the calibration documents' NLL (and Min-K%++ score) at the start only; the hold measures
+        # hold_batch of them in the step's own policy pass, with their reference pass
         return Needs(forget_pre_logits=True, retain_nll=self.retain_nll_weight > 0,
                      retain_kl=self.retain_kl_weight > 0,
                      calibration_batch=self.args.hold_batch if hold else (1 if level else None),
-                     calibration_refresh=False, calibration_grad=hold, calibration_kl=hold, calibration_pre=level)
+                     calibration_refresh=False, calibration_grad=hold, calibration_kl=hold, calibration_pre=level,
+                     calibration_min_k=self.args.z_level_k if z_level else None)
 
     @staticmethod
     def level_targets(pre_logp, labels, mask, calibration_start, calibration_pre):
@@ -107,6 +145,13 @@ class PreFinetuningDistill(UnlearningMethod):
         change from that model to the one being unlearned."""
         pre_nll = mean_token_nll(fixed_token_log_probs(pre_logp, labels), mask)
         return pre_nll + (calibration_start - calibration_pre).mean().to(pre_nll)
+
+    @staticmethod
+    def z_level_targets(pre_logp, labels, mask, k, calibration_start, calibration_pre):
+        """Each forget document's target Min-K%++ score: the pre-fine-tuning model's, shifted by the unseen
+        documents' mean change of that score from that model to the one being unlearned."""
+        pre_score = lowest_k_mean(fixed_standardised_log_probs(pre_logp, labels), mask, k)
+        return pre_score + (calibration_start - calibration_pre).mean().to(pre_score)
 
     def loss(self, ctx: StepContext):
         pre_logp = ctx.reference.forget_pre_logits.log_softmax(-1)
@@ -121,6 +166,17 @@ class PreFinetuningDistill(UnlearningMethod):
             ctx.log("level_loss", level)
             ctx.log("level_target", ctx.row_mean(target.detach()))
             forget = forget + level
+        if self.args.z_level_weight > 0:
+            k = self.args.z_level_k
+            target = self.z_level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, k,
+                                          ctx.calibration_start_min_k, ctx.calibration_pre_min_k)
+            z, z_mask = standardised_log_probs(ctx.forget_logits, ctx.forget_labels)
+            score = lowest_k_mean(z, z_mask, k)
+            has_tokens = ctx.forget_mask.sum(-1).gt(0).to(score.dtype)
+            z_level = self.args.z_level_weight * ctx.row_mean((score - target).square() * has_tokens)
+            ctx.log("z_level_loss", z_level)
+            ctx.log("z_level_target", ctx.row_mean(target.detach()))
+            forget = forget + z_level
         loss = forget + self.retain_loss(ctx)
         if ctx.calibration_step_kl is not None:  # the step's first micro-batch: counted once per step
             hold = self.args.hold_weight * ctx.calibration_step_kl.mean() / ctx.num_processes  # same documents on all
