@@ -516,6 +516,8 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
               "scores": result["scores"], "verdict": result["verdict"], "train_seconds": result["train_seconds"],
               "seconds": result["seconds"], "steps": result["training"]["steps"],
               "method_settings": result["method_settings"], "environment": environment()}
+    if result.get("audit"):  # the probes' verdicts in words (numbers and settings only, no row text)
+        record["audit_verdicts"] = [p["verdict"] for p in result["audit"]["probes"].values() if p.get("verdict")]
     write_text_atomic(folder.with_suffix(".json"), json.dumps(record, indent=1, default=str) + "\n")
     return record
 
@@ -630,7 +632,8 @@ def summarise(experiment: Experiment, records: Sequence[Mapping[str, Any]]) -> d
                      "seeds": [r["seed"] for r in mine], "stats": stats, "before": before,
                      "failed": {r["seed"]: f for r, f in zip(mine, failed)},
                      "passed": sum(not f for f in failed), "train_seconds": _mean_std([r["train_seconds"]
-                                                                                       for r in mine])})
+                                                                                       for r in mine]),
+                     "audit": {r["seed"]: r["audit_verdicts"] for r in mine if r.get("audit_verdicts")}})
 
     def rank(row):
         task = row["stats"].get("task_score", (0.0, 0.0))[0]
@@ -660,6 +663,17 @@ def reproduce_command(experiment: Experiment, row: Mapping[str, Any], seed: int)
         else:
             parts.append(f"--trainer-arg {key}={value}")
     return " ".join(parts) + " --output-dir OUTPUT_DIR"
+
+
+def _with_audit_verdicts(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A record written before records kept the audit's verdicts: read them from its job's audit.json (judged
+    again, as `hf-unlearn unlearn` judges)."""
+    path = folder / "audit" / "audit.json"
+    if "audit_verdicts" not in record and path.is_file():
+        from .audit import judge, verdicts
+
+        record["audit_verdicts"] = [v for v in verdicts(judge(json.loads(path.read_text()))) if v]
+    return record
 
 
 def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_runs: int,
@@ -709,6 +723,12 @@ def report_markdown(experiment: Experiment, summary: Mapping[str, Any], total_ru
         fails = "; ".join(f"seed {s}: {', '.join(f)}" for s, f in row["failed"].items() if f) or "none"
         lines.append(f"| {row['name']} | {row['passed']}/{len(row['seeds'])} | " + " | ".join(cells)
                      + f" | {row['train_seconds'][0]:.0f} | {fails} |")
+    audited = [row for row in summary["rows"] if row.get("audit")]
+    if audited:  # the audit's verdicts, where the settings asked for probes
+        lines += ["", "The audit (does the forgetting survive quantization, relearning, shorter or reworded prompts):"]
+        for row in audited:
+            for seed, found in row["audit"].items():
+                lines += ["", f"{row['name']}, seed {seed}:", *(f"- {verdict}" for verdict in found)]
     lines += ["", "![forget against retain](compare.png)", "",
               "The plot: each setting's forget regurgitation (lower is more forgotten) beside its retain "
               "regurgitation (higher is more kept), mean over seeds with their spread; a selective setting has a low "
@@ -824,7 +844,7 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
                           {"retain_model": retain_model, "tofu": experiment.tofu} if retain_model else None)
             done = runs_dir / f"{key}.json"
             if done.is_file():
-                records.append(json.loads(done.read_text()))
+                records.append(_with_audit_verdicts(json.loads(done.read_text()), runs_dir / key))
                 continue
             todo.append({"spec": dataclasses.asdict(spec), "seed": seed, "key": key, "model": experiment.model,
                          "data": experiment.data, "runs_dir": str(runs_dir), "threads": threads,

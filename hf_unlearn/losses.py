@@ -227,14 +227,13 @@ MIN_STD = 1e-12
 
 
 def _standardised(logp: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(z, p, mu, second moment, sigma) of `(n, vocab)` log-probs: `z = (log p(target) - mu) / sigma`, sigma floored
-    at `MIN_STD`."""
+    """(z, p, mu, sigma) of `(n, vocab)` log-probs: `z = (log p(target) - mu) / sigma`, sigma floored at `MIN_STD`."""
     p = logp.exp()
     mu = (p * logp).sum(-1)
-    second = (p * logp.square()).sum(-1)
-    sigma = (second - mu.square()).clamp_min(0).sqrt().clamp_min(MIN_STD)
+    # centred: `second - mu^2` cancels to 0 (or below) in float32 where one token takes nearly all the mass
+    sigma = (p * (logp - mu[:, None]).square()).sum(-1).sqrt().clamp_min(MIN_STD)
     z = (logp.gather(-1, targets[:, None]).squeeze(-1) - mu) / sigma
-    return z, p, mu, second, sigma
+    return z, p, mu, sigma
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -246,8 +245,8 @@ class _StandardisedLogProbs(torch.autograd.Function):
     """`(log p(target) - mu) / sigma` per row, `(N,)`, chunked like `_PickedLogProbs`: Min-K%++'s token value, with
     `mu` and `sigma` the mean and standard deviation of `log p(z)` for z drawn from the row's own distribution.
 
-    With l = log-softmax, p its softmax, a = l[target], m2 = sum p l^2 and s2 = m2 - mu^2, the derivatives with respect
-    to the logits are d a = onehot - p, d mu = p (l - mu), d s2 = p (l^2 - m2 + 2 (l - mu) (1 - mu)), and
+    With l = log-softmax, p its softmax, a = l[target] and s2 = sum p (l - mu)^2, the derivatives with respect to the
+    logits are d a = onehot - p, d mu = p (l - mu), d s2 = p ((l - mu)^2 - s2 + 2 (l - mu)), and
     d z = (d a - d mu) / sigma - z d s2 / (2 sigma^2); recomputed a chunk at a time in the backward.
     """
 
@@ -266,10 +265,10 @@ class _StandardisedLogProbs(torch.autograd.Function):
         for chunk in row_chunks(len(targets), logits.shape[-1]):
             rows = _take(index, chunk)
             logp = _log_softmax(_upcast(logits[rows]))
-            z, p, mu, second, sigma = _standardised(logp, targets[chunk])
+            z, p, mu, sigma = _standardised(logp, targets[chunk])
             centred = logp - mu[:, None]
             d_mu = p * centred
-            d_s2 = p * (logp.square() - second[:, None] + 2 * centred * (1 - mu[:, None]))
+            d_s2 = p * (centred.square() - sigma.square()[:, None] + 2 * centred)
             d_a = -p
             d_a.scatter_add_(-1, targets[chunk, None], torch.ones_like(d_a[:, :1]))
             g = (d_a - d_mu) / sigma[:, None] - (z / (2 * sigma.square()))[:, None] * d_s2

@@ -161,14 +161,20 @@ def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memo
         k.startswith("audit/") for k in rows[1]["stats"])
     report = (out / "compare.md").read_text()
     assert "int8: comes back" in report and "prefix50: forgotten" in report
+    # and their verdicts in words, per run that had them
+    assert "The audit (" in report and "npo, seed 0:" in report and "\n- int8: " in report and "gd, seed" not in report
     assert "| npo | " in report and "+-" in report and report.strip() in printed
     if result["summary"]["recommended"]:
         assert "hf-unlearn unlearn --model" in result["command"] and "--method" in result["command"]
-    # resumed: nothing runs again (the records are kept), and a new seed runs only its own runs
+    # resumed: nothing runs again (the records are kept), and a new seed runs only its own runs; a record written
+    # before records kept the verdicts gets them from its job's audit.json
+    first = out / "runs" / f"{result['runs'][0]['key']}.json"
+    first.write_text(json.dumps({k: v for k, v in json.loads(first.read_text()).items() if k != "audit_verdicts"}))
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     assert len(stamps) == 4
     assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
     assert "4 run(s) already done, 0 to run" in capsys.readouterr().out
+    assert "npo, seed 0:" in (out / "compare.md").read_text()
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
     _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
 

@@ -29,7 +29,12 @@ given the pre-fine-tuning model's view exactly would still stand out (Min-K%++ A
 under the fine-tuned model), and pulling its NLL up moves its standardised values past the unseen ones'.
 `z_level_weight` adds the same pull as the level on that score: each forget document's Min-K%++ score (the mean of
 its `z_level_k` lowest standardised token log-probabilities) to the pre-fine-tuning model's score of it plus the
-calibration documents' mean shift of that score, squared on both sides. The loss, zlib and Min-K% attacks are not
+calibration documents' mean shift of that score, on both sides. Two differences from the level, both measured on that
+target: the shift is taken over the calibration documents of the forget document's own kind where kinds are known
+(LUME's templated biographies lost 7 of that score to fine-tuning, its Task3 documents 1.5: one mean overshoots the
+one and falls short of the other), and the pull is a pseudo-Huber `sqrt(1 + d^2) - 1` of the difference d, whose
+gradient stays bounded: a position where the model is nearly certain of another token has a standardised value of
+-100 or below, and a square would let one such document drive the step. The loss, zlib and Min-K% attacks are not
 trained on.
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
@@ -41,6 +46,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from ..losses import (
     band_loss,
     distill_kl,
@@ -50,7 +57,10 @@ from ..losses import (
     mean_token_nll,
     standardised_log_probs,
 )
+from .anchored import Anchored
 from .base import Needs, StepContext, UnlearningMethod, register_method
+
+same_kind = Anchored.same_kind
 
 
 @dataclass
@@ -74,9 +84,10 @@ class PreFinetuningDistillArguments:
             Calibration documents held per optimisation step, in a fixed cycle (each one more forward pass of the
             reference and one more row in the policy pass).
         z_level_weight (`float`, *optional*, defaults to `0.0`):
-            Weight of `(S - target)^2` on each forget document's Min-K%++ score S (the mean of its `z_level_k` lowest
-            standardised token log-probabilities), the target being the pre-fine-tuning model's score of it plus the
-            fine-tuning's shift of that score on the calibration documents (which it then needs). 0: off.
+            Weight of `sqrt(1 + (S - target)^2) - 1` on each forget document's Min-K%++ score S (the mean of its
+            `z_level_k` lowest standardised token log-probabilities), the target being the pre-fine-tuning model's
+            score of it plus the fine-tuning's mean shift of that score on the calibration documents of its kind
+            (which it then needs). 0: off.
         z_level_k (`float`, *optional*, defaults to `0.2`):
             The fraction of a document's tokens its Min-K%++ score averages (the attack's usual 20%).
     """
@@ -147,11 +158,16 @@ class PreFinetuningDistill(UnlearningMethod):
         return pre_nll + (calibration_start - calibration_pre).mean().to(pre_nll)
 
     @staticmethod
-    def z_level_targets(pre_logp, labels, mask, k, calibration_start, calibration_pre):
-        """Each forget document's target Min-K%++ score: the pre-fine-tuning model's, shifted by the unseen
-        documents' mean change of that score from that model to the one being unlearned."""
+    def z_level_targets(pre_logp, labels, mask, k, calibration_start, calibration_pre, calibration_group=None,
+                        forget_group=None):
+        """Each forget document's target Min-K%++ score: the pre-fine-tuning model's, shifted by the mean change of
+        that score, from that model to the one being unlearned, of the unseen documents of its kind (`same_kind`)."""
         pre_score = lowest_k_mean(fixed_standardised_log_probs(pre_logp, labels), mask, k)
-        return pre_score + (calibration_start - calibration_pre).mean().to(pre_score)
+        shifts = calibration_start - calibration_pre
+        if forget_group is None:
+            return pre_score + same_kind(shifts, calibration_group, None).mean().to(pre_score)
+        shift = torch.stack([same_kind(shifts, calibration_group, int(g)).mean() for g in forget_group.tolist()])
+        return pre_score + shift.to(pre_score)
 
     def loss(self, ctx: StepContext):
         pre_logp = ctx.reference.forget_pre_logits.log_softmax(-1)
@@ -169,11 +185,13 @@ class PreFinetuningDistill(UnlearningMethod):
         if self.args.z_level_weight > 0:
             k = self.args.z_level_k
             target = self.z_level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, k,
-                                          ctx.calibration_start_min_k, ctx.calibration_pre_min_k)
+                                          ctx.calibration_start_min_k, ctx.calibration_pre_min_k,
+                                          ctx.calibration_group, ctx.forget_group)
             z, z_mask = standardised_log_probs(ctx.forget_logits, ctx.forget_labels)
             score = lowest_k_mean(z, z_mask, k)
             has_tokens = ctx.forget_mask.sum(-1).gt(0).to(score.dtype)
-            z_level = self.args.z_level_weight * ctx.row_mean((score - target).square() * has_tokens)
+            pull = ((score - target).square() + 1).sqrt() - 1  # pseudo-Huber: bounded gradient (docstring)
+            z_level = self.args.z_level_weight * ctx.row_mean(pull * has_tokens)
             ctx.log("z_level_loss", z_level)
             ctx.log("z_level_target", ctx.row_mean(target.detach()))
             forget = forget + z_level
