@@ -27,9 +27,10 @@ from .losses import lowest_k_mean, mean_token_nll, standardised_log_probs, token
 
 @torch.no_grad()
 def documents_scores(model, features: list[dict], pad_token_id: int, batch_size: int = 8,
-                     k: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     k: float | None = None, floor: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean token NLL of each tokenised document (`tokenize_documents` features), `(n,)` float32 in input order, and
-    with `k` each one's Min-K%++ score (mean of its k lowest standardised token log-probs) from the same pass."""
+    with `k` each one's Min-K%++ score (mean of its k lowest standardised token log-probs, each at least `-floor`
+    when a floor is given) from the same pass."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -42,6 +43,7 @@ def documents_scores(model, features: list[dict], pad_token_id: int, batch_size:
             values.append(mean_token_nll(logp.float(), tok_mask.float()).cpu())
             if k is not None:
                 z, z_mask = standardised_log_probs(logits, labels.to(device))
+                z = z if floor is None else z.clamp(min=-floor)
                 scores.append(lowest_k_mean(z, z_mask, k).float().cpu())
     finally:
         model.train(was_training)
@@ -64,10 +66,11 @@ def cycle_indices(step: int, batch: int, count: int) -> list[int]:
 class CalibrationLevels(TrainerCallback, ExportableState):
     """Latest NLL of every calibration document (see the module docstring); the trainer updates it each step."""
 
-    def __init__(self, features: list[dict], batch: int, min_k: float | None = None):
+    def __init__(self, features: list[dict], batch: int, min_k: float | None = None, min_k_floor: float | None = None):
         self.features = features
         self.batch = batch
         self.min_k = min_k  # with a fraction: also each document's Min-K%++ score at the start (and before fine-tuning)
+        self.min_k_floor = min_k_floor
         # each document's kind (`rows_to_units`), or None when the calibration set names none
         self.groups = torch.tensor([f["group"] for f in features]) if features and "group" in features[0] else None
         self.values: torch.Tensor | None = None  # the latest NLL of each document
@@ -84,10 +87,11 @@ class CalibrationLevels(TrainerCallback, ExportableState):
                                            "pre_min_k": as_list(self.pre_min_k)}}
 
     def measure_all(self, model, pad_token_id: int, pre_model=None) -> None:
-        self.values, self.start_min_k = documents_scores(model, self.features, pad_token_id, k=self.min_k)
+        k, floor = self.min_k, self.min_k_floor
+        self.values, self.start_min_k = documents_scores(model, self.features, pad_token_id, k=k, floor=floor)
         self.start = self.values.clone()
         if pre_model is not None:
-            self.pre, self.pre_min_k = documents_scores(pre_model, self.features, pad_token_id, k=self.min_k)
+            self.pre, self.pre_min_k = documents_scores(pre_model, self.features, pad_token_id, k=k, floor=floor)
 
     def indices(self, step: int) -> list[int]:
         return cycle_indices(step, self.batch, len(self.features))

@@ -359,7 +359,7 @@ class UnlearningTrainer(Trainer):
         features = tokenize_documents(texts, tokenizer, "calibration_dataset", args.max_length, self._group_ids(groups))
         if len(features) < 2:
             raise ValueError(f"calibration_dataset has {len(features)} document(s); the unseen level needs at least 2.")
-        return CalibrationLevels(features, batch, self.needs.calibration_min_k)
+        return CalibrationLevels(features, batch, self.needs.calibration_min_k, self.needs.calibration_min_k_floor)
 
     def _load_pre_finetuning_model(self, pre, model, method: str):
         """The frozen model from before fine-tuning, if the method reads it (refused, naming the fix, when it is

@@ -87,6 +87,7 @@ class Needs:
     # their Min-K%++ score (mean of the lowest k of the standardised token log-probs) at this k, measured at the start
     # with their NLL (and under the pre-fine-tuning model with `calibration_pre`); None: not measured
     calibration_min_k: float | None = None
+    calibration_min_k_floor: float | None = None  # standardised values below minus this count as minus this in it
 
     @property
     def uses_retain(self) -> bool:

@@ -32,9 +32,11 @@ its `z_level_k` lowest standardised token log-probabilities) to the pre-fine-tun
 calibration documents' mean shift of that score, on both sides. Two differences from the level, both measured on that
 target: the shift is taken over the calibration documents of the forget document's own kind where kinds are known
 (LUME's templated biographies lost 7 of that score to fine-tuning, its Task3 documents 1.5: one mean overshoots the
-one and falls short of the other), and the pull is a pseudo-Huber `sqrt(1 + d^2) - 1` of the difference d, whose
-gradient stays bounded: a position where the model is nearly certain of another token has a standardised value of
--100 or below, and a square would let one such document drive the step. The loss, zlib and Min-K% attacks are not
+one and falls short of the other), and the score is taken over standardised values floored at `-Z_FLOOR` (10) and
+pulled by a pseudo-Huber `sqrt(1 + d^2) - 1` of the difference d: at a position where the model is nearly certain of
+another token the standardised value reaches -1000 (the fine-tuned model on the unseen question rows of a template it
+memorised), the gradient of such a value scales with 1/sigma, and without the floor those few positions drove every
+step (SmolLM2: targets of -50 to -190, gradient norms of 350 clipped to 1). The loss, zlib and Min-K% attacks are not
 trained on.
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
@@ -61,6 +63,8 @@ from .anchored import Anchored
 from .base import Needs, StepContext, UnlearningMethod, register_method
 
 same_kind = Anchored.same_kind
+# The z-level's floor on standardised token values (its docstring): the calibration documents' scores use it too.
+Z_FLOOR = 10.0
 
 
 @dataclass
@@ -85,9 +89,9 @@ class PreFinetuningDistillArguments:
             reference and one more row in the policy pass).
         z_level_weight (`float`, *optional*, defaults to `0.0`):
             Weight of `sqrt(1 + (S - target)^2) - 1` on each forget document's Min-K%++ score S (the mean of its
-            `z_level_k` lowest standardised token log-probabilities), the target being the pre-fine-tuning model's
-            score of it plus the fine-tuning's mean shift of that score on the calibration documents of its kind
-            (which it then needs). 0: off.
+            `z_level_k` lowest standardised token log-probabilities, floored at -10), the target being the
+            pre-fine-tuning model's score of it plus the fine-tuning's mean shift of that score on the calibration
+            documents of its kind (which it then needs). 0: off.
         z_level_k (`float`, *optional*, defaults to `0.2`):
             The fraction of a document's tokens its Min-K%++ score averages (the attack's usual 20%).
     """
@@ -148,7 +152,8 @@ class PreFinetuningDistill(UnlearningMethod):
                      retain_kl=self.retain_kl_weight > 0,
                      calibration_batch=self.args.hold_batch if hold else (1 if level else None),
                      calibration_refresh=False, calibration_grad=hold, calibration_kl=hold, calibration_pre=level,
-                     calibration_min_k=self.args.z_level_k if z_level else None)
+                     calibration_min_k=self.args.z_level_k if z_level else None,
+                     calibration_min_k_floor=Z_FLOOR)
 
     @staticmethod
     def level_targets(pre_logp, labels, mask, calibration_start, calibration_pre):
@@ -162,7 +167,7 @@ class PreFinetuningDistill(UnlearningMethod):
                         forget_group=None):
         """Each forget document's target Min-K%++ score: the pre-fine-tuning model's, shifted by the mean change of
         that score, from that model to the one being unlearned, of the unseen documents of its kind (`same_kind`)."""
-        pre_score = lowest_k_mean(fixed_standardised_log_probs(pre_logp, labels), mask, k)
+        pre_score = lowest_k_mean(fixed_standardised_log_probs(pre_logp, labels).clamp(min=-Z_FLOOR), mask, k)
         shifts = calibration_start - calibration_pre
         if forget_group is None:
             return pre_score + same_kind(shifts, calibration_group, None).mean().to(pre_score)
@@ -188,7 +193,7 @@ class PreFinetuningDistill(UnlearningMethod):
                                           ctx.calibration_start_min_k, ctx.calibration_pre_min_k,
                                           ctx.calibration_group, ctx.forget_group)
             z, z_mask = standardised_log_probs(ctx.forget_logits, ctx.forget_labels)
-            score = lowest_k_mean(z, z_mask, k)
+            score = lowest_k_mean(z.clamp(min=-Z_FLOOR), z_mask, k)
             has_tokens = ctx.forget_mask.sum(-1).gt(0).to(score.dtype)
             pull = ((score - target).square() + 1).sqrt() - 1  # pseudo-Huber: bounded gradient (docstring)
             z_level = self.args.z_level_weight * ctx.row_mean(pull * has_tokens)
