@@ -14,7 +14,10 @@ optimizer step):
   as calibration documents (`anchor_calibration_batch` of them join each step's pass, with the hold), retain NLL +
   KL as in (b);
 - (g) (b) on the same whole documents as (f) (`forget_unit="documents"`: every token carries loss), so that (f)/(g)
-  is the cost of the method itself and not of scoring every token of a document.
+  is the cost of the method itself and not of scoring every token of a document;
+- (h) (f) at fixed levels without the hold; (i) `pre_finetuning_distill` (a copy of the model standing in for the
+  one before fine-tuning); (j) (i) with the NLL level and the Min-K%++ level as issue #28's runs use them (distill 3,
+  level 1, z-level 2, the calibration documents measured at the start).
 
 Memory: each variant in its own fresh process (a process's peak RSS never goes down), the peak RSS (VmHWM) minus
 the RSS just before the model is built: weights, copies, optimizer state and the step's activations, without the
@@ -65,6 +68,7 @@ VARIANTS = {
     "g": "(b) on whole documents",
     "h": "(f) with the band at the start level and no hold (no calibration pass during training)",
     "i": "pre_finetuning_distill on whole documents + retain NLL + KL, a pre-fine-tuning model (a copy here)",
+    "j": "(i) with the NLL level and the Min-K%++ level (calibration documents, issue #28's setting)",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -77,6 +81,7 @@ GOALS = [
     ("f", "b", "time", None, "(f) against (b) on rows: documents carry loss on every token"),
     ("h", "g", "time", 1.30, "the unseen-level method at fixed levels against NPO + NLL + KL, on the same documents"),
     ("i", "g", "time", 1.30, "distillation toward the pre-fine-tuning model against NPO + NLL + KL, same documents"),
+    ("j", "g", "time", 1.30, "distillation with both levels against NPO + NLL + KL, on the same documents"),
 ]
 
 
@@ -158,15 +163,17 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     if cuda:
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
-    pre_model = copy.deepcopy(model) if variant == "i" else None  # stands in for the model before fine-tuning
+    pre_model = copy.deepcopy(model) if variant in ("i", "j") else None  # stands in for the model before fine-tuning
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
-    anchored = variant in ("f", "h")
-    documents = variant in ("f", "g", "h", "i")
+    calibrated = variant in ("f", "h", "j")  # reads the calibration documents
+    documents = variant in ("f", "g", "h", "i", "j")
     if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
-    method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill"}.get(variant, "npo")
-    fixed = dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else {}
+    method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
+              "j": "pre_finetuning_distill"}.get(variant, "npo")
+    fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else
+             dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else {})
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
         method=method,
@@ -187,12 +194,12 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     )
     trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget, retain_dataset=retain,
                                 processing_class=tokenizer, ref_model=ref_model,
-                                calibration_dataset=calibration if anchored else None, pre_finetuning_model=pre_model)
+                                calibration_dataset=calibration if calibrated else None, pre_finetuning_model=pre_model)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
     if variant == "c":
         trainer.precompute_reference_log_probs()
-    if anchored:  # what on_train_begin does: the calibration documents' starting levels
-        trainer.calibration.measure_all(trainer._policy, tokenizer.pad_token_id)
+    if calibrated:  # what on_train_begin does: the calibration documents' starting levels
+        trainer.calibration.measure_all(trainer._policy, tokenizer.pad_token_id, pre_model)
     return trainer, next(iter(trainer.get_train_dataloader()))
 
 
