@@ -536,7 +536,7 @@ def format_report(result: dict) -> str:
     if notes:
         lines += ["", "Caveats"] + [f"- {c}" for c in notes]
     lines += ["", "What the words mean"] + [f"- {g}" for g in GLOSSARY]
-    if result["paths"]:  # none in a record whose files were temporary (benchmarks/audit_tofu_smollm2.py)
+    if result["paths"]:  # none in a record whose files were temporary
         lines += ["", "Files"] + [f"  {k}: {v}" for k, v in result["paths"].items()]
     return "\n".join(line for line in lines if line is not None)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import sys
 
@@ -33,23 +32,6 @@ def test_tofu_rows_are_forget01_with_paraphrases_two_retain_authors_and_holdout_
     seen, unseen = split_documents(forget, 0.5)
     assert len(seen) == len(unseen) == 20 and not {r["document"] for r in seen} & {r["document"] for r in unseen}
     assert not set(members) & set(nonmembers)
-
-
-def test_tofu_smollm2_rows_are_written_for_their_owner_only_and_the_target_is_the_librarys_recipe(tmp_path):
-    spec = importlib.util.spec_from_file_location("audit_tofu_smollm2", REPO_ROOT / "benchmarks" /
-                                                  "audit_tofu_smollm2.py")
-    tofu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tofu)
-    forget = bench.tofu_rows(SHARED_DATA / "tofu")[0]
-    tofu.write_rows(tmp_path / "forget.jsonl", forget)
-    assert (tmp_path / "forget.jsonl").stat().st_mode & 0o777 == 0o600  # the forget text
-    assert len((tmp_path / "forget.jsonl").read_text().splitlines()) == 40
-    # the target is the library's recipe (hf_unlearn.target), keyed by it and by the rows' contents
-    from hf_unlearn.target import target_key
-
-    files = [("forget", str(tmp_path / "forget.jsonl"))]
-    assert tofu.RECIPE.base == "smollm2" and tofu.RECIPE.lora_r == 32 and tofu.RECIPE.epochs == 20
-    assert target_key(dataclasses.replace(tofu.RECIPE, epochs=1), files) != target_key(tofu.RECIPE, files)
 
 
 def test_summary_cells_say_what_comes_back_and_what_the_attack_did_to_the_model():
