@@ -50,6 +50,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -425,6 +426,7 @@ def run_key(model: str, data: Mapping[str, str], spec: RunSpec, seed: int,
     again)."""
     from . import __version__
 
+    data = run_data(data, spec.method)
     what = {"model": model, "method": spec.method, "seed": seed, "version": __version__,
             "settings": {k: v for k, v in sorted(spec.settings.items()) if k not in NOT_IN_KEY},
             "data": {k: _file_digest(v) if Path(v).exists() else v for k, v in sorted(data.items())},
@@ -444,6 +446,7 @@ def before_key(model: str, data: Mapping[str, str], seed: int, job) -> str:
     from . import __version__
 
     seeded = "holdout" in data and "calibration" not in data and "mia" not in data
+    data = {k: v for k, v in data.items() if k != "pre_finetuning_model"}  # read by training only
     what = {"model": model, "version": __version__, "scoring": {k: getattr(job, k) for k in SCORING},
             "data": {k: _file_digest(v) if Path(v).exists() else v for k, v in sorted(data.items())},
             **({"seed": seed} if seeded else {})}
@@ -459,9 +462,24 @@ def job_arguments(model: str, data: Mapping[str, str], spec: RunSpec, seed: int,
     fields = _unlearn_fields()
     direct = {k: v for k, v in spec.settings.items() if k in fields and k != "threads"}
     extra = [f"{k}={v}" for k, v in spec.settings.items() if k not in fields]
+    data = run_data(data, spec.method)
     return UnlearnArguments(model=model, output_dir=output_dir, method=spec.method, seed=seed, threads=threads,
                             **{"probes": "none", "merge": False, **direct},
                             trainer_arg=extra, **{k: v for k, v in data.items()})
+
+
+def run_data(data: Mapping[str, str], method: str) -> dict[str, str]:
+    """The experiment's data as a run of `method` gets it: the model from before fine-tuning only where the method
+    reads it (the job refuses it elsewhere, and it is no part of the other runs' keys)."""
+    return {k: v for k, v in data.items() if k != "pre_finetuning_model" or reads_pre_finetuning_model(method)}
+
+
+def reads_pre_finetuning_model(method: str) -> bool:
+    """Whether method `method` (at its defaults) reads the model from before fine-tuning."""
+    from .config import UnlearningConfig
+
+    config = UnlearningConfig(output_dir=os.devnull, method=method, report_to="none", use_cpu=True)
+    return config.unlearning_method.needs().forget_pre_logits
 
 
 def environment() -> dict[str, Any]:
@@ -488,6 +506,8 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
 
     spec = RunSpec(**payload["spec"])
     folder = Path(payload["runs_dir"]) / payload["key"]
+    if folder.exists():  # an earlier try of this run stopped before its record (compare's own folder): anew
+        shutil.rmtree(folder)
     configure_threads(payload["threads"])
     job = job_arguments(payload["model"], payload["data"], spec, payload["seed"], str(folder), payload["threads"])
     # the model before unlearning is the same for every run (of a seed, where the seed picks the attack's

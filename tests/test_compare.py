@@ -4,6 +4,7 @@ tiny model that memorised real LUME rows (2 methods x 2 seeds, a few steps): rep
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -176,6 +177,15 @@ def test_compare_end_to_end_resumes_and_writes_no_forget_text(saved_target, memo
     assert "4 run(s) already done, 0 to run" in capsys.readouterr().out
     assert "npo, seed 0:" in (out / "compare.md").read_text()
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
+    # a run stopped before its record (its folder half written) is run again from scratch on the next compare
+    unfinished = out / "runs" / f"{result['runs'][3]['key']}.json"
+    unfinished.unlink()
+    folder = out / "runs" / result["runs"][3]["key"]
+    shutil.rmtree(folder)
+    (folder / "training").mkdir(parents=True)
+    (folder / "training" / "checkpoint-1").write_text("")  # what a run stopped mid-training leaves
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(out), "--threads", "1"]) == 0
+    assert "3 run(s) already done, 1 to run" in capsys.readouterr().out and unfinished.is_file()
     _canary_scan(out, [r["output"] for r in memorised_rows["forget"] if len(r["output"]) > 12])
 
 
@@ -200,3 +210,19 @@ def test_settings_are_checked_after_hfargumentparser_resolved_the_annotations(tm
         load_experiment(_experiment(tmp_path, settings={"learning_rate": "fast"}))
     assert load_experiment(_experiment(tmp_path, settings={"batch_size": "8", "threads": "2"})).settings == {
         "batch_size": 8, "threads": 2}
+
+
+def test_the_model_before_fine_tuning_goes_only_to_the_runs_that_read_it(tmp_path):
+    """data.pre_finetuning_model reaches the distillation runs only (the job refuses it elsewhere), and is no part
+    of the other runs' keys, so adding it to an experiment keeps their finished runs."""
+    from hf_unlearn.compare import job_arguments, run_key
+
+    runs = [{"name": "npo", "method": "npo"}, {"name": "distil", "method": "pre_finetuning_distill"}]
+    plain = load_experiment(_experiment(tmp_path, runs=runs))
+    with_pre = load_experiment(_experiment(tmp_path, runs=runs, data={"forget": "f.jsonl", "retain": "r.jsonl",
+                                                                      "pre_finetuning_model": "smollm2"}))
+    npo, distil = with_pre.runs
+    assert job_arguments("m", with_pre.data, npo, 0, str(tmp_path / "a")).pre_finetuning_model is None
+    assert job_arguments("m", with_pre.data, distil, 0, str(tmp_path / "b")).pre_finetuning_model == "smollm2"
+    assert run_key("m", with_pre.data, npo, 0) == run_key("m", plain.data, plain.runs[0], 0)
+    assert run_key("m", with_pre.data, distil, 0) != run_key("m", plain.data, plain.runs[1], 0)

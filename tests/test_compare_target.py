@@ -256,7 +256,8 @@ def test_the_benchmark_experiment_files_load():
     assert files
     for path in files:
         experiment = load_experiment(path)
-        assert experiment.runs and all(Path(v).exists() for k, v in experiment.data.items())
+        assert experiment.runs and all(Path(v).exists() for k, v in experiment.data.items()
+                                       if k != "pre_finetuning_model")  # that one may be a name (smollm2, a Hub id)
 
 
 def test_the_tofu_audit_experiment_shares_the_tofu_comparisons_target(tmp_path):
