@@ -257,7 +257,7 @@ def job_method(args: UnlearnArguments) -> str:
 def check_pre_finetuning_model(args: UnlearnArguments, config) -> None:
     """`--pre-finetuning-model` where the method reads it (and only there), a folder or Hub id of the same architecture
     as `--model` where both are here: refused before any model loads."""
-    from .pretrained import check_same_architecture, local_architecture, require_path_or_hub_id
+    from .pretrained import OFFLINE_MODELS, check_same_architecture, local_architecture, require_path_or_hub_id
 
     needed = config.unlearning_method.needs().forget_pre_logits
     if needed and not args.pre_finetuning_model:
@@ -267,7 +267,8 @@ def check_pre_finetuning_model(args: UnlearnArguments, config) -> None:
         raise ValueError(f"--pre-finetuning-model is read by method pre_finetuning_distill only, not "
                          f"{config.method}: drop it, or give --method pre_finetuning_distill")
     if needed:
-        require_path_or_hub_id(args.pre_finetuning_model, "--pre-finetuning-model")
+        if args.pre_finetuning_model not in OFFLINE_MODELS:  # `smollm2` resolves offline, as --model does
+            require_path_or_hub_id(args.pre_finetuning_model, "--pre-finetuning-model")
         check_same_architecture(local_architecture(args.model), local_architecture(args.pre_finetuning_model),
                                 f"--model {args.model} and --pre-finetuning-model {args.pre_finetuning_model}")
 

@@ -395,6 +395,14 @@ def test_the_pre_finetuning_model_is_checked_before_a_model_loads(tmp_path, caps
     assert cli_main(base + ["--method", "pre_finetuning_distill", "--pre-finetuning-model", "./gone"]) == 2
     assert "--pre-finetuning-model folder not found: ./gone" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # an offline model name is taken as --model takes it (a comparison's pre_finetuning_model: smollm2)
+    from types import SimpleNamespace
+
+    from hf_unlearn.unlearn import check_pre_finetuning_model
+
+    needs = SimpleNamespace(forget_pre_logits=True)
+    config = SimpleNamespace(method="pre_finetuning_distill", unlearning_method=SimpleNamespace(needs=lambda: needs))
+    check_pre_finetuning_model(SimpleNamespace(pre_finetuning_model="smollm2", model="smollm2"), config)
 
 
 def test_unlearn_distils_toward_the_pre_finetuning_model(saved_target, memorised_rows, tokenizer, tmp_path):
