@@ -37,7 +37,9 @@ pulled by a pseudo-Huber `sqrt(1 + d^2) - 1` of the difference d: at a position 
 another token the standardised value reaches -1000 (the fine-tuned model on the unseen question rows of a template it
 memorised), the gradient of such a value scales with 1/sigma, and without the floor those few positions drove every
 step (SmolLM2: targets of -50 to -190, gradient norms of 350 clipped to 1). The loss, zlib and Min-K% attacks are not
-trained on.
+trained on. Measured on SmolLM2 (issue #28, 20 epochs, z-level 2): Min-K%++ left 1.0 sooner but overshot the band
+all the same (0.15 at 20 epochs), the members at their targets while the unseen documents moved away from where the
+start had measured them; it does not help in this form (docs/benchmarks.md).
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
