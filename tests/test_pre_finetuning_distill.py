@@ -122,16 +122,8 @@ def test_the_level_needs_calibration_documents_and_pulls_to_its_target(memorised
                                                                        tmp_path):
     forget, unseen = documents
     base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
-    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
-                         level_weight=1.0, max_steps=1)
-    build = lambda **kw: UnlearningTrainer(model=lora(copy.deepcopy(memorised_model), nonzero=False),  # noqa: E731
-                                           args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
-                                           processing_class=tokenizer, pre_finetuning_model=base, **kw)
-    with pytest.raises(ValueError, match="pass calibration_dataset="):
-        build()
-    trainer = build(calibration_dataset=Dataset.from_dict({"text": unseen[:6]}))
-    trainer.train()
-    logged = trainer.state.log_history[0]
+    logged = _first_step_needing_calibration(memorised_model, tokenizer, forget[:4], unseen[:6], base, tmp_path,
+                                             level_weight=1.0)
     # the first step's level term against the definition: the target from both models' whole-document NLLs
     model_nll = whole_nll(memorised_model, tokenizer, forget[:4])
     base_nll = whole_nll(base, tokenizer, forget[:4])
@@ -210,16 +202,9 @@ def test_the_z_level_pulls_min_k_plus_plus_scores_to_the_base_models_plus_the_un
 
     forget, unseen = documents
     base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
-    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
-                         z_level_weight=2.0, z_level_k=0.3, max_steps=1)
-    build = lambda **kw: UnlearningTrainer(model=lora(copy.deepcopy(memorised_model), nonzero=False),  # noqa: E731
-                                           args=config, forget_dataset=Dataset.from_dict({"text": forget[:4]}),
-                                           processing_class=tokenizer, pre_finetuning_model=base, **kw)
-    with pytest.raises(ValueError, match="pass calibration_dataset="):
-        build()
-    trainer = build(calibration_dataset=Dataset.from_dict({"text": unseen[:6]}))
-    trainer.train()
-    logged = trainer.state.log_history[0]
+    logged = _first_step_needing_calibration(memorised_model, tokenizer, forget[:4], unseen[:6], base, tmp_path,
+                                             z_level_weight=2.0, z_level_k=0.3)
+
     def score(model, docs):  # the attack's Min-K%++ score over values floored at -10, as the z-level takes it
         stats = document_token_stats(model, tokenizer, docs)
         return np.array([lowest_k_mean(np.maximum(standardised_log_probs(s), -10.0), 0.3) for s in stats])
@@ -254,3 +239,18 @@ def test_the_z_level_target_shifts_each_document_by_its_own_kinds_calibration_do
     assert target.tolist() == pytest.approx((own + everything).tolist(), abs=1e-6)
     assert PreFinetuningDistill.z_level_targets(base, labels, mask, 0.5, start, pre).tolist() == pytest.approx(
         (own + everything).tolist(), abs=1e-6)
+
+
+def _first_step_needing_calibration(memorised_model, tokenizer, forget, calibration, base, tmp_path, **fields):
+    """The first step's log of pre_finetuning_distill with `fields` on `forget`; refused first without calibration
+    documents (the levels need them), then run with `calibration`."""
+    config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", retain_nll_weight=0.0,
+                         max_steps=1, **fields)
+    build = lambda **kw: UnlearningTrainer(model=lora(copy.deepcopy(memorised_model), nonzero=False),  # noqa: E731
+                                           args=config, forget_dataset=Dataset.from_dict({"text": forget}),
+                                           processing_class=tokenizer, pre_finetuning_model=base, **kw)
+    with pytest.raises(ValueError, match="pass calibration_dataset="):
+        build()
+    trainer = build(calibration_dataset=Dataset.from_dict({"text": calibration}))
+    trainer.train()
+    return trainer.state.log_history[0]
