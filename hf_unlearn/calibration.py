@@ -47,14 +47,24 @@ def documents_scores(model, features: list[dict], pad_token_id: int, batch_size:
                 scores.append(lowest_k_mean(z, z_mask, k).float().cpu())
     finally:
         model.train(was_training)
-    empty = torch.zeros(0)
-    return (torch.cat(values) if values else empty), ((torch.cat(scores) if scores else empty) if k is not None
-                                                      else None)
+    nll = torch.cat(values) if values else torch.zeros(0)
+    if k is None:
+        return nll, None
+    return nll, torch.cat(scores) if scores else torch.zeros(0)
 
 
 def documents_nll(model, features: list[dict], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
     """Mean token NLL of each tokenised document (`tokenize_documents` features), `(n,)` float32, in input order."""
     return documents_scores(model, features, pad_token_id, batch_size)[0]
+
+
+def same_kind(values: torch.Tensor, groups: torch.Tensor | None, group: int | None) -> torch.Tensor:
+    """The calibration documents' `values` (one each) of the documents of kind `group` (at least 2 of them), else all
+    of them (also where kinds are not known)."""
+    if groups is None or group is None:
+        return values
+    mine = values[groups.to(values.device) == group]
+    return mine if len(mine) >= 2 else values
 
 
 def cycle_indices(step: int, batch: int, count: int) -> list[int]:

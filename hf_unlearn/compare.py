@@ -44,6 +44,7 @@ only writes the report. A scheduler (SLURM array jobs, Ray tasks) can do the sam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -474,8 +475,10 @@ def run_data(data: Mapping[str, str], method: str) -> dict[str, str]:
     return {k: v for k, v in data.items() if k != "pre_finetuning_model" or reads_pre_finetuning_model(method)}
 
 
+@functools.lru_cache(maxsize=None)
 def reads_pre_finetuning_model(method: str) -> bool:
-    """Whether method `method` (at its defaults) reads the model from before fine-tuning."""
+    """Whether method `method` (at its defaults) reads the model from before fine-tuning (asked once a method: each
+    run's key and job arguments ask it)."""
     from .config import UnlearningConfig
 
     config = UnlearningConfig(output_dir=os.devnull, method=method, report_to="none", use_cpu=True)

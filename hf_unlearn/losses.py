@@ -290,10 +290,11 @@ def fixed_standardised_log_probs(base_logp: torch.Tensor, labels: torch.Tensor) 
     answer positions (`answer_positions(labels)` order), `(batch, seq - 1)`, zero where masked (no gradient)."""
     targets, mask = shift_labels(labels)
     index = answer_positions(labels)
-    values = torch.empty(len(index[0]), dtype=torch.float32, device=base_logp.device)
+    picked = targets[index]
+    values = torch.empty(len(picked), dtype=torch.float32, device=base_logp.device)
     with torch.no_grad():
         for chunk in row_chunks(len(values), base_logp.shape[-1]):
-            values[chunk] = _standardised(base_logp[chunk].float(), targets[index][chunk])[0]
+            values[chunk] = _standardised(base_logp[chunk].float(), picked[chunk])[0]
     return scatter_answers(values, index, mask.shape)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..calibration import same_kind
 from ..losses import band_loss, empirical_quantiles, mean_token_nll, quantile_matching_loss
 from .base import Needs, StepContext, UnlearningMethod, register_method
 
@@ -152,14 +153,6 @@ class Anchored(UnlearningMethod):
         probs = torch.tensor([self.args.anchor_low_quantile, self.args.anchor_high_quantile])
         return empirical_quantiles(calibration_nll, probs)
 
-    @staticmethod
-    def same_kind(calibration_nll: torch.Tensor, calibration_group, group) -> torch.Tensor:
-        """The calibration NLLs of the documents of kind `group` (at least 2 of them), else all of them."""
-        if calibration_group is None or group is None:
-            return calibration_nll
-        mine = calibration_nll[calibration_group.to(calibration_nll.device) == group]
-        return mine if len(mine) >= 2 else calibration_nll
-
     def per_document(self, nll: torch.Tensor, calibration: torch.Tensor, calibration_group, forget_group):
         """Each forget document's loss against the unseen level of its own kind (all documents where kinds are not
         known): a question with its short answer is far less predictable than a document, unseen or not."""
@@ -167,7 +160,7 @@ class Anchored(UnlearningMethod):
         groups = [None] if forget_group is None else forget_group.unique().tolist()
         for group in groups:
             rows = slice(None) if group is None else (forget_group == group).to(nll.device)
-            level = self.same_kind(calibration, calibration_group, group)
+            level = same_kind(calibration, calibration_group, group)
             if self.args.anchor_target == "band":
                 low, high = self.band(level).to(nll.device, nll.dtype)
                 per_row[rows] = band_loss(nll[rows], low, high)

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..calibration import same_kind
 from ..losses import (
     band_loss,
     distill_kl,
@@ -61,10 +62,8 @@ from ..losses import (
     mean_token_nll,
     standardised_log_probs,
 )
-from .anchored import Anchored
 from .base import Needs, StepContext, UnlearningMethod, register_method
 
-same_kind = Anchored.same_kind
 # The z-level's floor on standardised token values (its docstring): the calibration documents' scores use it too.
 Z_FLOOR = 10.0
 
@@ -172,7 +171,7 @@ class PreFinetuningDistill(UnlearningMethod):
         pre_score = lowest_k_mean(fixed_standardised_log_probs(pre_logp, labels).clamp(min=-Z_FLOOR), mask, k)
         shifts = calibration_start - calibration_pre
         if forget_group is None:
-            return pre_score + same_kind(shifts, calibration_group, None).mean().to(pre_score)
+            return pre_score + shifts.mean().to(pre_score)
         shift = torch.stack([same_kind(shifts, calibration_group, int(g)).mean() for g in forget_group.tolist()])
         return pre_score + shift.to(pre_score)
 
