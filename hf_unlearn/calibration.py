@@ -25,6 +25,13 @@ from .data.collator import pad_features
 from .losses import lowest_k_mean, mean_token_nll, standardised_log_probs, token_log_probs
 
 
+def floored_min_k_score(logits: torch.Tensor, labels: torch.Tensor, k: float, floor: float | None) -> torch.Tensor:
+    """Each row's Min-K%++ score: the mean of its k lowest standardised token log-probs, each at least `-floor`
+    when a floor is given."""
+    z, z_mask = standardised_log_probs(logits, labels)
+    return lowest_k_mean(z if floor is None else z.clamp(min=-floor), z_mask, k)
+
+
 @torch.no_grad()
 def documents_scores(model, features: list[dict], pad_token_id: int, batch_size: int = 8,
                      k: float | None = None, floor: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -42,9 +49,7 @@ def documents_scores(model, features: list[dict], pad_token_id: int, batch_size:
             logp, tok_mask = token_log_probs(logits, labels.to(device))
             values.append(mean_token_nll(logp.float(), tok_mask.float()).cpu())
             if k is not None:
-                z, z_mask = standardised_log_probs(logits, labels.to(device))
-                z = z if floor is None else z.clamp(min=-floor)
-                scores.append(lowest_k_mean(z, z_mask, k).float().cpu())
+                scores.append(floored_min_k_score(logits, labels.to(device), k, floor).float().cpu())
     finally:
         model.train(was_training)
     nll = torch.cat(values) if values else torch.zeros(0)
@@ -88,18 +93,21 @@ class CalibrationLevels(TrainerCallback, ExportableState):
         # each document's NLL under the model from before fine-tuning, where a method compares with it
         self.pre: torch.Tensor | None = None
         self.start_min_k: torch.Tensor | None = None  # each document's Min-K%++ score when training started
+        self.values_min_k: torch.Tensor | None = None  # and its latest one, re-measured with the NLL
         self.pre_min_k: torch.Tensor | None = None  # and under the model from before fine-tuning
 
     def state(self) -> dict:
         as_list = lambda t: None if t is None else t.tolist()  # noqa: E731
         return {"args": {}, "attributes": {"values": as_list(self.values), "start": as_list(self.start),
                                            "pre": as_list(self.pre), "start_min_k": as_list(self.start_min_k),
+                                           "values_min_k": as_list(self.values_min_k),
                                            "pre_min_k": as_list(self.pre_min_k)}}
 
     def measure_all(self, model, pad_token_id: int, pre_model=None) -> None:
         k, floor = self.min_k, self.min_k_floor
         self.values, self.start_min_k = documents_scores(model, self.features, pad_token_id, k=k, floor=floor)
         self.start = self.values.clone()
+        self.values_min_k = None if self.start_min_k is None else self.start_min_k.clone()
         if pre_model is not None:
             self.pre, self.pre_min_k = documents_scores(pre_model, self.features, pad_token_id, k=k, floor=floor)
 
@@ -109,8 +117,11 @@ class CalibrationLevels(TrainerCallback, ExportableState):
     def refresh(self, model, pad_token_id: int, step: int) -> None:
         """Measure this step's batch of the cycle again under `model`."""
         indices = self.indices(step)
-        fresh = documents_nll(model, [self.features[i] for i in indices], pad_token_id)
+        fresh, fresh_min_k = documents_scores(model, [self.features[i] for i in indices], pad_token_id,
+                                              k=self.min_k, floor=self.min_k_floor)
         self.values[indices] = fresh
+        if fresh_min_k is not None:
+            self.values_min_k[indices] = fresh_min_k
 
     def load_from_checkpoint(self, folder: str) -> bool:
         """Take the table saved with the checkpoint in `folder`; False if it holds none (then it is measured anew)."""
@@ -128,6 +139,7 @@ class CalibrationLevels(TrainerCallback, ExportableState):
         tensor = lambda name: None if attributes.get(name) is None else torch.tensor(attributes[name],  # noqa: E731
                                                                                        dtype=torch.float32)
         self.pre, self.start_min_k, self.pre_min_k = tensor("pre"), tensor("start_min_k"), tensor("pre_min_k")
-        if self.min_k is not None and self.start_min_k is None:  # saved before the scores were kept: measure anew
-            return False
+        self.values_min_k = tensor("values_min_k")
+        if self.min_k is not None and (self.start_min_k is None or self.values_min_k is None):
+            return False  # saved before the scores were kept: measure anew
         return True

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from .calibration import CalibrationLevels
+from .calibration import CalibrationLevels, floored_min_k_score
 from .checkpoint import resolve_resume, save_checkpoint_atomically
 from .config import UnlearningConfig
 from .data import (
@@ -743,6 +743,11 @@ class UnlearningTrainer(Trainer):
             cal_logp, cal_tok_mask = token_log_probs(cal_piece, cal_labels)
             step_nll = mean_token_nll(cal_logp, cal_tok_mask)
             self.calibration.values[calibration_step] = step_nll.detach().float().cpu()
+            if self.calibration.min_k is not None:  # their latest Min-K%++ scores from the same pass
+                with torch.no_grad():
+                    score = floored_min_k_score(cal_piece.detach(), cal_labels, self.calibration.min_k,
+                                                self.calibration.min_k_floor)
+                self.calibration.values_min_k[calibration_step] = score.float().cpu()
             ctx.calibration_step_nll = step_nll
             ctx.calibration_step_start = self.calibration.start[calibration_step].to(step_nll.device, step_nll.dtype)
             if needs.calibration_kl:
@@ -756,6 +761,8 @@ class UnlearningTrainer(Trainer):
                 ctx.calibration_start_min_k = self.calibration.start_min_k.to(forget_logits.device)
             if self.calibration.pre_min_k is not None:
                 ctx.calibration_pre_min_k = self.calibration.pre_min_k.to(forget_logits.device)
+            if self.calibration.values_min_k is not None:
+                ctx.calibration_min_k = self.calibration.values_min_k.to(forget_logits.device)
             ctx.calibration_group = self.calibration.groups
             ctx.forget_group = inputs.get("forget_group")
         if hidden_layer is not None:

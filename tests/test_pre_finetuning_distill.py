@@ -254,3 +254,44 @@ def _first_step_needing_calibration(memorised_model, tokenizer, forget, calibrat
     trainer = build(calibration_dataset=Dataset.from_dict({"text": calibration}))
     trainer.train()
     return trainer.state.log_history[0]
+
+
+def test_the_current_shift_reads_the_calibration_documents_under_the_model_of_the_step(
+        memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
+    """level_shift="current": before each step, hold_batch calibration documents are measured again under the current
+    model, and the level's target reads those values (the start-measured run's target stays where it was)."""
+    from transformers import TrainerCallback
+
+    forget, unseen = documents
+    calibration = unseen[:4]
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    seen = {}
+
+    class AfterFirstStep(TrainerCallback):  # the calibration documents' NLL under the model that step 2 starts from
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1:
+                seen["nll"] = np.mean(whole_nll(model, tokenizer, calibration))
+                model.train()
+
+    def second_step(shift):
+        config = make_config(tmp_path, method="pre_finetuning_distill", forget_unit="documents", max_steps=2,
+                             retain_nll_weight=0.0, level_weight=1.0, z_level_weight=1.0, level_shift=shift,
+                             hold_batch=len(calibration), learning_rate=5e-2)
+        trainer = UnlearningTrainer(model=lora(copy.deepcopy(memorised_model), nonzero=False), args=config,
+                                    forget_dataset=Dataset.from_dict({"text": forget[:4]}), processing_class=tokenizer,
+                                    pre_finetuning_model=base, calibration_dataset=Dataset.from_dict(
+                                        {"text": calibration}), callbacks=[AfterFirstStep()])
+        trainer.train()
+        return trainer, trainer.state.log_history[1]
+
+    trainer, logged = second_step("current")
+    shift = seen["nll"] - np.mean(whole_nll(base, tokenizer, calibration))
+    expected = np.mean(whole_nll(base, tokenizer, forget[:4])) + shift
+    assert logged["level_target"] == pytest.approx(expected, rel=1e-4)
+    levels = trainer.calibration
+    assert not torch.allclose(levels.values_min_k, levels.start_min_k)  # the Min-K%++ scores re-measured too
+    assert levels.state()["attributes"]["values_min_k"] == levels.values_min_k.tolist()  # and kept in checkpoints
+    _, fixed = second_step("start")
+    assert abs(fixed["level_target"] - logged["level_target"]) > 1e-3  # the step moved the calibration documents
+    with pytest.raises(ValueError, match="level_shift"):
+        make_config(tmp_path, method="pre_finetuning_distill", level_shift="later")

@@ -173,6 +173,7 @@ class StepContext:
     calibration_pre: torch.Tensor | None = None  # (n_calibration,) their NLL under the model before fine-tuning
     calibration_start_min_k: torch.Tensor | None = None  # their Min-K%++ scores before unlearning (`calibration_min_k`)
     calibration_pre_min_k: torch.Tensor | None = None  # and under the model before fine-tuning
+    calibration_min_k: torch.Tensor | None = None  # and their latest ones (re-measured with `calibration_nll`)
     calibration_group: torch.Tensor | None = None  # (n_calibration,) each calibration document's kind, if known
     forget_group: torch.Tensor | None = None  # (B_f,) each forget document's kind, if known
     # With `Needs.calibration_grad`, on the step's first micro-batch: the NLL of the step's calibration documents in

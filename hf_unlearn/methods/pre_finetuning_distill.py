@@ -39,7 +39,11 @@ memorised), the gradient of such a value scales with 1/sigma, and without the fl
 step (SmolLM2: targets of -50 to -190, gradient norms of 350 clipped to 1). The loss, zlib and Min-K% attacks are not
 trained on. Measured on SmolLM2 (issue #28, 20 epochs, z-level 2): Min-K%++ left 1.0 sooner but overshot the band
 all the same (0.15 at 20 epochs), the members at their targets while the unseen documents moved away from where the
-start had measured them; it does not help in this form (docs/benchmarks.md).
+start had measured them; it does not help in this form (docs/benchmarks.md). `level_shift="current"` takes both
+levels' shift from the calibration documents as they are now (`hold_batch` of them re-measured a step, no gradient),
+so the targets follow the unseen documents that the members' rise lifts: a loop, as `"anchored"`'s current level
+was, but one that settles when a member's rise lifts the unseen level by much less (on SmolLM2 members rose by 2.4
+while the unseen documents rose by 0.1-0.3).
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
@@ -52,7 +56,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..calibration import same_kind
+from ..calibration import floored_min_k_score, same_kind
 from ..losses import (
     band_loss,
     distill_kl,
@@ -60,12 +64,12 @@ from ..losses import (
     fixed_token_log_probs,
     lowest_k_mean,
     mean_token_nll,
-    standardised_log_probs,
 )
 from .base import Needs, StepContext, UnlearningMethod, register_method
 
 # The z-level's floor on standardised token values (its docstring): the calibration documents' scores use it too.
 Z_FLOOR = 10.0
+LEVEL_SHIFTS = ("start", "current")
 
 
 @dataclass
@@ -95,6 +99,10 @@ class PreFinetuningDistillArguments:
             documents of its kind (which it then needs). 0: off.
         z_level_k (`float`, *optional*, defaults to `0.2`):
             The fraction of a document's tokens its Min-K%++ score averages (the attack's usual 20%).
+        level_shift (`str`, *optional*, defaults to `"start"`):
+            Where the levels' shift is measured: `"start"`, on the calibration documents under the model before
+            unlearning, once; `"current"`, under the current model, `hold_batch` of them re-measured a step (a no-grad
+            pass, or the hold's own pass), so the targets follow the unseen documents as unlearning moves them.
     """
 
     distill_weight: float = field(
@@ -109,7 +117,8 @@ class PreFinetuningDistillArguments:
                                        "token of calibration documents, holding the unseen level (needs them; "
                                        "0: off)."})
     hold_batch: int = field(
-        default=4, metadata={"help": "pre_finetuning_distill: calibration documents held per step (with hold_weight)."})
+        default=4, metadata={"help": "pre_finetuning_distill: calibration documents held (with hold_weight) or "
+                                     "re-measured (with level_shift 'current') per step."})
     z_level_weight: float = field(
         default=0.0, metadata={"help": "pre_finetuning_distill: weight of pulling each forget document's Min-K%%++ "
                                        "score to the pre-fine-tuning model's score of it plus the unseen shift "
@@ -117,6 +126,12 @@ class PreFinetuningDistillArguments:
     z_level_k: float = field(
         default=0.2, metadata={"help": "pre_finetuning_distill: fraction of a document's tokens its Min-K%%++ score "
                                        "averages (with z_level_weight)."})
+    level_shift: str = field(
+        default="start",
+        metadata={"help": "pre_finetuning_distill: the levels' unseen shift measured on the calibration documents "
+                          "under the model before unlearning ('start', once) or the current model ('current', "
+                          "hold_batch of them re-measured a step).",
+                  "choices": list(LEVEL_SHIFTS)})
 
 
 @register_method
@@ -143,33 +158,36 @@ class PreFinetuningDistill(UnlearningMethod):
             raise ValueError(f"z_level_weight must be >= 0, got {self.args.z_level_weight}.")
         if not 0 < self.args.z_level_k <= 1:
             raise ValueError(f"z_level_k must be in (0, 1], got {self.args.z_level_k}.")
+        if self.args.level_shift not in LEVEL_SHIFTS:
+            raise ValueError(f"level_shift must be one of {LEVEL_SHIFTS}, got {self.args.level_shift!r}.")
 
     def needs(self) -> Needs:
         z_level = self.args.z_level_weight > 0
         level, hold = self.args.level_weight > 0 or z_level, self.args.hold_weight > 0
-        # the levels read the calibration documents' NLL (and Min-K%++ score) at the start only; the hold measures
-        # hold_batch of them in the step's own policy pass, with their reference pass
+        current = level and self.args.level_shift == "current"
+        # the levels read the calibration documents' NLL (and Min-K%++ score) at the start, or as re-measured a step
+        # ("current"); the hold measures hold_batch of them in the step's own policy pass, with their reference pass
         return Needs(forget_pre_logits=True, retain_nll=self.retain_nll_weight > 0,
                      retain_kl=self.retain_kl_weight > 0,
-                     calibration_batch=self.args.hold_batch if hold else (1 if level else None),
-                     calibration_refresh=False, calibration_grad=hold, calibration_kl=hold, calibration_pre=level,
+                     calibration_batch=self.args.hold_batch if hold or current else (1 if level else None),
+                     calibration_refresh=current, calibration_grad=hold, calibration_kl=hold, calibration_pre=level,
                      calibration_min_k=self.args.z_level_k if z_level else None,
                      calibration_min_k_floor=Z_FLOOR)
 
     @staticmethod
-    def level_targets(pre_logp, labels, mask, calibration_start, calibration_pre):
+    def level_targets(pre_logp, labels, mask, calibration_now, calibration_pre):
         """Each forget document's target NLL: the pre-fine-tuning model's, shifted by the unseen documents' mean
-        change from that model to the one being unlearned."""
+        change from that model to the one being unlearned (`calibration_now`: their NLL at the start or now)."""
         pre_nll = mean_token_nll(fixed_token_log_probs(pre_logp, labels), mask)
-        return pre_nll + (calibration_start - calibration_pre).mean().to(pre_nll)
+        return pre_nll + (calibration_now - calibration_pre).mean().to(pre_nll)
 
     @staticmethod
-    def z_level_targets(pre_logp, labels, mask, k, calibration_start, calibration_pre, calibration_group=None,
+    def z_level_targets(pre_logp, labels, mask, k, calibration_now, calibration_pre, calibration_group=None,
                         forget_group=None):
         """Each forget document's target Min-K%++ score: the pre-fine-tuning model's, shifted by the mean change of
         that score, from that model to the one being unlearned, of the unseen documents of its kind (`same_kind`)."""
         pre_score = lowest_k_mean(fixed_standardised_log_probs(pre_logp, labels).clamp(min=-Z_FLOOR), mask, k)
-        shifts = calibration_start - calibration_pre
+        shifts = calibration_now - calibration_pre
         if forget_group is None:
             return pre_score + shifts.mean().to(pre_score)
         shift = torch.stack([same_kind(shifts, calibration_group, int(g)).mean() for g in forget_group.tolist()])
@@ -179,8 +197,10 @@ class PreFinetuningDistill(UnlearningMethod):
         pre_logp = ctx.reference.forget_pre_logits.log_softmax(-1)
         forget = self.args.distill_weight * ctx.token_mean(distill_kl(ctx.forget_logits, pre_logp, ctx.forget_labels))
         ctx.log("distill_kl", forget)
+        current = self.args.level_shift == "current"
         if self.args.level_weight > 0:
-            target = self.level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, ctx.calibration_start,
+            target = self.level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask,
+                                        ctx.calibration_nll if current else ctx.calibration_start,
                                         ctx.calibration_pre)
             nll = mean_token_nll(ctx.forget_logp, ctx.forget_mask)
             has_tokens = ctx.forget_mask.sum(-1).gt(0).to(nll.dtype)
@@ -191,10 +211,10 @@ class PreFinetuningDistill(UnlearningMethod):
         if self.args.z_level_weight > 0:
             k = self.args.z_level_k
             target = self.z_level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, k,
-                                          ctx.calibration_start_min_k, ctx.calibration_pre_min_k,
+                                          ctx.calibration_min_k if current else ctx.calibration_start_min_k,
+                                          ctx.calibration_pre_min_k,
                                           ctx.calibration_group, ctx.forget_group)
-            z, z_mask = standardised_log_probs(ctx.forget_logits, ctx.forget_labels)
-            score = lowest_k_mean(z.clamp(min=-Z_FLOOR), z_mask, k)
+            score = floored_min_k_score(ctx.forget_logits, ctx.forget_labels, k, Z_FLOOR)
             has_tokens = ctx.forget_mask.sum(-1).gt(0).to(score.dtype)
             pull = ((score - target).square() + 1).sqrt() - 1  # pseudo-Huber: bounded gradient (docstring)
             z_level = self.args.z_level_weight * ctx.row_mean(pull * has_tokens)
