@@ -17,7 +17,8 @@ optimizer step):
   is the cost of the method itself and not of scoring every token of a document;
 - (h) (f) at fixed levels without the hold; (i) `pre_finetuning_distill` (a copy of the model standing in for the
   one before fine-tuning); (j) (i) with the NLL level and the Min-K%++ level as issue #28's runs use them (distill 3,
-  level 1, z-level 2, the calibration documents measured at the start).
+  level 1, z-level 2, the calibration documents measured at the start); (k) (j) with `level_shift="current"` (4
+  calibration documents measured again a step, no gradient).
 
 Memory: each variant in its own fresh process (a process's peak RSS never goes down), the peak RSS (VmHWM) minus
 the RSS just before the model is built: weights, copies, optimizer state and the step's activations, without the
@@ -69,6 +70,7 @@ VARIANTS = {
     "h": "(f) with the band at the start level and no hold (no calibration pass during training)",
     "i": "pre_finetuning_distill on whole documents + retain NLL + KL, a pre-fine-tuning model (a copy here)",
     "j": "(i) with the NLL level and the Min-K%++ level (calibration documents, issue #28's setting)",
+    "k": "(j) with the levels' shift re-measured under the current model (4 calibration documents a step)",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -82,6 +84,7 @@ GOALS = [
     ("h", "g", "time", 1.30, "the unseen-level method at fixed levels against NPO + NLL + KL, on the same documents"),
     ("i", "g", "time", 1.30, "distillation toward the pre-fine-tuning model against NPO + NLL + KL, same documents"),
     ("j", "g", "time", 1.30, "distillation with both levels against NPO + NLL + KL, on the same documents"),
+    ("k", "g", "time", 1.30, "distillation with re-measured levels against NPO + NLL + KL, on the same documents"),
 ]
 
 
@@ -163,17 +166,20 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     if cuda:
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
-    pre_model = copy.deepcopy(model) if variant in ("i", "j") else None  # stands in for the model before fine-tuning
+    # stands in for the model before fine-tuning
+    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k") else None
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
-    calibrated = variant in ("f", "h", "j")  # reads the calibration documents
-    documents = variant in ("f", "g", "h", "i", "j")
+    calibrated = variant in ("f", "h", "j", "k")  # reads the calibration documents
+    documents = variant in ("f", "g", "h", "i", "j", "k")
     if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
     method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
-              "j": "pre_finetuning_distill"}.get(variant, "npo")
+              "j": "pre_finetuning_distill", "k": "pre_finetuning_distill"}.get(variant, "npo")
     fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else
-             dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else {})
+             dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else
+             dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0, level_shift="current") if variant == "k"
+             else {})
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
         method=method,
