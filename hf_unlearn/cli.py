@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from .quiet import peft_wrapping
 from .threads import THREADS_HELP, configure_threads
 
 
@@ -38,7 +39,8 @@ def load_adapter(model, adapter: str, base: str):
     check_same_architecture(architecture(model.config), local_architecture(recorded) if recorded else None,
                             f"the model {base} and the adapter's base {recorded}")
     try:
-        return PeftModel.from_pretrained(model, adapter)
+        with peft_wrapping():
+            return PeftModel.from_pretrained(model, adapter)
     except RuntimeError as error:
         if "size mismatch" not in str(error):
             raise

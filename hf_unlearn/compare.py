@@ -555,7 +555,10 @@ def _load(model: str, adapter: str | None = None):
     if adapter:
         from peft import PeftModel
 
-        net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+        from .quiet import peft_wrapping
+
+        with peft_wrapping():
+            net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
     return net.eval(), tokenizer
 
 

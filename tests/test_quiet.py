@@ -52,3 +52,26 @@ def test_the_quick_start_config_leaves_accelerate_nothing_to_fill_in(tmp_path):
     output = run(launch + config + script, env=home)
     assert "were not passed" not in output and "defaults used instead" not in output
     assert (tmp_path / "rank0").read_text().split()[0] == "1"  # one process
+
+
+def test_loading_a_saved_adapter_does_not_warn_about_checkpointing(tokenizer, tmp_path):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model, also when it loads a
+    saved adapter (`compare` scoring a run, `merge`/`evaluate --adapter`): every such place is quiet."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from hf_unlearn.cli import load_adapter
+    from hf_unlearn.compare import _load
+    from hf_unlearn.support.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm(tokenizer)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        get_peft_model(model, LoraConfig(r=2, target_modules="all-linear")).save_pretrained(tmp_path / "adapter")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        _load(str(tmp_path / "base"), str(tmp_path / "adapter"))
+        load_adapter(tiny_causal_lm(tokenizer), str(tmp_path / "adapter"), str(tmp_path / "base"))
