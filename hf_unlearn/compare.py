@@ -219,10 +219,11 @@ def _coerce(value: Any, kind: Any, where: str, source: str) -> Any:
 
 
 def _field_types() -> dict[str, Any]:
-    """Every setting an experiment may give (`hf-unlearn unlearn` options and UnlearningConfig fields) and its type."""
-    from .config import UnlearningConfig
+    """Every setting an experiment may give (`hf-unlearn unlearn` options and UnlearningConfig fields, LIBU's with
+    `influence: true`) and its type."""
+    from .config import InfluenceUnlearningConfig
 
-    types = {f.name: f.type for f in dataclasses.fields(UnlearningConfig)}
+    types = {f.name: f.type for f in dataclasses.fields(InfluenceUnlearningConfig)}
     types.update({name: f.type for name, f in _unlearn_fields().items()})
     return types
 
@@ -856,10 +857,13 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
         retain_files = (recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source,
                                      without=("forget",)) if recipe.retain_model else None)
         anchor = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source, field_name="anchor")
-        experiment.model, _ = build_target(recipe, files, log=progress, anchor_files=anchor)
+        # a `base: tiny` tokenizer: the retain model's is the target's, trained on the same texts
+        corpus = recipe_files(recipe, experiment.data, experiment.base_dir, experiment.source,
+                              field_name="tokenizer_corpus") or files
+        experiment.model, _ = build_target(recipe, files, log=progress, anchor_files=anchor, tokenizer_files=corpus)
         if retain_files is not None:
             retain_model, _ = build_target(recipe, retain_files, role="retain model", log=progress,
-                                           anchor_files=anchor)
+                                           anchor_files=anchor, tokenizer_files=corpus)
     reference = (tofu_reference(experiment.model, retain_model, experiment.tofu, out / "tofu_reference.json",
                                 progress) if experiment.tofu else None)
     threads = args.threads or max(1, free_cores() // args.jobs)

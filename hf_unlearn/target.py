@@ -15,6 +15,15 @@ experiment file's `target:` section is one (see `hf_unlearn.compare`):
       anchor: [general.jsonl]       # optional: general text the model is held to (KL to the base model) meanwhile
       then: [{epochs: 8, learning_rate: 2.0e-3}]   # optional: more stages, each a new adapter on the merged last
 
+or a small model built from a config, its byte-level BPE tokenizer trained on the data (a model that knows nothing
+but what it memorises, in minutes on a CPU):
+
+    target:
+      base: tiny
+      tiny: {hidden_size: 128, num_hidden_layers: 4, num_attention_heads: 4, vocab_size: 2048}
+      tokenizer_corpus: [../data/lume/forget_train.jsonl, ...]   # optional: default the memorised files
+      lora_r: 0                     # every weight
+
 `build_target` memorises with `hf_unlearn.support.tiny.memorise` (loss on every token; whole documents for plain
 documents, prompt + answer for rows) and caches the merged model under the cache root, keyed by the recipe and the
 contents of the files it memorised: a second comparison over the same recipe loads it, a changed file rebuilds it.
@@ -62,6 +71,12 @@ class TargetRecipe:
         then: further stages, each `{epochs, learning_rate}` (`stop_loss`, `batch_size` as above): a new adapter on
             the merged model of the stage before, seeded `seed + stage` (a second stage reaches a lower loss than more
             epochs of the first under its cosine schedule).
+        tiny: with `base: tiny`, the size of the model built from a config (`TINY_DEFAULTS`: `arch` olmo or llama,
+            `hidden_size`, `num_hidden_layers`, `num_attention_heads`, `vocab_size`), initialised with `seed`.
+        tokenizer_corpus: with `base: tiny`, the data names or files whose text trains its tokenizer (a row is its
+            input, a space and its output); default: the files it memorises.
+        lr_scheduler: the learning-rate schedule of every stage (a `transformers.get_scheduler` name).
+        group_by_length: batch rows of similar length (False: rows in a shuffled order as they come).
     """
 
     base: str
@@ -78,6 +93,18 @@ class TargetRecipe:
     anchor: list[Any] = field(default_factory=list)
     anchor_weight: float = 1.0
     then: list[dict[str, float]] = field(default_factory=list)
+    tiny: dict[str, Any] = field(default_factory=dict)
+    tokenizer_corpus: list[Any] = field(default_factory=list)
+    lr_scheduler: str = "cosine"
+    group_by_length: bool = True
+
+
+# `base: tiny`: the model's size, each a `hf_unlearn.support.tiny.tiny_causal_lm` argument (`vocab_size`: the
+# tokenizer's), at these defaults where the `tiny:` mapping leaves one out.
+TINY_DEFAULTS = {"arch": "olmo", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "vocab_size": 2048}
+# New fields at these values key a recipe as before they existed, so cached targets stay found.
+KEY_DEFAULTS = {"tiny": {}, "tokenizer_corpus": [], "lr_scheduler": "cosine", "group_by_length": True}
 
 
 def parse_recipe(raw: Any, source: str) -> TargetRecipe:
@@ -93,7 +120,7 @@ def parse_recipe(raw: Any, source: str) -> TargetRecipe:
     values: dict[str, Any] = {}
     for name, value in raw.items():
         where = f"{source}: target.{name}"
-        if name in ("memorise", "anchor"):
+        if name in ("memorise", "anchor", "tokenizer_corpus"):
             if not isinstance(value, list) or (name == "memorise" and not value) or not all(
                     (isinstance(v, str) and v) or isinstance(v, Mapping) for v in value):
                 raise ValueError(f"{where}: a {'non-empty ' if name == 'memorise' else ''}list of data names or files "
@@ -115,8 +142,20 @@ def parse_recipe(raw: Any, source: str) -> TargetRecipe:
                     raise ValueError(f"{where}: must be a number") from None
                 if value < 0 or (name == "learning_rate" and value == 0):
                     raise ValueError(f"{where}: must be {'> 0' if name == 'learning_rate' else '>= 0'}")
-        elif name == "retain_model" and not isinstance(value, bool):
+        elif name in ("retain_model", "group_by_length") and not isinstance(value, bool):
             raise ValueError(f"{where}: must be true or false")
+        elif name == "lr_scheduler" and not (isinstance(value, str) and value):
+            raise ValueError(f"{where}: a schedule name (cosine, constant, linear, ...)")
+        elif name == "tiny":
+            if not isinstance(value, Mapping) or set(value) - set(TINY_DEFAULTS):
+                raise ValueError(f"{where}: a mapping of {', '.join(TINY_DEFAULTS)}")
+            for key, default in TINY_DEFAULTS.items():
+                given = value.get(key, default)
+                if key == "arch" and given not in ("olmo", "llama"):
+                    raise ValueError(f"{where}.arch: olmo or llama")
+                if key != "arch" and (isinstance(given, bool) or not isinstance(given, int) or given < 1):
+                    raise ValueError(f"{where}.{key}: an integer >= 1")
+            value = dict(value)
         elif name == "anchor_weight":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{where}: must be a number >= 0")
@@ -136,6 +175,9 @@ def parse_recipe(raw: Any, source: str) -> TargetRecipe:
             value = [{"epochs": v["epochs"], "learning_rate": float(v["learning_rate"])} for v in value]
         values[name] = value
     recipe = TargetRecipe(**{**values, "base": str(raw["base"])})
+    if (recipe.tiny or recipe.tokenizer_corpus) and recipe.base != "tiny":
+        raise ValueError(f"{source}: target.{'tiny' if recipe.tiny else 'tokenizer_corpus'}: only with base: tiny "
+                         "(a model built from a config, its tokenizer trained on the data)")
     if recipe.anchor and not recipe.lora_r:
         raise ValueError(f"{source}: target.anchor: the anchor holds a LoRA adapter to the model under it: set "
                          "lora_r > 0")
@@ -166,7 +208,7 @@ def write_recipe_slices(recipe: TargetRecipe, folder: Path, source: str) -> None
     its path in its place (files are what `recipe_files` and the cache key read)."""
     from .data.slices import write_slice
 
-    for name in ("memorise", "anchor"):
+    for name in ("memorise", "anchor", "tokenizer_corpus"):
         entries = getattr(recipe, name)
         for i, entry in enumerate(entries):
             if not isinstance(entry, str):
@@ -213,31 +255,67 @@ def _digest(path: str) -> str:
 
 
 def target_key(recipe: TargetRecipe, files: Sequence[tuple[str, str]],
-               anchor_files: Sequence[tuple[str, str]] = ()) -> str:
+               anchor_files: Sequence[tuple[str, str]] = (), tokenizer_files: Sequence[tuple[str, str]] = ()) -> str:
     """The cache key: the recipe (without `retain_model`, which names a second build) and the contents of the files
     memorised and anchored on (not their paths: the same data elsewhere is the same target). A recipe without an
-    anchor or later stages keys as recipes did before those fields existed, so their cached targets stay found."""
-    kept = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("retain_model", "memorise", "anchor")}
+    anchor or later stages (or the fields after them at their defaults) keys as recipes did before those fields existed,
+    so their cached targets stay found. A tokenizer's corpus keys in its order (the order trains the tokenizer)."""
+    kept = {k: v for k, v in dataclasses.asdict(recipe).items()
+            if k not in ("retain_model", "memorise", "anchor", "tokenizer_corpus")
+            and not (k in KEY_DEFAULTS and v == KEY_DEFAULTS[k])}
     if not recipe.anchor:
         del kept["anchor_weight"]
     if not recipe.then:
         del kept["then"]
     what = {"version": VERSION, "recipe": kept, "files": sorted(_digest(path) for _, path in files),
-            **({"anchor": sorted(_digest(path) for _, path in anchor_files)} if recipe.anchor else {})}
+            **({"anchor": sorted(_digest(path) for _, path in anchor_files)} if recipe.anchor else {}),
+            **({"tokenizer": [_digest(path) for _, path in tokenizer_files]} if tokenizer_files else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def tokenizer_texts(files: Sequence[tuple[str, str]]) -> list[str]:
+    """The texts a `base: tiny` tokenizer trains on: each document of a document file, each row's input, a space and
+    its output of a row file, in file order."""
+    from .data.documents import load_rows
+
+    out: list[str] = []
+    for name, path in files:
+        rows, documents = load_rows(path, name)
+        out.extend(documents if rows and "document" in rows[0] else [r["input"] + " " + r["output"] for r in rows])
+    return out
+
+
+def base_model(recipe: TargetRecipe, tokenizer_files: Sequence[tuple[str, str]]):
+    """(model, tokenizer) that memorise: `recipe.base` loaded, or with `base: tiny` built from its config, its
+    tokenizer trained on `tokenizer_files`."""
+    import torch
+
+    if recipe.base != "tiny":
+        from .pretrained import load_model_and_tokenizer
+
+        return load_model_and_tokenizer(recipe.base, dtype=torch.float32)
+    from .support.tiny import tiny_causal_lm, train_tokenizer
+
+    size = {**TINY_DEFAULTS, **recipe.tiny}
+    tokenizer = train_tokenizer(tokenizer_texts(tokenizer_files), vocab_size=size.pop("vocab_size"))
+    return tiny_causal_lm(tokenizer, seed=recipe.seed, **size), tokenizer
+
+
 def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: str = "target",
-                 log: Callable[[str], None] = print, anchor_files: Sequence[tuple[str, str]] = ()
-                 ) -> tuple[str, dict[str, Any]]:
+                 log: Callable[[str], None] = print, anchor_files: Sequence[tuple[str, str]] = (),
+                 tokenizer_files: Sequence[tuple[str, str]] = ()) -> tuple[str, dict[str, Any]]:
     """The folder of the model that memorised `files` by `recipe` (built and cached, or found in the cache) and its
     record (`role`: "target" or "retain model", for the messages); `anchor_files` are the recipe's anchor
-    (`recipe_files(..., field_name="anchor")`)."""
+    (`recipe_files(..., field_name="anchor")`), `tokenizer_files` a `base: tiny` tokenizer's corpus (default:
+    `files`)."""
     from .cache import cache_root, save_cached
 
     if recipe.anchor and not recipe.lora_r:
         raise ValueError("target.anchor: the anchor holds a LoRA adapter to the model under it: set lora_r > 0")
-    folder = cache_root() / "targets" / target_key(recipe, files, anchor_files)
+    if recipe.base == "tiny" and not tokenizer_files:
+        tokenizer_files = files
+    folder = cache_root() / "targets" / target_key(recipe, files, anchor_files,
+                                                   tokenizer_files if recipe.base == "tiny" else ())
     if (folder / RECORD).is_file():  # written last: a complete save
         record = json.loads((folder / RECORD).read_text())
         log(f"[target] the {role} is cached: {folder}")
@@ -245,12 +323,11 @@ def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: s
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from .pretrained import load_model_and_tokenizer
     from .quiet import peft_wrapping
     from .support.tiny import memorise
 
     rows = memorisation_rows(files)
-    model, tokenizer = load_model_and_tokenizer(recipe.base, dtype=torch.float32)
+    model, tokenizer = base_model(recipe, tokenizer_files)
     anchor = anchor_rows(anchor_files, tokenizer) if recipe.anchor else None
     stages = [{"epochs": recipe.epochs, "learning_rate": recipe.learning_rate}] + list(recipe.then)
     log(f"[target] building the {role}: {recipe.base} memorises {len(rows)} rows of "
@@ -267,7 +344,8 @@ def build_target(recipe: TargetRecipe, files: Sequence[tuple[str, str]], role: s
                                                          lora_alpha=recipe.lora_r, target_modules="all-linear"))
         mine = memorise(model, tokenizer, rows, epochs=stage["epochs"], learning_rate=stage["learning_rate"],
                         batch_size=recipe.batch_size, max_length=recipe.max_length, seed=recipe.seed + i,
-                        lr_scheduler="cosine", warmup_ratio=recipe.warmup_ratio, progress=True, group_by_length=True,
+                        lr_scheduler=recipe.lr_scheduler, warmup_ratio=recipe.warmup_ratio, progress=True,
+                        group_by_length=recipe.group_by_length,
                         stop_loss=recipe.stop_loss, anchor=anchor, anchor_weight=recipe.anchor_weight)
         losses += mine
         stage_epochs.append(len(mine))

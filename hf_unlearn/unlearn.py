@@ -68,6 +68,10 @@ class UnlearnArguments:
         "help": "The model --model was fine-tuned from (folder or Hub id), if you have it: method "
                 "pre_finetuning_distill distils the forget documents toward it, a model that never saw them. Same "
                 "tokenizer."})
+    influence: bool = field(default=False, metadata={
+        "help": "LIBU: one influence step (the forget gradient over the retain set's diagonal Fisher) before training, "
+                "then the method with the Sophia optimizer (InfluenceUnlearningTrainer); its fields (damping, "
+                "influence_lr, hessian_interval, sophia_rho, unlearn_optim, ...) as --trainer-arg."})
     beta: float = field(default=0.5, metadata={"help": "NPO inverse temperature."})
     retain_nll_weight: float = field(default=4.0, metadata={"help": "Weight of the retain NLL term."})
     retain_kl_weight: float = field(default=3.0, metadata={"help": "Weight of the retain KL(model || reference) term."})
@@ -83,7 +87,8 @@ class UnlearnArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the LoRA initialisation, the row order and the audit."})
     trainer_arg: list[str] = field(default_factory=list, metadata={
         "action": "extend", "metavar": "NAME=VALUE",  # repeatable, or several after one flag
-        "help": "Any other UnlearningConfig field, as NAME=VALUE (repeatable), e.g. lr_scheduler_type=constant."})
+        "help": "Any other UnlearningConfig field (InfluenceUnlearningConfig's with --influence), as NAME=VALUE "
+                "(repeatable), e.g. lr_scheduler_type=constant."})
     eval_forget: str | None = field(default=None, metadata={
         "help": "Forget rows or documents not trained on, scored before and after (e.g. other copies or phrasings of "
                 "the data): does the forgetting reach them?"})
@@ -227,16 +232,45 @@ def check_job_numbers(args: UnlearnArguments) -> None:
         raise ValueError(f"--stop-check-steps must be at least 1, got {args.stop_check_steps}")
 
 
-def _trainer_overrides(pairs: list[str]) -> dict[str, Any]:
-    from .config import UnlearningConfig
+def config_class(args: UnlearnArguments):
+    """The job's config class: `InfluenceUnlearningConfig` with `--influence` (LIBU), else `UnlearningConfig`."""
+    from .config import InfluenceUnlearningConfig, UnlearningConfig
 
-    names = {f.name: f for f in dataclasses.fields(UnlearningConfig)}
+    return InfluenceUnlearningConfig if args.influence else UnlearningConfig
+
+
+# What the job records of LIBU's settings (`--influence`), besides the method's own.
+INFLUENCE_FIELDS = ("damping", "influence_lr", "fisher_num_batches", "unlearn_optim", "sophia_rho", "hessian_interval")
+
+
+def influence_record(config, trainer) -> dict[str, Any]:
+    """LIBU's settings and the norm of its influence step's update (as the trainer logged it)."""
+    from .influence import INFLUENCE_RECORD
+
+    norm = next((e[INFLUENCE_RECORD] for e in trainer.state.log_history if INFLUENCE_RECORD in e), None)
+    return {**{name: getattr(config, name) for name in INFLUENCE_FIELDS}, "update_norm": norm}
+
+
+def names_of_libu(config_cls) -> set[str]:
+    """InfluenceUnlearningConfig's own fields where the job's config is the plain one (they need --influence)."""
+    from .config import InfluenceUnlearningConfig, UnlearningConfig
+
+    if config_cls is InfluenceUnlearningConfig:
+        return set()
+    return ({f.name for f in dataclasses.fields(InfluenceUnlearningConfig)}
+            - {f.name for f in dataclasses.fields(UnlearningConfig)})
+
+
+def _trainer_overrides(pairs: list[str], config_cls) -> dict[str, Any]:
+    names = {f.name: f for f in dataclasses.fields(config_cls)}
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         name = name.strip().replace("-", "_")
+        if sep and name in names_of_libu(config_cls):
+            raise ValueError(f"--trainer-arg {name}: a setting of LIBU's influence step, which needs --influence")
         if not sep or name not in names:
-            raise ValueError(f"--trainer-arg {pair!r}: expected NAME=VALUE with NAME an UnlearningConfig field")
+            raise ValueError(f"--trainer-arg {pair!r}: expected NAME=VALUE with NAME an {config_cls.__name__} field")
         try:
             out[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -274,8 +308,8 @@ def check_pre_finetuning_model(args: UnlearnArguments, config) -> None:
 
 
 def build_config(args: UnlearnArguments, output_dir: Path):
-    """The `UnlearningConfig` of the job (checked, with the method, before any model is loaded)."""
-    from .config import UnlearningConfig
+    """The `UnlearningConfig` of the job (`InfluenceUnlearningConfig` with `--influence`), checked, with the method,
+    before any model is loaded."""
     from .quiet import on_terminal
 
     method = job_method(args)
@@ -287,8 +321,9 @@ def build_config(args: UnlearnArguments, output_dir: Path):
                     disable_tqdm=not on_terminal(),  # off a terminal: the logs as plain lines, not bar redraws
                     # the anchored method pulls whole documents to the unseen level, as the attack scores them
                     forget_unit="documents" if method in ("anchored", "pre_finetuning_distill") else "rows")
-    settings.update(_trainer_overrides(args.trainer_arg))
-    return UnlearningConfig(**settings)
+    config_cls = config_class(args)
+    settings.update(_trainer_overrides(args.trainer_arg, config_cls))
+    return config_cls(**settings)
 
 
 def _documents(path: str) -> list[str]:
@@ -485,7 +520,8 @@ def format_report(result: dict) -> str:
     epochs = result['training']['num_train_epochs']
     lines = [overall_verdict(result)["line"], "",
              f"hf-unlearn unlearn: {result['model']} with {result['method']} "
-             f"({', '.join(f'{k} {v}' for k, v in result['method_settings'].items() if k != 'method')}), "
+             f"({', '.join(f'{k} {v}' for k, v in result['method_settings'].items() if k != 'method')})"
+             + (", after LIBU's influence step" if result["training"].get("influence") else "") + ", "
              f"lr {result['training']['learning_rate']}, {epochs:g} epoch{'' if epochs == 1 else 's'}, "
              f"{result['train_seconds']:.0f} s of training",
              f"  {rows['forget']} forget rows ({rows['forget_documents']} documents), {rows['retain']} retain rows", "",
@@ -560,6 +596,7 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
     from .metrics.general import general_scores
     from .hub import check_output_folder, merge_adapter, merge_and_save, save_training_record, training_record
     from .pretrained import load_causal_lm, resolve_model_path
+    from .influence import InfluenceUnlearningTrainer
     from .trainer import UnlearningTrainer
 
     out = Path(args.output_dir)
@@ -625,7 +662,8 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
             pre_path = resolve_model_path(args.pre_finetuning_model, log=progress)
             pre_model = load_causal_lm(pre_path, "--pre-finetuning-model", dtype=dtype,
                                        trust_remote_code=args.trust_remote_code)
-        trainer = UnlearningTrainer(model=model, args=config, forget_dataset=forget_data,
+        trainer_cls = InfluenceUnlearningTrainer if args.influence else UnlearningTrainer
+        trainer = trainer_cls(model=model, args=config, forget_dataset=forget_data,
                                     retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
                                     calibration_dataset=calibration, pre_finetuning_model=pre_model)
         stopping = None
@@ -696,7 +734,8 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
                 "method_settings": config.method_hyperparameters(),
                 "training": {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
                              "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-                             "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step},
+                             "lora_target_modules": modules, "seed": args.seed, "steps": trainer.state.global_step,
+                             **({"influence": influence_record(config, trainer)} if args.influence else {})},
                 "paper": method.paper,
                 "rows": {"forget": len(forget), "retain": len(retain),
                          "forget_documents": documents},

@@ -226,3 +226,19 @@ def test_the_model_before_fine_tuning_goes_only_to_the_runs_that_read_it(tmp_pat
     assert job_arguments("m", with_pre.data, distil, 0, str(tmp_path / "b")).pre_finetuning_model == "smollm2"
     assert run_key("m", with_pre.data, npo, 0) == run_key("m", plain.data, plain.runs[0], 0)
     assert run_key("m", with_pre.data, distil, 0) != run_key("m", plain.data, plain.runs[1], 0)
+
+
+def test_a_libu_run_is_influence_plus_its_settings_as_trainer_args(tmp_path):
+    """LIBU in an experiment: `influence: true` (the job's --influence) and its config fields as settings, typed."""
+    from hf_unlearn.compare import job_arguments
+    from hf_unlearn.unlearn import build_config
+
+    experiment = load_experiment(_experiment(tmp_path, runs=[{"name": "LIBU", "method": "gd", "settings": {
+        "influence": True, "damping": "1e-3", "sophia_rho": 0.04, "hessian_interval": 10}}]))
+    spec = experiment.runs[0]
+    assert spec.settings["damping"] == 1e-3  # a YAML string read as the field's float
+    job = job_arguments("m", experiment.data, spec, 0, str(tmp_path / "run"))
+    assert job.influence is True and sorted(job.trainer_arg) == ["damping=0.001", "hessian_interval=10",
+                                                                 "sophia_rho=0.04"]
+    config = build_config(job, tmp_path / "run")
+    assert type(config).__name__ == "InfluenceUnlearningConfig" and config.damping == 1e-3

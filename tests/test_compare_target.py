@@ -278,3 +278,46 @@ def test_the_tofu_audit_experiment_shares_the_tofu_comparisons_target(tmp_path):
                                                           experiment.source))
 
     assert key("audit_tofu_smollm2.yaml") == key("tofu_smollm2.yaml")
+    # the fields added since (a tiny base, its tokenizer's corpus, the schedule) key nothing at their defaults: the
+    # SmolLM2 TOFU target built before them is still the cached one
+    assert key("tofu_smollm2.yaml") == "bd4eec6cc0b4a7b6"
+
+
+def test_a_tiny_base_trains_its_tokenizer_on_the_corpus_and_is_what_memorise_builds_by_hand(tofu_setup, tmp_path,
+                                                                                            monkeypatch):
+    """`base: tiny` (the LUME comparison's target on a small model, issue #31): a model built from a config, its
+    tokenizer trained on the corpus, memorised as the benchmark script did (constant rate, no length grouping): the
+    same weights as those steps written out by hand; the retain model shares the target's tokenizer."""
+    import torch
+
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+    from hf_unlearn.support.tiny import memorise, tiny_causal_lm, train_tokenizer
+    from hf_unlearn.target import parse_recipe, target_key, tokenizer_texts
+
+    root, _ = tofu_setup
+    monkeypatch.setenv("HF_UNLEARN_CACHE", str(tmp_path / "cache"))
+    size = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 300}
+    recipe = parse_recipe({"base": "tiny", "tiny": size, "memorise": ["forget", "retain"], "lora_r": 0,
+                           "learning_rate": 3e-3, "epochs": 2, "stop_loss": None, "warmup_ratio": 0.0,
+                           "lr_scheduler": "constant", "group_by_length": False, "retain_model": True}, "exp.yaml")
+    files = [("forget", str(root / "forget.jsonl")), ("retain", str(root / "retain.jsonl"))]
+    target, record = build_target(recipe, files, log=lambda _: None, tokenizer_files=files)
+    retain, _ = build_target(recipe, files[1:], role="retain model", log=lambda _: None, tokenizer_files=files)
+    model, tokenizer = load_model_and_tokenizer(target, dtype=torch.float32)
+    assert tokenizer.get_vocab() == load_model_and_tokenizer(retain)[1].get_vocab()
+    assert model.config.hidden_size == 32 and model.config.model_type == "olmo"
+
+    by_hand_tokenizer = train_tokenizer(tokenizer_texts(files), vocab_size=300)
+    by_hand = tiny_causal_lm(by_hand_tokenizer, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, seed=0)
+    losses = memorise(by_hand, by_hand_tokenizer, memorisation_rows(files), epochs=2, learning_rate=3e-3, seed=0)
+    assert tokenizer.get_vocab() == by_hand_tokenizer.get_vocab()
+    assert record["losses"] == pytest.approx(losses, rel=1e-6)
+    for name, weight in by_hand.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], weight, atol=1e-6), name
+    assert target_key(recipe, files, (), files) != target_key(recipe, files, (), files[::-1])  # the corpus's order
+    for bad, message in (({"tiny": {"width": 3}}, r"target\.tiny: a mapping of arch"),
+                         ({"tiny": {"arch": "gpt"}}, r"target\.tiny\.arch: olmo or llama"),
+                         ({"base": "smollm2"}, r"target\.tiny: only with base: tiny"),
+                         ({"group_by_length": "no"}, r"target\.group_by_length: must be true or false")):
+        with pytest.raises(ValueError, match=message):
+            parse_recipe({"base": "tiny", "tiny": size, "memorise": ["forget"], **bad}, "exp.yaml")

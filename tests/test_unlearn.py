@@ -561,3 +561,22 @@ def test_unlearn_scores_general_ability_before_and_after(saved_target, memorised
                                                               {**after, "general/knowledge": 0.3})
     assert not any("general" in f for f in Checks().failed(before, {**after, **{k: before[k] for k in before
                                                                                 if k.startswith("general/")}}))
+
+
+def test_influence_runs_libu_from_the_job_and_its_fields_need_it(saved_target, memorised_rows, tmp_path, capsys):
+    """`--influence`: LIBU (InfluenceUnlearningTrainer: the influence step, then Sophia) in the user's job, its fields
+    through --trainer-arg; without it those fields are refused before any model loads, naming the flag."""
+    forget = _write_jsonl(tmp_path / "forget.jsonl", memorised_rows["forget"])
+    retain = _write_jsonl(tmp_path / "retain.jsonl", memorised_rows["retain"])
+    args = ["unlearn", "--model", str(saved_target), "--forget", str(forget), "--retain", str(retain),
+            "--method", "gd", "--retain-nll-weight", "1", "--num-train-epochs", "1", "--learning-rate", "1e-3",
+            "--probes", "none", "--no-merge", "--max-new-tokens", "16"]
+    assert cli_main(args + ["--output-dir", str(tmp_path / "refused"), "--trainer-arg", "damping=1e-2"]) == 2
+    assert "needs --influence" in capsys.readouterr().err and not (tmp_path / "refused" / "adapter").exists()
+    assert cli_main(args + ["--output-dir", str(tmp_path / "out"), "--influence",
+                            "--trainer-arg", "damping=1e-2", "hessian_interval=2"]) == 0
+    result = json.loads((tmp_path / "out" / "unlearn.json").read_text())
+    influence = result["training"]["influence"]
+    assert influence["damping"] == 1e-2 and influence["unlearn_optim"] == "sophia" and influence["hessian_interval"] == 2
+    assert influence["update_norm"] > 0 and result["method"] == "gd"
+    assert "after LIBU's influence step" in (tmp_path / "out" / "report.md").read_text()
