@@ -82,7 +82,9 @@ COLUMNS = [("forget regurgitation", "forget/regurgitation"), ("forget knowledge"
            ("Min-K%++ AUC", "mia/min_k_plus_plus_auc"), ("exposed", "mia/exposed_share"), ("PrivLeak", "privleak"),
            ("forget quality", "tofu/forget_quality"), ("model utility", "tofu/model_utility"),
            ("general ppl", "general/ppl"), ("general knowledge", "general/knowledge"), ("MMLU", "general/mmlu"),
-           ("final (task, MIA, MMLU)", "final"),
+           ("utility (ppl before / ppl)", "utility"),
+           ("final (task, MIA, MMLU)", "final"), ("final (task, MIA, utility)", "final_utility"),
+           ("not given: final (task, MIA, utility)", "eval/final_utility"),
            # the audit's probes, where the settings ask for them (`probes: int4,relearn,...`): the share of the
            # forgetting an attack brings back, and the share forgotten on the probe's prompts
            *((f"{probe}: comes back", f"audit/{probe}/recovered") for probe in ("int8", "int4", "relearn")),
@@ -620,16 +622,27 @@ def reference_scores(payload: Mapping[str, Any], job, adapter: str,
     return before, after
 
 
-def with_final(scores: Mapping[str, Any]) -> dict[str, Any]:
+def with_final(scores: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`scores` and, where the task score, the loss attack and MMLU were all measured, the task's final-score form:
-    their mean, the attack as its MIA score `1 - 2|AUC - 0.5|` (`hf_unlearn.metrics.aggregate.final_score`)."""
+    their mean, the attack as its MIA score `1 - 2|AUC - 0.5|` (`hf_unlearn.metrics.aggregate.final_score`). Where
+    the general documents' perplexity was measured before (`before`) and now, also the utility term `min(1, ppl
+    before / ppl)` and the same form with it in MMLU's place (a model too small for MMLU to mean anything), for the
+    rows given and, where scored, the rows not given (`eval/task_score`)."""
     from .metrics.aggregate import final_score
     from .metrics.mia import mia_score
 
-    parts = (scores.get("task_score"), scores.get("mia/auc"), scores.get("general/mmlu"))
-    if None in parts:
-        return dict(scores)
-    return {**scores, "final": final_score(parts[0], mia_score(parts[1]), parts[2])}
+    out = dict(scores)
+    task, auc, mmlu = scores.get("task_score"), scores.get("mia/auc"), scores.get("general/mmlu")
+    if None not in (task, auc, mmlu):
+        out["final"] = final_score(task, mia_score(auc), mmlu)
+    ppl, ppl_before = scores.get("general/ppl"), (before or {}).get("general/ppl")
+    if ppl and ppl_before and auc is not None:
+        out["utility"] = min(1.0, ppl_before / ppl)
+        for prefix in ("", "eval/"):
+            if scores.get(f"{prefix}task_score") is not None:
+                out[f"{prefix}final_utility"] = final_score(scores[f"{prefix}task_score"], mia_score(auc),
+                                                            out["utility"])
+    return out
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -646,7 +659,8 @@ def summarise(experiment: Experiment, records: Sequence[Mapping[str, Any]]) -> d
         if not mine:
             continue
         stats, before = {}, {}
-        scores = [{name: with_final(r["scores"][name]) for name in ("before", "after")} for r in mine]
+        scores = [{name: with_final(r["scores"][name], r["scores"]["before"]) for name in ("before", "after")}
+                  for r in mine]
         for _, key in COLUMNS:
             after = [sc["after"][key] for sc in scores if sc["after"].get(key) is not None]
             if after:

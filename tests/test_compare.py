@@ -97,6 +97,16 @@ def test_the_final_score_form_and_the_not_given_columns_are_in_the_summary(tmp_p
     report = report_markdown(experiment, summary, 1, "hf-unlearn unlearn ...")
     assert "not given: forget regurgitation" in report and "Min-K% AUC" in report and "final (task, MIA, MMLU)" in \
         report and "zlib AUC" not in report  # a column nobody measured stays out
+    assert "utility" not in row["stats"]  # no general perplexity: no utility term
+    # the small model's form (benchmarks/lume_methods.py's): the utility term min(1, ppl before / ppl) for MMLU's
+    before = {"task_score": 0.1, "mia/auc": 1.0, "general/ppl": 100.0}
+    after = {"task_score": 0.8, "eval/task_score": 0.2, "mia/auc": 0.6, "general/ppl": 125.0}
+    (row,) = summarise(experiment, [{"name": "npo", "seed": 0, "train_seconds": 1.0,
+                                     "scores": {"before": before, "after": after}}])["rows"]
+    assert row["stats"]["utility"][0] == pytest.approx(0.8) and "final" not in row["stats"]
+    assert row["stats"]["final_utility"][0] == pytest.approx((0.8 + 0.8 + 0.8) / 3)
+    assert row["stats"]["eval/final_utility"][0] == pytest.approx((0.2 + 0.8 + 0.8) / 3)
+    assert row["before"]["final_utility"] == pytest.approx((0.1 + 0.0 + 1.0) / 3)
 
 
 def test_checks_and_the_recommendation_by_hand(tmp_path):
