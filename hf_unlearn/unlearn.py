@@ -128,6 +128,10 @@ class UnlearnArguments:
         "help": "With --mmlu: questions per subject (57 subjects; 0: all 14k, hours on a CPU)."})
     probes: str = field(default=DEFAULT_PROBES, metadata={
         "help": "Audit probes, comma-separated (none: no audit): int8, int4, relearn, prefix50, prefix25, paraphrase."})
+    relearn_learning_rate: float = field(default=5e-5, metadata={
+        "help": "The relearn probe's attacker: constant AdamW learning rate of its fine-tune on half the forget "
+                "documents (every weight; higher: a stronger attacker)."})
+    relearn_steps: int = field(default=20, metadata={"help": "The relearn probe's fine-tuning steps (4 rows each)."})
     max_words: int = field(default=100, metadata={"help": "Words per sentence-completion row made from a document."})
     prompt_fraction: float = field(default=0.5, metadata={"help": "Share of a row's words given as its prompt."})
     max_new_tokens: int = field(default=128, metadata={"help": "Greedy generation length when scoring."})
@@ -230,6 +234,10 @@ def check_job_numbers(args: UnlearnArguments) -> None:
         raise ValueError(f"--retain-patience must be at least 1, got {args.retain_patience}")
     if args.stop_check_steps < 1:
         raise ValueError(f"--stop-check-steps must be at least 1, got {args.stop_check_steps}")
+    if not args.relearn_learning_rate > 0:
+        raise ValueError(f"--relearn-learning-rate must be positive, got {args.relearn_learning_rate}")
+    if args.relearn_steps < 1:
+        raise ValueError(f"--relearn-steps must be at least 1, got {args.relearn_steps}")
 
 
 def config_class(args: UnlearnArguments):
@@ -709,7 +717,9 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
                                     probes=probes,
                                     max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size,
                                     progress=progress, max_length=args.max_length,
-                                    relearn_config=RelearnConfig(max_length=args.max_length),
+                                    relearn_config=RelearnConfig(max_length=args.max_length,
+                                                                 learning_rate=args.relearn_learning_rate,
+                                                                 steps=args.relearn_steps),
                                     original_scores=before if reuse else None)
                 scores = {"before": dict(audit["models"]["original"]), "after": dict(audit["models"]["unlearned"])}
                 # the models to score on the rows below: only the unlearned one where the scores before are given
@@ -757,7 +767,7 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
                 "scores": scores, "train_seconds": train_seconds,
                 "audit": {"probes": {k: {x: v[x] for x in ("verdict", "recovered", "forgotten_share") if x in v}
                                      for k, v in audit["probes"].items()},
-                          "seconds": audit["seconds"]} if probes else None,
+                          "settings": audit["settings"], "seconds": audit["seconds"]} if probes else None,
             }
             result["caveats"] = caveats(result)
             result["verdict"] = overall_verdict(result)

@@ -117,7 +117,7 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
                      "--holdout", str(holdout), "--output-dir", str(out), "--learning-rate", "1e-2",
                      "--method", "npo", "--unseen-band", "0",
                      "--num-train-epochs", "4", "--probes", "int8,relearn,prefix50", "--max-new-tokens", "48",
-                     "--trainer-arg", "logging_steps=4"])
+                     "--trainer-arg", "logging_steps=4", "--relearn-learning-rate", "1e-3", "--relearn-steps", "6"])
     assert code == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "unlearn.json").read_text())
@@ -128,6 +128,8 @@ def test_unlearn_command_on_lume_rows_end_to_end(saved_target, memorised_rows, l
     assert after["forget/regurgitation"] < before["forget/regurgitation"] - 0.2  # and the job made it forget
     assert {"mia/auc", "retain/regurgitation", "forget/knowledge"} <= set(after)
     assert set(result["audit"]["probes"]) == {"int8", "relearn", "prefix50"}
+    assert (result["audit"]["settings"]["relearn"]["learning_rate"], result["audit"]["settings"]["relearn"]["steps"]) \
+        == (1e-3, 6)  # the attacker the options asked for
     completions = sum(row_kind(r["id"]) == "sc" for r in memorised_rows["forget"])
     # one document per completion row; the holdout's seeded evaluation half is the attack's (the other half calibrates)
     assert result["mia"] == {"members": completions, "nonmembers": 4,
@@ -195,6 +197,8 @@ def test_unlearn_refuses_bad_input_before_loading_a_model(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert cli_main(args + ["--forget", str(tmp_path / "f.txt"), "--trainer-arg", "no_such_field=1"]) == 2
     assert "no_such_field" in capsys.readouterr().err
+    assert cli_main(args + ["--forget", str(tmp_path / "f.txt"), "--relearn-steps", "0"]) == 2
+    assert "--relearn-steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out" / "adapter").exists()
 
 
