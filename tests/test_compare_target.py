@@ -260,7 +260,7 @@ def test_the_benchmark_experiment_files_load():
                                        if k != "pre_finetuning_model")  # that one may be a name (smollm2, a Hub id)
 
 
-def test_the_tofu_audit_experiment_shares_the_tofu_comparisons_target(tmp_path):
+def test_the_audit_experiments_share_their_comparisons_targets(tmp_path):
     """benchmarks/experiments/audit_tofu_smollm2.yaml memorises the same rows by the same recipe as tofu_smollm2.yaml
     (its forget file carries paraphrases, so the recipe names forget01 itself): one cached target for both."""
     from pathlib import Path
@@ -271,13 +271,20 @@ def test_the_tofu_audit_experiment_shares_the_tofu_comparisons_target(tmp_path):
     def key(name: str) -> str:
         experiment = load_experiment(Path(__file__).parent.parent / "benchmarks" / "experiments" / name)
         out = tmp_path / name
+        if experiment.lume is not None:
+            from hf_unlearn.data.lume_subset import write_lume_subset
+
+            experiment.data.update(write_lume_subset(experiment.lume, out / "data" / "lume"))
         for field_name, pieces in experiment.slices.items():  # as `compare` writes them
             experiment.data[field_name] = write_slices(pieces, out / "data" / f"{field_name}.jsonl", name)
         write_recipe_slices(experiment.target, out / "data" / "target", experiment.source)
-        return target_key(experiment.target, recipe_files(experiment.target, experiment.data, experiment.base_dir,
-                                                          experiment.source))
+        files = recipe_files(experiment.target, experiment.data, experiment.base_dir, experiment.source)
+        corpus = recipe_files(experiment.target, experiment.data, experiment.base_dir, experiment.source,
+                              field_name="tokenizer_corpus")
+        return target_key(experiment.target, files, (), corpus)
 
     assert key("audit_tofu_smollm2.yaml") == key("tofu_smollm2.yaml")
+    assert key("audit_tiny.yaml") == key("lume_tiny.yaml")  # the small model's audit: the comparison's target
     # the fields added since (a tiny base, its tokenizer's corpus, the schedule) key nothing at their defaults: the
     # SmolLM2 TOFU target built before them is still the cached one
     assert key("tofu_smollm2.yaml") == "bd4eec6cc0b4a7b6"
