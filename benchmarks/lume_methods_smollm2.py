@@ -237,6 +237,8 @@ class Settings:
                                                     "the calibration documents, --num_calibration)."})
     level_shift: str = field(default="", metadata={"help": "level_shift override for pre_distill: 'start' or "
                                                            "'current' (empty: theirs)."})
+    z_level_target: str = field(default="", metadata={"help": "z_level_target override for pre_distill: 'pre' or "
+                                                              "'band' (empty: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
     num_calibration: int = field(
         default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
@@ -558,6 +560,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["z_level_weight"] = settings.z_level_weight
     if key == "pre_distill" and settings.level_shift:
         config["level_shift"] = settings.level_shift
+    if key == "pre_distill" and settings.z_level_target:
+        config["z_level_target"] = settings.z_level_target
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -689,7 +693,7 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
 def run_key(settings: Settings) -> str:
     # monitor_every only logs (no gradient, no random draw): a monitored run is the same run
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
-    for name, default in (("z_level_weight", -1.0), ("level_shift", "")):  # added later: at its default, the key runs had before it
+    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", "")):  # added later: at its default, the key runs had before it
         if key.get(name) == default:
             del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -775,6 +779,8 @@ def group_label(run: dict) -> str:
         parts.append(f"Min-K%++ level weight {c['z_level_weight']:g}")
     if c.get("level_shift") == "current":
         parts.append("levels re-measured")
+    if c.get("z_level_target") == "band":
+        parts.append("Min-K%++ into the calibration quartiles")
     if c.get("method") == "pre_finetuning_distill" and c.get("hold_weight"):
         parts.append(f"KL hold {c['hold_weight']:g} on {c.get('hold_batch', 4)} documents a step")
     if s.get("stop_band"):

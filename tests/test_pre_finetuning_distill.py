@@ -295,3 +295,42 @@ def test_the_current_shift_reads_the_calibration_documents_under_the_model_of_th
     assert abs(fixed["level_target"] - logged["level_target"]) > 1e-3  # the step moved the calibration documents
     with pytest.raises(ValueError, match="level_shift"):
         make_config(tmp_path, method="pre_finetuning_distill", level_shift="later")
+
+
+def test_the_z_band_is_the_calibration_quartiles_of_each_documents_kind():
+    from hf_unlearn.methods.pre_finetuning_distill import PreFinetuningDistill
+
+    scores = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0, -9.0, -8.0, -7.0, -6.0])
+    kinds = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    low, high = PreFinetuningDistill.z_band(scores, kinds, torch.tensor([1, 0, 2]), 3)
+    # kind 1: -9 -8 -7 -6 -> quartiles at positions 0.75 and 2.25; kind 0: -5..-1 -> -4, -2; kind 2 (none): all 9
+    assert low.tolist() == pytest.approx([-8.25, -4.0, np.quantile(scores.numpy(), 0.25)])
+    assert high.tolist() == pytest.approx([-6.75, -2.0, np.quantile(scores.numpy(), 0.75)])
+    low, high = PreFinetuningDistill.z_band(scores, None, None, 2)  # kinds not known: every document
+    assert low.tolist() == pytest.approx([np.quantile(scores.numpy(), 0.25)] * 2)
+
+
+def test_the_z_band_pulls_only_scores_outside_the_calibration_quartiles(memorised_model, tokenizer, documents,
+                                                                       tmp_path):  # noqa: F811
+    """z_level_target="band": the first step's term against the definition, each forget document's Min-K%++ score
+    (the attack's own functions) against the quartiles of the calibration documents' scores, both sides."""
+    from hf_unlearn.metrics.mia import document_token_stats
+    from hf_unlearn.metrics.mia.min_k import lowest_k_mean
+    from hf_unlearn.metrics.mia.min_k_plus_plus import standardised_log_probs
+
+    forget, unseen = documents
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    logged = _first_step_needing_calibration(memorised_model, tokenizer, forget[:4], unseen[:6], base, tmp_path,
+                                             z_level_weight=2.0, z_level_k=0.3, z_level_target="band")
+
+    def score(docs):
+        stats = document_token_stats(memorised_model, tokenizer, docs)
+        return np.array([lowest_k_mean(np.maximum(standardised_log_probs(s), -10.0), 0.3) for s in stats])
+
+    low, high = np.quantile(score(unseen[:6]), [0.25, 0.75])
+    mine = score(forget[:4])
+    distance = np.maximum(low - mine, 0) + np.maximum(mine - high, 0)
+    assert distance.max() > 0.1  # the memorised documents are outside the unseen documents' band
+    assert logged["z_level_loss"] == pytest.approx(2.0 * np.mean(np.sqrt(1 + distance ** 2) - 1), rel=1e-3)
+    with pytest.raises(ValueError, match="z_level_target"):
+        make_config(tmp_path, method="pre_finetuning_distill", z_level_target="mean")

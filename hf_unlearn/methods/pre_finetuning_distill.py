@@ -43,7 +43,9 @@ start had measured them; it does not help in this form (docs/benchmarks.md). `le
 levels' shift from the calibration documents as they are now (`hold_batch` of them re-measured a step, no gradient),
 so the targets follow the unseen documents that the members' rise lifts: a loop, as `"anchored"`'s current level
 was, but one that settles when a member's rise lifts the unseen level by much less (on SmolLM2 members rose by 2.4
-while the unseen documents rose by 0.1-0.3).
+while the unseen documents rose by 0.1-0.3). `z_level_target="band"` pulls each forget document's Min-K%++ score
+into the interquartile range of the calibration documents' scores of its kind instead of to a per-document target:
+the attack compares the two distributions, and per-document targets inherit every document's own shift.
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
@@ -59,6 +61,7 @@ import torch
 from ..calibration import floored_min_k_score, same_kind
 from ..losses import (
     band_loss,
+    empirical_quantiles,
     distill_kl,
     fixed_standardised_log_probs,
     fixed_token_log_probs,
@@ -70,6 +73,8 @@ from .base import Needs, StepContext, UnlearningMethod, register_method
 # The z-level's floor on standardised token values (its docstring): the calibration documents' scores use it too.
 Z_FLOOR = 10.0
 LEVEL_SHIFTS = ("start", "current")
+Z_TARGETS = ("pre", "band")
+Z_BAND = (0.25, 0.75)  # z_level_target "band": the calibration scores' quartiles
 
 
 @dataclass
@@ -99,6 +104,11 @@ class PreFinetuningDistillArguments:
             documents of its kind (which it then needs). 0: off.
         z_level_k (`float`, *optional*, defaults to `0.2`):
             The fraction of a document's tokens its Min-K%++ score averages (the attack's usual 20%).
+        z_level_target (`str`, *optional*, defaults to `"pre"`):
+            Where the z-level pulls each forget document's Min-K%++ score: `"pre"`, to the pre-fine-tuning model's
+            score of it plus the unseen shift; `"band"`, into the interquartile range of the calibration documents'
+            scores of its kind (at the start, or as re-measured with `level_shift="current"`), zero inside it: the
+            attack compares the two distributions, not each document with its own unseen view.
         level_shift (`str`, *optional*, defaults to `"start"`):
             Where the levels' shift is measured: `"start"`, on the calibration documents under the model before
             unlearning, once; `"current"`, under the current model, `hold_batch` of them re-measured a step (a no-grad
@@ -126,6 +136,12 @@ class PreFinetuningDistillArguments:
     z_level_k: float = field(
         default=0.2, metadata={"help": "pre_finetuning_distill: fraction of a document's tokens its Min-K%%++ score "
                                        "averages (with z_level_weight)."})
+    z_level_target: str = field(
+        default="pre",
+        metadata={"help": "pre_finetuning_distill: the z-level's target, 'pre' (the pre-fine-tuning model's score plus "
+                          "the unseen shift) or 'band' (the calibration documents' interquartile range of that "
+                          "score, of the document's kind).",
+                  "choices": list(Z_TARGETS)})
     level_shift: str = field(
         default="start",
         metadata={"help": "pre_finetuning_distill: the levels' unseen shift measured on the calibration documents "
@@ -158,6 +174,8 @@ class PreFinetuningDistill(UnlearningMethod):
             raise ValueError(f"z_level_weight must be >= 0, got {self.args.z_level_weight}.")
         if not 0 < self.args.z_level_k <= 1:
             raise ValueError(f"z_level_k must be in (0, 1], got {self.args.z_level_k}.")
+        if self.args.z_level_target not in Z_TARGETS:
+            raise ValueError(f"z_level_target must be one of {Z_TARGETS}, got {self.args.z_level_target!r}.")
         if self.args.level_shift not in LEVEL_SHIFTS:
             raise ValueError(f"level_shift must be one of {LEVEL_SHIFTS}, got {self.args.level_shift!r}.")
 
@@ -193,6 +211,16 @@ class PreFinetuningDistill(UnlearningMethod):
         shift = torch.stack([same_kind(shifts, calibration_group, int(g)).mean() for g in forget_group.tolist()])
         return pre_score + shift.to(pre_score)
 
+    @staticmethod
+    def z_band(calibration_scores, calibration_group=None, forget_group=None, n_forget: int = 1):
+        """(low, high), `(n_forget,)` each: the quartiles (`Z_BAND`) of the calibration documents' Min-K%++ scores of
+        each forget document's kind (`same_kind`; all of them where kinds are not known)."""
+        probs = torch.tensor(Z_BAND, device=calibration_scores.device)
+        groups = [None] * n_forget if forget_group is None else [int(g) for g in forget_group.tolist()]
+        bands = torch.stack([empirical_quantiles(same_kind(calibration_scores, calibration_group, g), probs)
+                             for g in groups])
+        return bands[:, 0], bands[:, 1]
+
     def loss(self, ctx: StepContext):
         pre_logp = ctx.reference.forget_pre_logits.log_softmax(-1)
         forget = self.args.distill_weight * ctx.token_mean(distill_kl(ctx.forget_logits, pre_logp, ctx.forget_labels))
@@ -210,13 +238,19 @@ class PreFinetuningDistill(UnlearningMethod):
             forget = forget + level
         if self.args.z_level_weight > 0:
             k = self.args.z_level_k
-            target = self.z_level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, k,
-                                          ctx.calibration_min_k if current else ctx.calibration_start_min_k,
-                                          ctx.calibration_pre_min_k,
-                                          ctx.calibration_group, ctx.forget_group)
+            calibration_now = ctx.calibration_min_k if current else ctx.calibration_start_min_k
             score = floored_min_k_score(ctx.forget_logits, ctx.forget_labels, k, Z_FLOOR)
+            if self.args.z_level_target == "band":
+                low, high = self.z_band(calibration_now, ctx.calibration_group, ctx.forget_group, len(score))
+                low, high = low.to(score), high.to(score)
+                distance = torch.relu(low - score) + torch.relu(score - high)  # 0 inside the band
+                target = (low + high) / 2  # logged: the band's middle
+            else:
+                target = self.z_level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, k, calibration_now,
+                                              ctx.calibration_pre_min_k, ctx.calibration_group, ctx.forget_group)
+                distance = score - target
             has_tokens = ctx.forget_mask.sum(-1).gt(0).to(score.dtype)
-            pull = ((score - target).square() + 1).sqrt() - 1  # pseudo-Huber: bounded gradient (docstring)
+            pull = (distance.square() + 1).sqrt() - 1  # pseudo-Huber: bounded gradient (docstring)
             z_level = self.args.z_level_weight * ctx.row_mean(pull * has_tokens)
             ctx.log("z_level_loss", z_level)
             ctx.log("z_level_target", ctx.row_mean(target.detach()))
