@@ -465,11 +465,26 @@ def job_arguments(model: str, data: Mapping[str, str], spec: RunSpec, seed: int,
 
     fields = _unlearn_fields()
     direct = {k: v for k, v in spec.settings.items() if k in fields and k != "threads"}
-    extra = [f"{k}={v}" for k, v in spec.settings.items() if k not in fields]
+    # JSON for what is not a string, as --trainer-arg reads it back (None -> null, True -> true)
+    extra = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in spec.settings.items() if k not in fields]
     data = run_data(data, spec.method)
     return UnlearnArguments(model=model, output_dir=output_dir, method=spec.method, seed=seed, threads=threads,
                             **{"probes": "none", "merge": False, **direct},
                             trainer_arg=extra, **{k: v for k, v in data.items()})
+
+
+def check_run_settings(experiment: Experiment) -> None:
+    """Every run's job configuration built and its method's settings checked, as the job checks them, before the
+    first run (a value the method refuses would otherwise end the comparison at that run, after the ones before it)."""
+    from .unlearn import build_config, check_job_numbers
+
+    for spec in experiment.runs:
+        job = job_arguments(experiment.model or "target", experiment.data, spec, experiment.seeds[0], os.devnull)
+        try:
+            check_job_numbers(job)
+            build_config(job, Path(os.devnull))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{experiment.source}: run {spec.name!r}: {error}") from None
 
 
 def run_data(data: Mapping[str, str], method: str) -> dict[str, str]:
@@ -845,6 +860,7 @@ def run_compare(args: CompareArguments, progress: Callable[[str], None] = print)
     for key, value in experiment.data.items():
         if key != "pre_finetuning_model" and not Path(value).exists():
             raise FileNotFoundError(f"{experiment.source}: data.{key}: {value} does not exist")
+    check_run_settings(experiment)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     if experiment.tofu:

@@ -252,3 +252,21 @@ def test_a_libu_run_is_influence_plus_its_settings_as_trainer_args(tmp_path):
                                                                  "sophia_rho=0.04"]
     config = build_config(job, tmp_path / "run")
     assert type(config).__name__ == "InfluenceUnlearningConfig" and config.damping == 1e-3
+
+
+def test_a_setting_the_method_refuses_stops_the_comparison_before_any_run(tmp_path, capsys):
+    """Each run's job configuration is built and its method's check run before the first run: a value the method
+    refuses names the run; a null setting reaches the job as JSON null (RMU's measured steering coefficient)."""
+    from hf_unlearn.compare import job_arguments
+
+    for name in ("f.jsonl", "r.jsonl"):
+        (tmp_path / name).write_text(json.dumps({"input": "a question", "output": "an answer"}) + "\n")
+    path = _experiment(tmp_path, runs=[{"name": "npo", "method": "npo"},
+                                       {"name": "RMU", "method": "rmu", "settings": {"rmu_steering_coeff": -1.0}}])
+    assert cli_main(["compare", "--experiment", str(path), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "run 'RMU': rmu_steering_coeff must be > 0" in err and not list((tmp_path / "o").glob("runs/*"))
+    experiment = load_experiment(_experiment(tmp_path, runs=[{"name": "RMU", "method": "rmu",
+                                                              "settings": {"rmu_steering_coeff": None}}]))
+    job = job_arguments("m", experiment.data, experiment.runs[0], 0, str(tmp_path / "run"))
+    assert job.trainer_arg == ["rmu_steering_coeff=null"]
