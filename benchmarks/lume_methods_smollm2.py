@@ -693,7 +693,8 @@ def run_method(key: str, seed: int, settings: Settings, data: Data, target_dir: 
 def run_key(settings: Settings) -> str:
     # monitor_every only logs (no gradient, no random draw): a monitored run is the same run
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
-    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", "")):  # added later: at its default, the key runs had before it
+    # added later: at its default, the key runs had before it
+    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", "")):
         if key.get(name) == default:
             del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

@@ -743,7 +743,8 @@ class UnlearningTrainer(Trainer):
             cal_logp, cal_tok_mask = token_log_probs(cal_piece, cal_labels)
             step_nll = mean_token_nll(cal_logp, cal_tok_mask)
             self.calibration.values[calibration_step] = step_nll.detach().float().cpu()
-            if self.calibration.min_k is not None:  # their latest Min-K%++ scores from the same pass
+            # their latest Min-K%++ scores from the same pass, where the method reads the latest ones
+            if self.calibration.min_k is not None and needs.calibration_refresh:
                 with torch.no_grad():
                     score = floored_min_k_score(cal_piece.detach(), cal_labels, self.calibration.min_k,
                                                 self.calibration.min_k_floor)

@@ -271,11 +271,12 @@ def names_of_libu(config_cls) -> set[str]:
 
 def _trainer_overrides(pairs: list[str], config_cls) -> dict[str, Any]:
     names = {f.name: f for f in dataclasses.fields(config_cls)}
+    libu_only = names_of_libu(config_cls)
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         name = name.strip().replace("-", "_")
-        if sep and name in names_of_libu(config_cls):
+        if sep and name in libu_only:
             raise ValueError(f"--trainer-arg {name}: a setting of LIBU's influence step, which needs --influence")
         if not sep or name not in names:
             raise ValueError(f"--trainer-arg {pair!r}: expected NAME=VALUE with NAME an {config_cls.__name__} field")
@@ -672,8 +673,8 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
                                        trust_remote_code=args.trust_remote_code)
         trainer_cls = InfluenceUnlearningTrainer if args.influence else UnlearningTrainer
         trainer = trainer_cls(model=model, args=config, forget_dataset=forget_data,
-                                    retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
-                                    calibration_dataset=calibration, pre_finetuning_model=pre_model)
+                              retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
+                              calibration_dataset=calibration, pre_finetuning_model=pre_model)
         stopping = None
         if calibration is not None and args.unseen_band > 0:
             stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,
