@@ -11,7 +11,10 @@ No membership attack (no `--holdout`). With `--memorised` the job's model is Smo
 (`hf_unlearn.target.build_target`: LoRA r = alpha = 32 on every linear layer, merged, lr 1e-3, at most 20 epochs,
 stopping at a mean loss of 0.05; cached), as a deletion request's model knows its rows: its generations then write
 much of the reference back, which generation proves in one pass (`generate_completions(drafts=)`;
-`--drafts-only` times that alone). It prints the training time, the time of everything after it (scoring the
+`--drafts-only` times that alone). The quantization probes take the unlearned model's own generations as drafts
+(rounding leaves most greedy text as it was): `--quantized-drafts-only` times the 8- and 4-bit model's generation
+with and without the full-precision model's texts as drafts (SmolLM2, or with --memorised the memorised model, stands
+for the unlearned model). It prints the training time, the time of everything after it (scoring the
 model before and after, the probes, merging, the report) and their ratio (goal: at most 1), all from one run.
 """
 
@@ -44,6 +47,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--drafts-only", action="store_true",
                         help="With --memorised: only time the memorised model's generation of the rows (256 new "
                         "tokens) with and without the references as drafts, in one process, and check the texts.")
+    parser.add_argument("--quantized-drafts-only", action="store_true",
+                        help="Only time the int8 and int4 model's generation of the rows with and without the "
+                        "full-precision model's texts as drafts, in one process, and check the texts.")
     args = parser.parse_args(argv)
 
     import torch
@@ -65,6 +71,8 @@ def main(argv=None) -> dict:
             model, record = build_target(TargetRecipe(base="smollm2"), files, log=lambda line: print(line, flush=True))
         if args.drafts_only:
             return drafts_check(model, [work / "forget_train.jsonl", work / "retain_train.jsonl"])
+        if args.quantized_drafts_only:
+            return quantized_drafts_check(model, [work / "forget_train.jsonl", work / "retain_train.jsonl"])
         started = time.time()
         result = run_unlearn(UnlearnArguments(model=model, forget=str(work / "forget_train.jsonl"),
                                               retain=str(work / "retain_train.jsonl"), output_dir=str(work / "out"),
@@ -115,6 +123,38 @@ def drafts_check(model: str, files) -> dict:
         seconds[name] = round(time.time() - started, 1)
     summary = {"rows": len(rows), "seconds": seconds, "same_texts": texts["without drafts"] == texts["with drafts"],
                "written_back": sum(t.strip() == a.strip() for t, a in zip(texts["without drafts"], answers))}
+    print(json.dumps(summary))
+    return summary
+
+
+def quantized_drafts_check(model: str, files) -> dict:
+    """The rounded model's generation (256 new tokens) without and with the full-precision model's texts as drafts,
+    as the audit's quantization probes run it."""
+    import copy
+
+    import torch
+
+    from hf_unlearn.audit.quantization import quantize_model
+    from hf_unlearn.data.lume import read_jsonl
+    from hf_unlearn.metrics import generate_completions
+    from hf_unlearn.pretrained import load_model_and_tokenizer
+
+    net, tokenizer = load_model_and_tokenizer(model, dtype=torch.float32)
+    prompts = [row["input"] for path in files for row in read_jsonl(path)]
+    started = time.time()
+    full = generate_completions(net, tokenizer, prompts, 256, batch_size=16)
+    summary = {"rows": len(prompts), "full_precision_seconds": round(time.time() - started, 1)}
+    for scheme in ("int8", "int4"):
+        rounded = copy.deepcopy(net)
+        quantize_model(rounded, scheme)
+        seconds, texts = {}, {}
+        for name, drafts in (("without drafts", None), ("with drafts", full)):
+            started = time.time()
+            texts[name] = generate_completions(rounded, tokenizer, prompts, 256, batch_size=16, drafts=drafts)
+            seconds[name] = round(time.time() - started, 1)
+        summary[scheme] = {"seconds": seconds, "same_texts": texts["without drafts"] == texts["with drafts"],
+                           "unchanged_by_rounding": sum(a == b for a, b in zip(full, texts["without drafts"]))}
+        del rounded
     print(json.dumps(summary))
     return summary
 
