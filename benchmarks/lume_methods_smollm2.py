@@ -246,6 +246,8 @@ class Settings:
                                                            "'current' (empty: theirs)."})
     z_level_target: str = field(default="", metadata={"help": "z_level_target override for pre_distill: 'pre' or "
                                                               "'band' (empty: theirs)."})
+    z_band: str = field(default="", metadata={"help": "z_band_low,z_band_high override for pre_distill with "
+                                                      "z_level_target 'band', e.g. 0.4,0.6 (empty: theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
     num_calibration: int = field(
         default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
@@ -289,6 +291,14 @@ class Settings:
             raise ValueError(f"given must be train or validation, not {self.given!r}")
         if self.retain_general_source not in ("mix", "anchor", "chats"):
             raise ValueError(f"retain_general_source must be mix, anchor or chats, not {self.retain_general_source!r}")
+        if self.z_band:
+            try:
+                low, high = (float(x) for x in self.z_band.split(","))
+            except ValueError:
+                low = high = None
+            if low is None or not 0 <= low <= high <= 1:
+                raise ValueError(f"z_band must be two quantiles 'low,high', 0 <= low <= high <= 1 (e.g. 0.4,0.6), "
+                                 f"not {self.z_band!r}")
 
     def target_key(self, stage: int = 2) -> dict[str, Any]:
         """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
@@ -625,6 +635,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["level_shift"] = settings.level_shift
     if key == "pre_distill" and settings.z_level_target:
         config["z_level_target"] = settings.z_level_target
+    if key == "pre_distill" and settings.z_band:
+        config["z_band_low"], config["z_band_high"] = (float(x) for x in settings.z_band.split(","))
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -773,7 +785,7 @@ def run_key(settings: Settings) -> str:
     # monitor_every only logs (no gradient, no random draw): a monitored run is the same run
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
     # added later: at its default, the key runs had before it
-    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", "")):
+    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", ""), ("z_band", "")):
         if key.get(name) == default:
             del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -863,7 +875,9 @@ def group_label(run: dict) -> str:
     if c.get("level_shift") == "current":
         parts.append("levels re-measured")
     if c.get("z_level_target") == "band":
-        parts.append("Min-K%++ into the calibration quartiles")
+        band = (c.get("z_band_low", 0.25), c.get("z_band_high", 0.75))
+        parts.append("Min-K%++ into the calibration quartiles" if band == (0.25, 0.75)
+                     else f"Min-K%++ into the calibration {band[0]:g}-{band[1]:g} quantiles")
     if c.get("method") == "pre_finetuning_distill" and c.get("hold_weight"):
         parts.append(f"KL hold {c['hold_weight']:g} on {c.get('hold_batch', 4)} documents a step")
     if s.get("stop_band"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import pytest
+
 from .conftest import REPO_ROOT, SHARED_DATA
 
 _spec = importlib.util.spec_from_file_location("lume_methods_smollm2", REPO_ROOT / "benchmarks" /
@@ -88,6 +90,14 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     args = bench.build_parser().parse_args(["--retain_general_source", "anchor", "--lora_target_modules", "down_proj"])
     parsed = bench.Settings(**bench.dataclass_overrides(args, bench.Settings))
     assert parsed.retain_general_source == "anchor" and parsed.lora_target_modules == "down_proj"
+    args = bench.build_parser().parse_args(["--z_band", "0.4,0.6", "--z_level_target", "band"])
+    chosen = bench.method_config("pre_distill", bench.Settings(**bench.dataclass_overrides(args, bench.Settings)))
+    assert (chosen["config"]["z_band_low"], chosen["config"]["z_band_high"]) == (0.4, 0.6)
+    assert "z_band" not in bench.dataclasses.asdict(bench.Settings()) or \
+        bench.run_key(bench.Settings()) == bench.run_key(bench.Settings(z_band=""))
+    for bad in ("0.6", "0.6,0.4", "a,b"):
+        with pytest.raises(ValueError, match="z_band"):
+            bench.Settings(z_band=bad)
     try:
         bench.Settings(retain_general_source="memorised")
     except ValueError as error:
@@ -97,7 +107,6 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
 
 
 def test_mia_losses_are_the_documents_mean_losses_beside_the_attacks(tiny_model, tokenizer, lume_rows):
-    import pytest
 
     from hf_unlearn.metrics import document_losses_one_at_a_time
 

@@ -308,6 +308,9 @@ def test_the_z_band_is_the_calibration_quartiles_of_each_documents_kind():
     assert high.tolist() == pytest.approx([-6.75, -2.0, np.quantile(scores.numpy(), 0.75)])
     low, high = PreFinetuningDistill.z_band(scores, None, None, 2)  # kinds not known: every document
     assert low.tolist() == pytest.approx([np.quantile(scores.numpy(), 0.25)] * 2)
+    # a narrower band: kind 0's 0.4 and 0.6 quantiles (positions 1.6 and 2.4 of -5..-1)
+    low, high = PreFinetuningDistill.z_band(scores, kinds, torch.tensor([0]), 1, (0.4, 0.6))
+    assert (low.item(), high.item()) == pytest.approx((-3.4, -2.6))
 
 
 def test_the_z_band_pulls_only_scores_outside_the_calibration_quartiles(memorised_model, tokenizer, documents,
@@ -334,3 +337,12 @@ def test_the_z_band_pulls_only_scores_outside_the_calibration_quartiles(memorise
     assert logged["z_level_loss"] == pytest.approx(2.0 * np.mean(np.sqrt(1 + distance ** 2) - 1), rel=1e-3)
     with pytest.raises(ValueError, match="z_level_target"):
         make_config(tmp_path, method="pre_finetuning_distill", z_level_target="mean")
+    with pytest.raises(ValueError, match="z_band_low and z_band_high"):
+        make_config(tmp_path, method="pre_finetuning_distill", z_band_low=0.7, z_band_high=0.6)
+    # a narrower band: the same step's term against its quantiles
+    logged = _first_step_needing_calibration(memorised_model, tokenizer, forget[:4], unseen[:6], base, tmp_path,
+                                             z_level_weight=2.0, z_level_k=0.3, z_level_target="band",
+                                             z_band_low=0.4, z_band_high=0.6)
+    low, high = np.quantile(score(unseen[:6]), [0.4, 0.6])
+    distance = np.maximum(low - mine, 0) + np.maximum(mine - high, 0)
+    assert logged["z_level_loss"] == pytest.approx(2.0 * np.mean(np.sqrt(1 + distance ** 2) - 1), rel=1e-3)

@@ -44,8 +44,9 @@ levels' shift from the calibration documents as they are now (`hold_batch` of th
 so the targets follow the unseen documents that the members' rise lifts: a loop, as `"anchored"`'s current level
 was, but one that settles when a member's rise lifts the unseen level by much less (on SmolLM2 members rose by 2.4
 while the unseen documents rose by 0.1-0.3). `z_level_target="band"` pulls each forget document's Min-K%++ score
-into the interquartile range of the calibration documents' scores of its kind instead of to a per-document target:
-the attack compares the two distributions, and per-document targets inherit every document's own shift.
+into a band of the calibration documents' scores of its kind (between their `z_band_low` and `z_band_high`
+quantiles, by default the quartiles) instead of to a per-document target: the attack compares the two distributions,
+and per-document targets inherit every document's own shift.
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
@@ -74,7 +75,6 @@ from .base import Needs, StepContext, UnlearningMethod, register_method
 Z_FLOOR = 10.0
 LEVEL_SHIFTS = ("start", "current")
 Z_TARGETS = ("pre", "band")
-Z_BAND = (0.25, 0.75)  # z_level_target "band": the calibration scores' quartiles
 
 
 @dataclass
@@ -106,9 +106,16 @@ class PreFinetuningDistillArguments:
             The fraction of a document's tokens its Min-K%++ score averages (the attack's usual 20%).
         z_level_target (`str`, *optional*, defaults to `"pre"`):
             Where the z-level pulls each forget document's Min-K%++ score: `"pre"`, to the pre-fine-tuning model's
-            score of it plus the unseen shift; `"band"`, into the interquartile range of the calibration documents'
-            scores of its kind (at the start, or as re-measured with `level_shift="current"`), zero inside it: the
-            attack compares the two distributions, not each document with its own unseen view.
+            score of it plus the unseen shift; `"band"`, between the `z_band_low` and `z_band_high` quantiles of the
+            calibration documents' scores of its kind (at the start, or as re-measured with
+            `level_shift="current"`), zero inside: the attack compares the two distributions, not each document
+            with its own unseen view.
+        z_band_low (`float`, *optional*, defaults to `0.25`):
+            With `z_level_target="band"`: the quantile of the calibration documents' scores below which a forget
+            document's score is pulled up.
+        z_band_high (`float`, *optional*, defaults to `0.75`):
+            The quantile above which it is pulled down. A band this wide still lets every member settle at its low
+            edge, an AUC far from 0.5; a narrower one (0.4-0.6) holds them near the middle of the unseen documents.
         level_shift (`str`, *optional*, defaults to `"start"`):
             Where the levels' shift is measured: `"start"`, on the calibration documents under the model before
             unlearning, once; `"current"`, under the current model, `hold_batch` of them re-measured a step (a no-grad
@@ -139,9 +146,15 @@ class PreFinetuningDistillArguments:
     z_level_target: str = field(
         default="pre",
         metadata={"help": "pre_finetuning_distill: the z-level's target, 'pre' (the pre-fine-tuning model's score plus "
-                          "the unseen shift) or 'band' (the calibration documents' interquartile range of that "
-                          "score, of the document's kind).",
+                          "the unseen shift) or 'band' (between quantiles z_band_low and z_band_high of the "
+                          "calibration documents' scores of the document's kind).",
                   "choices": list(Z_TARGETS)})
+    z_band_low: float = field(
+        default=0.25, metadata={"help": "pre_finetuning_distill: with z_level_target 'band', the calibration scores' "
+                                        "quantile below which a forget document's Min-K%%++ score is pulled up."})
+    z_band_high: float = field(
+        default=0.75, metadata={"help": "pre_finetuning_distill: with z_level_target 'band', the calibration scores' "
+                                        "quantile above which it is pulled down."})
     level_shift: str = field(
         default="start",
         metadata={"help": "pre_finetuning_distill: the levels' unseen shift measured on the calibration documents "
@@ -176,6 +189,9 @@ class PreFinetuningDistill(UnlearningMethod):
             raise ValueError(f"z_level_k must be in (0, 1], got {self.args.z_level_k}.")
         if self.args.z_level_target not in Z_TARGETS:
             raise ValueError(f"z_level_target must be one of {Z_TARGETS}, got {self.args.z_level_target!r}.")
+        if not 0 <= self.args.z_band_low <= self.args.z_band_high <= 1:
+            raise ValueError(f"z_band_low and z_band_high must satisfy 0 <= low <= high <= 1, got "
+                             f"{self.args.z_band_low} and {self.args.z_band_high}.")
         if self.args.level_shift not in LEVEL_SHIFTS:
             raise ValueError(f"level_shift must be one of {LEVEL_SHIFTS}, got {self.args.level_shift!r}.")
 
@@ -212,10 +228,11 @@ class PreFinetuningDistill(UnlearningMethod):
         return pre_score + shift.to(pre_score)
 
     @staticmethod
-    def z_band(calibration_scores, calibration_group=None, forget_group=None, n_forget: int = 1):
-        """(low, high), `(n_forget,)` each: the quartiles (`Z_BAND`) of the calibration documents' Min-K%++ scores of
-        each forget document's kind (`same_kind`; all of them where kinds are not known)."""
-        probs = torch.tensor(Z_BAND, device=calibration_scores.device)
+    def z_band(calibration_scores, calibration_group=None, forget_group=None, n_forget: int = 1,
+               quantiles: tuple[float, float] = (0.25, 0.75)):
+        """(low, high), `(n_forget,)` each: the `quantiles` of the calibration documents' Min-K%++ scores of each
+        forget document's kind (`same_kind`; all of them where kinds are not known)."""
+        probs = torch.tensor(quantiles, device=calibration_scores.device)
         groups = [None] * n_forget if forget_group is None else [int(g) for g in forget_group.tolist()]
         bands = torch.stack([empirical_quantiles(same_kind(calibration_scores, calibration_group, g), probs)
                              for g in groups])
@@ -241,7 +258,8 @@ class PreFinetuningDistill(UnlearningMethod):
             calibration_now = ctx.calibration_min_k if current else ctx.calibration_start_min_k
             score = floored_min_k_score(ctx.forget_logits, ctx.forget_labels, k, Z_FLOOR)
             if self.args.z_level_target == "band":
-                low, high = self.z_band(calibration_now, ctx.calibration_group, ctx.forget_group, len(score))
+                low, high = self.z_band(calibration_now, ctx.calibration_group, ctx.forget_group, len(score),
+                                        (self.args.z_band_low, self.args.z_band_high))
                 low, high = low.to(score), high.to(score)
                 distance = torch.relu(low - score) + torch.relu(score - high)  # 0 inside the band
                 target = (low + high) / 2  # logged: the band's middle
