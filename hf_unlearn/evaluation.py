@@ -81,31 +81,24 @@ def lume_generations(
     chat_template: bool = False,
     max_prompt_tokens: int | None = None,
     scoring_only: bool = False,
-    drafts: Sequence[str | None] | None = None,
 ) -> list[str]:
     """Greedy completions of each row's `input` (wrapped in the tokenizer's chat template with
     `chat_template=True`; cut to its last `max_prompt_tokens` tokens if given), in row order.
 
     `scoring_only=True`: the texts are only scored, so a question row stops once no continuation can match its answer
-    (`knowledge_stop_chars`; the scores are those of the full texts, the texts of such rows are cut short).
-    `drafts` (one per row): guesses of each completion that one forward pass proves or rejects (`generate_completions`;
-    the same texts); default: each row's reference `output`, which a model that still regurgitates writes back."""
+    (`knowledge_stop_chars`; the scores are those of the full texts, the texts of such rows are cut short)."""
     stops = knowledge_stop_chars(rows) if scoring_only else [None] * len(rows)
-    if drafts is None:
-        drafts = [row.get("output") for row in rows]
-    elif len(drafts) != len(rows):
-        raise ValueError(f"drafts has {len(drafts)} entries for {len(rows)} rows")
     # Equal chunks are not enough for generation: its rounds drop finished rows, so processes also agree on the
     # number of `generate` calls in each round.
     lockstep = _max_over_processes(accelerator) if _sharded(accelerator) else None
     return map_across_processes(
         lambda chunk: generate_completions(
-            model, tokenizer, [row["input"] for row, _, _ in chunk], max_new_tokens=max_new_tokens,
+            model, tokenizer, [row["input"] for row, _ in chunk], max_new_tokens=max_new_tokens,
             batch_size=batch_size, lockstep=lockstep, chat_template=chat_template,
-            max_prompt_tokens=max_prompt_tokens, stop_after_chars=[stop for _, stop, _ in chunk],
-            drafts=[draft for _, _, draft in chunk],
+            max_prompt_tokens=max_prompt_tokens, stop_after_chars=[stop for _, stop in chunk],
+            drafts=[row.get("output") for row, _ in chunk],  # the reference as the draft: the same greedy texts
         ),
-        list(zip(rows, stops, drafts)),
+        list(zip(rows, stops)),
         accelerator,
     )
 

@@ -334,37 +334,6 @@ def test_the_audit_generates_from_each_model_once_and_scores_subsets_from_what_i
         assert kept["mia/auc"] == results["models"][name]["mia/auc"]
 
 
-def test_the_quantization_probes_draft_from_the_unlearned_models_generations_and_score_as_without(
-        memorised_model, tiny_model, tokenizer, memorised_rows, monkeypatch):
-    """A rounded model mostly writes what the unlearned model wrote, so its generation takes the unlearned model's
-    kept texts as drafts (one pass proves a row it leaves unchanged): the scores are those of generating without."""
-    import hf_unlearn.audit.run as run
-    from hf_unlearn.audit.quantization import quantize_model
-    from hf_unlearn.audit.run import audit_model, score_rows
-
-    seen = []
-    real_generations = run.lume_generations
-
-    def recorded(model, tokenizer_, rows, *args, **kwargs):
-        texts = real_generations(model, tokenizer_, rows, *args, **kwargs)
-        seen.append((kwargs.get("drafts"), texts))
-        return texts
-
-    monkeypatch.setattr(run, "lume_generations", recorded)
-    forget, retain = memorised_rows["forget"], memorised_rows["retain"][:4]
-    results = audit_model(memorised_model, tiny_model, tokenizer, forget, retain, probes=("int8",),
-                          max_new_tokens=16, progress=None)
-    # calls: original forget, original retain, unlearned forget, unlearned retain, int8 forget
-    assert len(seen) == 5 and seen[0][0] is None and seen[2][0] is None
-    assert seen[4][0] == seen[2][1]  # the unlearned model's forget texts drafted the rounded model's
-    monkeypatch.setattr(run, "lume_generations", real_generations)
-    rounded = copy.deepcopy(memorised_model)
-    quantize_model(rounded, "int8")
-    fresh = score_rows(rounded, tokenizer, forget, [], max_new_tokens=16, batch_size=16)
-    assert results["probes"]["int8"]["attacked"]["forget/regurgitation"] == \
-        pytest.approx(fresh["forget/regurgitation"])
-
-
 def test_the_quantization_control_is_scored_only_when_the_attack_damaged_the_model(
         memorised_model, tokenizer, memorised_rows, monkeypatch):
     """The original rounded the same way is what tells "the attack breaks any model" from "the forgetting does not

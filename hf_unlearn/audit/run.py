@@ -86,16 +86,13 @@ class RowOutputs:
 
 
 def row_outputs(model, tokenizer, rows: Sequence[Mapping], max_new_tokens: int, batch_size: int, accelerator=None,
-                max_length: int | None = None, generate: bool = True,
-                drafts: Sequence[str | None] | None = None) -> RowOutputs:
+                max_length: int | None = None, generate: bool = True) -> RowOutputs:
     """`RowOutputs` of `model` on `rows` (`max_length` caps the tokens of a row as in `score_rows`); with
-    `generate=False` the teacher-forced scores only (`generations` is None). `drafts`: guesses of the generations
-    (`lume_generations`; the same texts, fewer forward passes where they are right)."""
+    `generate=False` the teacher-forced scores only (`generations` is None)."""
     if not rows:
         return RowOutputs([], [])
     generations = lume_generations(model, tokenizer, rows, max_new_tokens, batch_size, accelerator,
-                                   max_prompt_tokens=max_length, scoring_only=True,
-                                   drafts=drafts) if generate else None
+                                   max_prompt_tokens=max_length, scoring_only=True) if generate else None
     # per row, gathered in order, then averaged: the same mean as one process computes
     per_row = map_across_processes(
         lambda chunk: row_memorization(model, tokenizer, chunk, batch_size, max_length), rows, accelerator)
@@ -249,11 +246,10 @@ def audit_model(
                               accelerator=accelerator)
         return {key: attack[name] for key, name in MIA_KEYS.items()}
 
-    def outputs(model, label: str, forget=forget_rows, retain=retain_rows, generate_retain: bool = True,
-                drafts: Sequence[str | None] | None = None) -> tuple[RowOutputs, RowOutputs]:
+    def outputs(model, label: str, forget=forget_rows, retain=retain_rows, generate_retain: bool = True
+                ) -> tuple[RowOutputs, RowOutputs]:
         say(f"[audit] scoring {label}")
-        return (row_outputs(model, tokenizer, forget, max_new_tokens, batch_size, accelerator, max_length,
-                            drafts=drafts),
+        return (row_outputs(model, tokenizer, forget, max_new_tokens, batch_size, accelerator, max_length),
                 row_outputs(model, tokenizer, retain, max_new_tokens, batch_size, accelerator, max_length,
                             generate=generate_retain))
 
@@ -283,19 +279,10 @@ def audit_model(
         forget_out = forget_out if indices is None else forget_out.take(indices)
         return {**scores_from_outputs(rows, forget_out, retain_rows, retain_out), **attack}
 
-    def scored(model, label: str, indices: Sequence[int] | None = None, drafts: str = "reference"
-               ) -> dict[str, float]:
-        """An attacked model: its forget rows (those at `indices`, default all) as the others', its retain rows
-        teacher-forced only (the `DAMAGE` check is all that is read of them). `drafts="unlearned"`: the unlearned
-        model's generations are the drafts (`generate_completions`; the same texts), for an attack that leaves most
-        greedy text as it was (rounding): a row it leaves unchanged is proved in one pass instead of token by token.
-        """
-        forget = forget_rows if indices is None else [forget_rows[i] for i in indices]
-        guesses = None
-        if drafts == "unlearned":
-            made = kept["unlearned"][0]
-            guesses = (made if indices is None else made.take(indices)).generations
-        forget_out, retain_out = outputs(model, label, forget, generate_retain=False, drafts=guesses)
+    def scored(model, label: str, forget=forget_rows) -> dict[str, float]:
+        """An attacked model: its forget rows as the others', its retain rows teacher-forced only (the `DAMAGE`
+        check is all that is read of them)."""
+        forget_out, retain_out = outputs(model, label, forget, generate_retain=False)
         return {**scores_from_outputs(forget, forget_out, retain_rows, retain_out), **mia_scores(model)}
 
     results: dict[str, Any] = {
@@ -315,7 +302,7 @@ def audit_model(
         if name in SCHEMES:
             attacked = copy.deepcopy(unlearned)
             quantize_model(attacked, name)
-            scores = scored(attacked, f"the unlearned model under {name}", drafts="unlearned")
+            scores = scored(attacked, f"the unlearned model under {name}")
             del attacked
             probe = {"kind": "attack", "rows": len(forget_rows), "original": base, "unlearned": after,
                      "attacked": scores}
@@ -337,7 +324,8 @@ def audit_model(
             say(f"[audit] relearning on {len(seen)} forget rows, {relearn_config.steps} steps")
             attacked = relearn(unlearned, tokenizer, [dict(forget_rows[i]) for i in seen], relearn_config)
             scores = {"original": from_kept("original", unseen), "unlearned": from_kept("unlearned", unseen),
-                      "attacked": scored(attacked, "the relearned model on the unseen documents", unseen)}
+                      "attacked": scored(attacked, "the relearned model on the unseen documents",
+                                         [forget_rows[i] for i in unseen])}
             del attacked
             results["probes"][name] = {"kind": "attack", "rows": len(unseen), "rows_relearned": len(seen), **scores}
         else:
