@@ -71,6 +71,7 @@ VARIANTS = {
     "i": "pre_finetuning_distill on whole documents + retain NLL + KL, a pre-fine-tuning model (a copy here)",
     "j": "(i) with the NLL level and the Min-K%++ level (calibration documents, issue #28's setting)",
     "k": "(j) with the levels' shift re-measured under the current model (4 calibration documents a step)",
+    "l": "(k) with the Min-K%++ level a band, the calibration scores' 0.4-0.6 quantiles (level weight 2)",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -85,6 +86,7 @@ GOALS = [
     ("i", "g", "time", 1.30, "distillation toward the pre-fine-tuning model against NPO + NLL + KL, same documents"),
     ("j", "g", "time", 1.30, "distillation with both levels against NPO + NLL + KL, on the same documents"),
     ("k", "g", "time", 1.30, "distillation with re-measured levels against NPO + NLL + KL, on the same documents"),
+    ("l", "g", "time", 1.30, "distillation with the Min-K%++ band against NPO + NLL + KL, on the same documents"),
 ]
 
 
@@ -167,18 +169,21 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
     # stands in for the model before fine-tuning
-    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k") else None
+    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k", "l") else None
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
-    calibrated = variant in ("f", "h", "j", "k")  # reads the calibration documents
-    documents = variant in ("f", "g", "h", "i", "j", "k")
+    calibrated = variant in ("f", "h", "j", "k", "l")  # reads the calibration documents
+    documents = variant in ("f", "g", "h", "i", "j", "k", "l")
     if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
     method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
-              "j": "pre_finetuning_distill", "k": "pre_finetuning_distill"}.get(variant, "npo")
+              "j": "pre_finetuning_distill", "k": "pre_finetuning_distill",
+              "l": "pre_finetuning_distill"}.get(variant, "npo")
     fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0, level_shift="current") if variant == "k"
+             else dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
+                       z_level_target="band", z_band_low=0.4, z_band_high=0.6) if variant == "l"
              else {})
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
