@@ -124,6 +124,10 @@ from hf_unlearn.data import read_jsonl  # noqa: E402
 from hf_unlearn.data.lume_subset import SPLITS, LumeSubset, document_stem, select_lume_subset  # noqa: E402
 from hf_unlearn.evaluation import flatten_scores, lume_generations  # noqa: E402
 from hf_unlearn.methods import rmu_lora_config  # noqa: E402
+from hf_unlearn.methods.pre_finetuning_distill import (  # noqa: E402
+    PreFinetuningDistill,
+    PreFinetuningDistillArguments,
+)
 from hf_unlearn.metrics import evaluate_mmlu, lume_scores_from_generations, row_kind  # noqa: E402
 from hf_unlearn.metrics.lume import QUESTION_ANSWERING, SENTENCE_COMPLETION  # noqa: E402
 from hf_unlearn.metrics.general import general_knowledge, perplexity  # noqa: E402
@@ -291,14 +295,23 @@ class Settings:
             raise ValueError(f"given must be train or validation, not {self.given!r}")
         if self.retain_general_source not in ("mix", "anchor", "chats"):
             raise ValueError(f"retain_general_source must be mix, anchor or chats, not {self.retain_general_source!r}")
-        if self.z_band:
+        if self.z_band_quantiles is not None:  # the method's own check, before the target is built
             try:
-                low, high = (float(x) for x in self.z_band.split(","))
-            except ValueError:
-                low = high = None
-            if low is None or not 0 <= low <= high <= 1:
-                raise ValueError(f"z_band must be two quantiles 'low,high', 0 <= low <= high <= 1 (e.g. 0.4,0.6), "
-                                 f"not {self.z_band!r}")
+                PreFinetuningDistill(PreFinetuningDistillArguments(z_band_low=self.z_band_quantiles[0],
+                                                                   z_band_high=self.z_band_quantiles[1])).check()
+            except ValueError as error:
+                raise ValueError(f"z_band {self.z_band!r}: {error}") from None
+
+    @property
+    def z_band_quantiles(self) -> tuple[float, float] | None:
+        """`z_band` as (low, high); None where not given."""
+        if not self.z_band:
+            return None
+        try:
+            low, high = (float(x) for x in self.z_band.split(","))
+        except ValueError:
+            raise ValueError(f"z_band must be two quantiles 'low,high' (e.g. 0.4,0.6), not {self.z_band!r}") from None
+        return low, high
 
     def target_key(self, stage: int = 2) -> dict[str, Any]:
         """What defines the memorised target after `stage` 1 or 2 (and so its cache folder)."""
@@ -635,8 +648,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["level_shift"] = settings.level_shift
     if key == "pre_distill" and settings.z_level_target:
         config["z_level_target"] = settings.z_level_target
-    if key == "pre_distill" and settings.z_band:
-        config["z_band_low"], config["z_band_high"] = (float(x) for x in settings.z_band.split(","))
+    if key == "pre_distill" and settings.z_band_quantiles is not None:
+        config["z_band_low"], config["z_band_high"] = settings.z_band_quantiles
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 
@@ -875,8 +888,9 @@ def group_label(run: dict) -> str:
     if c.get("level_shift") == "current":
         parts.append("levels re-measured")
     if c.get("z_level_target") == "band":
-        band = (c.get("z_band_low", 0.25), c.get("z_band_high", 0.75))
-        parts.append("Min-K%++ into the calibration quartiles" if band == (0.25, 0.75)
+        quartiles = (PreFinetuningDistillArguments.z_band_low, PreFinetuningDistillArguments.z_band_high)  # defaults
+        band = (c.get("z_band_low", quartiles[0]), c.get("z_band_high", quartiles[1]))
+        parts.append("Min-K%++ into the calibration quartiles" if band == quartiles
                      else f"Min-K%++ into the calibration {band[0]:g}-{band[1]:g} quantiles")
     if c.get("method") == "pre_finetuning_distill" and c.get("hold_weight"):
         parts.append(f"KL hold {c['hold_weight']:g} on {c.get('hold_batch', 4)} documents a step")
