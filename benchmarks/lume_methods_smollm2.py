@@ -250,8 +250,11 @@ class Settings:
                                                            "'current' (empty: theirs)."})
     z_level_target: str = field(default="", metadata={"help": "z_level_target override for pre_distill: 'pre' or "
                                                               "'band' (empty: theirs)."})
+    level_target: str = field(default="", metadata={"help": "level_target override for pre_distill: 'pre' or 'band' "
+                                                            "(empty: theirs)."})
     z_band: str = field(default="", metadata={"help": "z_band_low,z_band_high override for pre_distill with "
-                                                      "z_level_target 'band', e.g. 0.4,0.6 (empty: theirs)."})
+                                                      "z_level_target or level_target 'band', e.g. 0.4,0.6 (empty: "
+                                                      "theirs)."})
     given: str = field(default="train", metadata={"help": "Subsets given to the method: train or validation."})
     num_calibration: int = field(
         default=0, metadata={"help": "Unseen forget_train Task3 documents (MIA members the target never memorised) "
@@ -295,12 +298,15 @@ class Settings:
             raise ValueError(f"given must be train or validation, not {self.given!r}")
         if self.retain_general_source not in ("mix", "anchor", "chats"):
             raise ValueError(f"retain_general_source must be mix, anchor or chats, not {self.retain_general_source!r}")
-        if self.z_band_quantiles is not None:  # the method's own check, before the target is built
+        # the method's own checks of the overrides, before the target is built
+        overrides = {"z_band": dict(zip(("z_band_low", "z_band_high"), self.z_band_quantiles or ())),
+                     "z_level_target": {"z_level_target": self.z_level_target} if self.z_level_target else {},
+                     "level_target": {"level_target": self.level_target} if self.level_target else {}}
+        for option, fields_ in overrides.items():
             try:
-                PreFinetuningDistill(PreFinetuningDistillArguments(z_band_low=self.z_band_quantiles[0],
-                                                                   z_band_high=self.z_band_quantiles[1])).check()
+                PreFinetuningDistill(PreFinetuningDistillArguments(**fields_)).check()
             except ValueError as error:
-                raise ValueError(f"z_band {self.z_band!r}: {error}") from None
+                raise ValueError(f"{option} {getattr(self, option)!r}: {error}") from None
 
     @property
     def z_band_quantiles(self) -> tuple[float, float] | None:
@@ -648,6 +654,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["level_shift"] = settings.level_shift
     if key == "pre_distill" and settings.z_level_target:
         config["z_level_target"] = settings.z_level_target
+    if key == "pre_distill" and settings.level_target:
+        config["level_target"] = settings.level_target
     if key == "pre_distill" and settings.z_band_quantiles is not None:
         config["z_band_low"], config["z_band_high"] = settings.z_band_quantiles
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
@@ -798,7 +806,8 @@ def run_key(settings: Settings) -> str:
     # monitor_every only logs (no gradient, no random draw): a monitored run is the same run
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
     # added later: at its default, the key runs had before it
-    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", ""), ("z_band", "")):
+    for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", ""), ("z_band", ""),
+                          ("level_target", "")):
         if key.get(name) == default:
             del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -887,11 +896,13 @@ def group_label(run: dict) -> str:
         parts.append(f"Min-K%++ level weight {c['z_level_weight']:g}")
     if c.get("level_shift") == "current":
         parts.append("levels re-measured")
-    if c.get("z_level_target") == "band":
+    banded = [name for name, field_ in (("NLL", "level_target"), ("Min-K%++", "z_level_target"))
+              if c.get(field_) == "band"]
+    if banded:
         quartiles = (PreFinetuningDistillArguments.z_band_low, PreFinetuningDistillArguments.z_band_high)  # defaults
         band = (c.get("z_band_low", quartiles[0]), c.get("z_band_high", quartiles[1]))
-        parts.append("Min-K%++ into the calibration quartiles" if band == quartiles
-                     else f"Min-K%++ into the calibration {band[0]:g}-{band[1]:g} quantiles")
+        parts.append(f"{' and '.join(banded)} into the calibration "
+                     + ("quartiles" if band == quartiles else f"{band[0]:g}-{band[1]:g} quantiles"))
     if c.get("method") == "pre_finetuning_distill" and c.get("hold_weight"):
         parts.append(f"KL hold {c['hold_weight']:g} on {c.get('hold_batch', 4)} documents a step")
     if s.get("stop_band"):

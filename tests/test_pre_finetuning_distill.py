@@ -256,6 +256,26 @@ def _first_step_needing_calibration(memorised_model, tokenizer, forget, calibrat
     return trainer.state.log_history[0]
 
 
+def test_the_level_band_pulls_each_nll_into_the_calibration_quantiles_from_both_sides(
+        memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
+    """level_target="band": the first step's level term against the definition, each forget document's whole-document
+    NLL against the 0.4-0.6 quantiles of the calibration documents' NLLs, both sides: two memorised documents (below
+    the band) and two unseen ones given as forget documents (above it), one batch."""
+    forget, unseen = documents
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    calibration, docs = unseen[:6], forget[:2] + unseen[6:8]
+    low, high = np.quantile(whole_nll(memorised_model, tokenizer, calibration), [0.4, 0.6])
+    nll = np.array(whole_nll(memorised_model, tokenizer, docs))
+    assert (nll[:2] < low).all() and (nll[2:] > high).all()
+    logged = _first_step_needing_calibration(memorised_model, tokenizer, docs, calibration, base, tmp_path,
+                                             level_weight=2.0, level_target="band", z_band_low=0.4, z_band_high=0.6)
+    expected = 2.0 * np.mean(np.maximum(low - nll, 0) ** 2 + np.maximum(nll - high, 0) ** 2)
+    assert logged["level_loss"] == pytest.approx(expected, rel=1e-3)
+    assert logged["level_target"] == pytest.approx((low + high) / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="level_target"):
+        make_config(tmp_path, method="pre_finetuning_distill", level_target="mean")
+
+
 def test_the_current_shift_reads_the_calibration_documents_under_the_model_of_the_step(
         memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
     """level_shift="current": before each step, hold_batch calibration documents are measured again under the current
@@ -302,14 +322,14 @@ def test_the_z_band_is_the_calibration_quartiles_of_each_documents_kind():
 
     scores = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0, -9.0, -8.0, -7.0, -6.0])
     kinds = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
-    low, high = PreFinetuningDistill.z_band(scores, kinds, torch.tensor([1, 0, 2]), 3)
+    low, high = PreFinetuningDistill.band(scores, kinds, torch.tensor([1, 0, 2]), 3)
     # kind 1: -9 -8 -7 -6 -> quartiles at positions 0.75 and 2.25; kind 0: -5..-1 -> -4, -2; kind 2 (none): all 9
     assert low.tolist() == pytest.approx([-8.25, -4.0, np.quantile(scores.numpy(), 0.25)])
     assert high.tolist() == pytest.approx([-6.75, -2.0, np.quantile(scores.numpy(), 0.75)])
-    low, high = PreFinetuningDistill.z_band(scores, None, None, 2)  # kinds not known: every document
+    low, high = PreFinetuningDistill.band(scores, None, None, 2)  # kinds not known: every document
     assert low.tolist() == pytest.approx([np.quantile(scores.numpy(), 0.25)] * 2)
     # a narrower band: kind 0's 0.4 and 0.6 quantiles (positions 1.6 and 2.4 of -5..-1)
-    low, high = PreFinetuningDistill.z_band(scores, kinds, torch.tensor([0]), 1, (0.4, 0.6))
+    low, high = PreFinetuningDistill.band(scores, kinds, torch.tensor([0]), 1, (0.4, 0.6))
     assert (low.item(), high.item()) == pytest.approx((-3.4, -2.6))
 
 

@@ -46,7 +46,12 @@ was, but one that settles when a member's rise lifts the unseen level by much le
 while the unseen documents rose by 0.1-0.3). `z_level_target="band"` pulls each forget document's Min-K%++ score
 into a band of the calibration documents' scores of its kind (between their `z_band_low` and `z_band_high`
 quantiles, by default the quartiles) instead of to a per-document target: the attack compares the two distributions,
-and per-document targets inherit every document's own shift.
+and per-document targets inherit every document's own shift. `level_target="band"` does the same for the mean NLL:
+each forget document's NLL pulled (squared, both sides) into the same quantiles of the calibration documents' NLLs of
+its kind, instead of to the pre-fine-tuning model's NLL plus the shift. Why: under the model that never saw them the
+12 SmolLM2 members were already easier than the unseen documents (mean NLL 2.71 against 2.81; 3 of 12 below the
+unseen documents' 5th percentile), so a per-document target keeps those 3 exposed and the loss AUC at 0.6-0.7, where
+the band puts every member among the unseen documents.
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
@@ -110,9 +115,13 @@ class PreFinetuningDistillArguments:
             calibration documents' scores of its kind (at the start, or as re-measured with
             `level_shift="current"`), zero inside: the attack compares the two distributions, not each document
             with its own unseen view.
+        level_target (`str`, *optional*, defaults to `"pre"`):
+            Where the level pulls each forget document's mean NLL: `"pre"`, to the pre-fine-tuning model's NLL of it
+            plus the unseen shift; `"band"`, between the `z_band_low` and `z_band_high` quantiles of the calibration
+            documents' NLLs of its kind (at the start, or as re-measured with `level_shift="current"`), zero inside.
         z_band_low (`float`, *optional*, defaults to `0.25`):
-            With `z_level_target="band"`: the quantile of the calibration documents' scores below which a forget
-            document's score is pulled up.
+            With `z_level_target="band"` (or `level_target="band"`): the quantile of the calibration documents' scores
+            (or NLLs) below which a forget document's score (or NLL) is pulled up.
         z_band_high (`float`, *optional*, defaults to `0.75`):
             The quantile above which it is pulled down. A band this wide still lets every member settle at its low
             edge, an AUC far from 0.5; a narrower one (0.4-0.6) holds them near the middle of the unseen documents.
@@ -149,11 +158,18 @@ class PreFinetuningDistillArguments:
                           "the unseen shift) or 'band' (between quantiles z_band_low and z_band_high of the "
                           "calibration documents' scores of the document's kind).",
                   "choices": list(Z_TARGETS)})
+    level_target: str = field(
+        default="pre",
+        metadata={"help": "pre_finetuning_distill: the level's target, 'pre' (the pre-fine-tuning model's NLL plus the "
+                          "unseen shift) or 'band' (between quantiles z_band_low and z_band_high of the calibration "
+                          "documents' NLLs of the document's kind).",
+                  "choices": list(Z_TARGETS)})
     z_band_low: float = field(
-        default=0.25, metadata={"help": "pre_finetuning_distill: with z_level_target 'band', the calibration scores' "
-                                        "quantile below which a forget document's Min-K%%++ score is pulled up."})
+        default=0.25, metadata={"help": "pre_finetuning_distill: with z_level_target (or level_target) 'band', the "
+                                        "calibration documents' quantile below which a forget document's Min-K%%++ "
+                                        "score (or NLL) is pulled up."})
     z_band_high: float = field(
-        default=0.75, metadata={"help": "pre_finetuning_distill: with z_level_target 'band', the calibration scores' "
+        default=0.75, metadata={"help": "pre_finetuning_distill: with z_level_target (or level_target) 'band', the "
                                         "quantile above which it is pulled down."})
     level_shift: str = field(
         default="start",
@@ -189,6 +205,8 @@ class PreFinetuningDistill(UnlearningMethod):
             raise ValueError(f"z_level_k must be in (0, 1], got {self.args.z_level_k}.")
         if self.args.z_level_target not in Z_TARGETS:
             raise ValueError(f"z_level_target must be one of {Z_TARGETS}, got {self.args.z_level_target!r}.")
+        if self.args.level_target not in Z_TARGETS:
+            raise ValueError(f"level_target must be one of {Z_TARGETS}, got {self.args.level_target!r}.")
         if not 0 <= self.args.z_band_low <= self.args.z_band_high <= 1:
             raise ValueError(f"z_band_low and z_band_high must satisfy 0 <= low <= high <= 1, got "
                              f"{self.args.z_band_low} and {self.args.z_band_high}.")
@@ -228,10 +246,10 @@ class PreFinetuningDistill(UnlearningMethod):
         return pre_score + shift.to(pre_score)
 
     @staticmethod
-    def z_band(calibration_scores, calibration_group=None, forget_group=None, n_forget: int = 1,
-               quantiles: tuple[float, float] = (0.25, 0.75)):
-        """(low, high), `(n_forget,)` each: the `quantiles` of the calibration documents' Min-K%++ scores of each
-        forget document's kind (`same_kind`; all of them where kinds are not known)."""
+    def band(calibration_scores, calibration_group=None, forget_group=None, n_forget: int = 1,
+             quantiles: tuple[float, float] = (0.25, 0.75)):
+        """(low, high), `(n_forget,)` each: the `quantiles` of the calibration documents' scores (Min-K%++ or NLL) of
+        each forget document's kind (`same_kind`; all of them where kinds are not known)."""
         probs = torch.tensor(quantiles, device=calibration_scores.device)
         groups = [None] * n_forget if forget_group is None else [int(g) for g in forget_group.tolist()]
         bands = torch.stack([empirical_quantiles(same_kind(calibration_scores, calibration_group, g), probs)
@@ -243,13 +261,21 @@ class PreFinetuningDistill(UnlearningMethod):
         forget = self.args.distill_weight * ctx.token_mean(distill_kl(ctx.forget_logits, pre_logp, ctx.forget_labels))
         ctx.log("distill_kl", forget)
         current = self.args.level_shift == "current"
+        band_quantiles = (self.args.z_band_low, self.args.z_band_high)
         if self.args.level_weight > 0:
-            target = self.level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask,
-                                        ctx.calibration_nll if current else ctx.calibration_start,
-                                        ctx.calibration_pre)
+            calibration_now = ctx.calibration_nll if current else ctx.calibration_start
             nll = mean_token_nll(ctx.forget_logp, ctx.forget_mask)
+            if self.args.level_target == "band":
+                low, high = self.band(calibration_now, ctx.calibration_group, ctx.forget_group, len(nll),
+                                      band_quantiles)
+                low, high = low.to(nll), high.to(nll)
+                target = (low + high) / 2  # logged: the band's middle
+            else:
+                target = self.level_targets(pre_logp, ctx.forget_labels, ctx.forget_mask, calibration_now,
+                                            ctx.calibration_pre)
+                low = high = target
             has_tokens = ctx.forget_mask.sum(-1).gt(0).to(nll.dtype)
-            level = self.args.level_weight * ctx.row_mean(band_loss(nll, target, target) * has_tokens)
+            level = self.args.level_weight * ctx.row_mean(band_loss(nll, low, high) * has_tokens)
             ctx.log("level_loss", level)
             ctx.log("level_target", ctx.row_mean(target.detach()))
             forget = forget + level
@@ -258,8 +284,8 @@ class PreFinetuningDistill(UnlearningMethod):
             calibration_now = ctx.calibration_min_k if current else ctx.calibration_start_min_k
             score = floored_min_k_score(ctx.forget_logits, ctx.forget_labels, k, Z_FLOOR)
             if self.args.z_level_target == "band":
-                low, high = self.z_band(calibration_now, ctx.calibration_group, ctx.forget_group, len(score),
-                                        (self.args.z_band_low, self.args.z_band_high))
+                low, high = self.band(calibration_now, ctx.calibration_group, ctx.forget_group, len(score),
+                                      band_quantiles)
                 low, high = low.to(score), high.to(score)
                 distance = torch.relu(low - score) + torch.relu(score - high)  # 0 inside the band
                 target = (low + high) / 2  # logged: the band's middle
