@@ -298,6 +298,12 @@ class Settings:
             raise ValueError(f"given must be train or validation, not {self.given!r}")
         if self.retain_general_source not in ("mix", "anchor", "chats"):
             raise ValueError(f"retain_general_source must be mix, anchor or chats, not {self.retain_general_source!r}")
+        available = {"mix": ("num_mix_documents", self.num_mix_documents),
+                     "anchor": ("num_anchor_documents", self.num_anchor_documents),
+                     "chats": ("num_anchor_chats", self.num_anchor_chats)}[self.retain_general_source]
+        if self.retain_general > available[1]:  # a silent cut would run (and key) a different run than asked
+            raise ValueError(f"retain_general {self.retain_general} is more than the target has from "
+                             f"{self.retain_general_source} ({available[0]} {available[1]})")
         # the method's own checks of the overrides, before the target is built
         overrides = {"z_band": dict(zip(("z_band_low", "z_band_high"), self.z_band_quantiles or ())),
                      "z_level_target": {"z_level_target": self.z_level_target} if self.z_level_target else {},

@@ -98,6 +98,15 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     for bad in ("0.6", "0.6,0.4", "a,b"):
         with pytest.raises(ValueError, match="z_band"):
             bench.Settings(z_band=bad)
+    args = bench.build_parser().parse_args(["--level_target", "band"])
+    chosen = bench.method_config("pre_distill", bench.Settings(**bench.dataclass_overrides(args, bench.Settings)))
+    assert chosen["config"]["level_target"] == "band"
+    assert bench.run_key(bench.Settings()) == bench.run_key(bench.Settings(level_target=""))  # older runs' keys kept
+    with pytest.raises(ValueError, match="level_target 'mean'"):
+        bench.Settings(level_target="mean")
+    # more general rows than the target has is refused, not silently cut (a run keyed as one it is not)
+    with pytest.raises(ValueError, match=r"retain_general 128 .*\(num_anchor_chats 64\)"):
+        bench.Settings(retain_general=128, retain_general_source="chats")
     try:
         bench.Settings(retain_general_source="memorised")
     except ValueError as error:
