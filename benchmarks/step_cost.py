@@ -18,7 +18,8 @@ optimizer step):
 - (h) (f) at fixed levels without the hold; (i) `pre_finetuning_distill` (a copy of the model standing in for the
   one before fine-tuning); (j) (i) with the NLL level and the Min-K%++ level as issue #28's runs use them (distill 3,
   level 1, z-level 2, the calibration documents measured at the start); (k) (j) with `level_shift="current"` (4
-  calibration documents measured again a step, no gradient).
+  calibration documents measured again a step, no gradient); (l) (k) with the Min-K%++ level a band; (m) (l) with the
+  KL hold on 4 calibration documents a step (the setting of issue #28's hold runs).
 
 Memory: each variant in its own fresh process (a process's peak RSS never goes down), the peak RSS (VmHWM) minus
 the RSS just before the model is built: weights, copies, optimizer state and the step's activations, without the
@@ -72,6 +73,7 @@ VARIANTS = {
     "j": "(i) with the NLL level and the Min-K%++ level (calibration documents, issue #28's setting)",
     "k": "(j) with the levels' shift re-measured under the current model (4 calibration documents a step)",
     "l": "(k) with the Min-K%++ level a band, the calibration scores' 0.4-0.6 quantiles (level weight 2)",
+    "m": "(l) with the KL hold on 4 calibration documents a step (hold weight 1)",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -87,6 +89,7 @@ GOALS = [
     ("j", "g", "time", 1.30, "distillation with both levels against NPO + NLL + KL, on the same documents"),
     ("k", "g", "time", 1.30, "distillation with re-measured levels against NPO + NLL + KL, on the same documents"),
     ("l", "g", "time", 1.30, "distillation with the Min-K%++ band against NPO + NLL + KL, on the same documents"),
+    ("m", "g", "time", 1.30, "the band with the hold against NPO + NLL + KL, on the same documents"),
 ]
 
 
@@ -169,21 +172,23 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
     # stands in for the model before fine-tuning
-    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k", "l") else None
+    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k", "l", "m") else None
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
-    calibrated = variant in ("f", "h", "j", "k", "l")  # reads the calibration documents
-    documents = variant in ("f", "g", "h", "i", "j", "k", "l")
+    calibrated = variant in ("f", "h", "j", "k", "l", "m")  # reads the calibration documents
+    documents = variant in ("f", "g", "h", "i", "j", "k", "l", "m")
     if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
     method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
               "j": "pre_finetuning_distill", "k": "pre_finetuning_distill",
-              "l": "pre_finetuning_distill"}.get(variant, "npo")
+              "l": "pre_finetuning_distill", "m": "pre_finetuning_distill"}.get(variant, "npo")
     fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0, level_shift="current") if variant == "k"
              else dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
                        z_level_target="band", z_band_low=0.4, z_band_high=0.6) if variant == "l"
+             else dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
+                       z_level_target="band", z_band_low=0.4, z_band_high=0.6, hold_weight=1.0) if variant == "m"
              else {})
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
