@@ -252,6 +252,9 @@ class Settings:
                                                               "'band' (empty: theirs)."})
     level_target: str = field(default="", metadata={"help": "level_target override for pre_distill: 'pre' or 'band' "
                                                             "(empty: theirs)."})
+    level_floor: float = field(default=-1.0, metadata={"help": "level_floor override for pre_distill: the calibration "
+                                                               "NLL quantile under no member's level target (-1: "
+                                                               "theirs)."})
     z_band: str = field(default="", metadata={"help": "z_band_low,z_band_high override for pre_distill with "
                                                       "z_level_target or level_target 'band', e.g. 0.4,0.6 (empty: "
                                                       "theirs)."})
@@ -307,7 +310,8 @@ class Settings:
         # the method's own checks of the overrides, before the target is built
         overrides = {"z_band": dict(zip(("z_band_low", "z_band_high"), self.z_band_quantiles or ())),
                      "z_level_target": {"z_level_target": self.z_level_target} if self.z_level_target else {},
-                     "level_target": {"level_target": self.level_target} if self.level_target else {}}
+                     "level_target": {"level_target": self.level_target} if self.level_target else {},
+                     "level_floor": {"level_floor": self.level_floor} if self.level_floor >= 0 else {}}
         for option, fields_ in overrides.items():
             try:
                 PreFinetuningDistill(PreFinetuningDistillArguments(**fields_)).check()
@@ -662,6 +666,8 @@ def method_config(key: str, settings: Settings) -> dict[str, Any]:
         config["z_level_target"] = settings.z_level_target
     if key == "pre_distill" and settings.level_target:
         config["level_target"] = settings.level_target
+    if key == "pre_distill" and settings.level_floor >= 0:
+        config["level_floor"] = settings.level_floor
     if key == "pre_distill" and settings.z_band_quantiles is not None:
         config["z_band_low"], config["z_band_high"] = settings.z_band_quantiles
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
@@ -813,7 +819,7 @@ def run_key(settings: Settings) -> str:
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
     # added later: at its default, the key runs had before it
     for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", ""), ("z_band", ""),
-                          ("level_target", "")):
+                          ("level_target", ""), ("level_floor", -1.0)):
         if key.get(name) == default:
             del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -898,6 +904,8 @@ def group_label(run: dict) -> str:
         parts.append(f"distill weight {c['distill_weight']:g}")
     if c.get("level_weight"):
         parts.append(f"level weight {c['level_weight']:g}")
+    if c.get("level_floor"):
+        parts.append(f"level floored at the calibration {c['level_floor']:g} quantile")
     if c.get("z_level_weight"):
         parts.append(f"Min-K%++ level weight {c['z_level_weight']:g}")
     if c.get("level_shift") == "current":

@@ -104,6 +104,11 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     assert bench.run_key(bench.Settings()) == bench.run_key(bench.Settings(level_target=""))  # older runs' keys kept
     with pytest.raises(ValueError, match="level_target 'mean'"):
         bench.Settings(level_target="mean")
+    assert bench.method_config("pre_distill", bench.Settings(level_floor=0.1))["config"]["level_floor"] == 0.1
+    assert "level_floor" not in bench.method_config("pre_distill", bench.Settings())["config"]
+    assert bench.run_key(bench.Settings()) == bench.run_key(bench.Settings(level_floor=-1.0))
+    with pytest.raises(ValueError, match="level_floor 1.5"):
+        bench.Settings(level_floor=1.5)
     # more general rows than the target has is refused, not silently cut (a run keyed as one it is not)
     with pytest.raises(ValueError, match=r"retain_general 128 .*\(num_anchor_chats 64\)"):
         bench.Settings(retain_general=128, retain_general_source="chats")

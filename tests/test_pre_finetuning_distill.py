@@ -256,6 +256,31 @@ def _first_step_needing_calibration(memorised_model, tokenizer, forget, calibrat
     return trainer.state.log_history[0]
 
 
+def test_the_level_floor_lifts_only_the_targets_below_a_calibration_quantile(memorised_model, tokenizer, documents,  # noqa: F811
+                                                                              tmp_path):
+    """level_floor: each forget document's target is max(its pre-fine-tuning NLL + the shift, the calibration NLLs'
+    level_floor quantile); the first step's level term against that, with the floor binding for some documents."""
+    forget, unseen = documents
+    base = tiny_causal_lm(tokenizer, arch="olmo", seed=1)
+    calibration = unseen[:6]
+    model_nll = np.array(whole_nll(memorised_model, tokenizer, forget[:4]))
+    base_nll = np.array(whole_nll(base, tokenizer, forget[:4]))
+    calibration_nll = whole_nll(memorised_model, tokenizer, calibration)
+    targets = base_nll + np.mean(calibration_nll) - np.mean(whole_nll(base, tokenizer, calibration))
+    # the quantile whose value is nearest the targets' median, so that the floor binds for some documents, not all
+    grid = np.linspace(0.01, 0.99, 981)
+    quantile = float(grid[np.abs(np.quantile(calibration_nll, grid) - np.median(targets)).argmin()])
+    floor = np.quantile(calibration_nll, quantile)
+    assert (targets < floor).any() and (targets > floor).any()
+    logged = _first_step_needing_calibration(memorised_model, tokenizer, forget[:4], calibration, base, tmp_path,
+                                             level_weight=1.0, level_floor=quantile)
+    lifted = np.maximum(targets, floor)
+    assert logged["level_loss"] == pytest.approx(np.mean((model_nll - lifted) ** 2), rel=1e-3)
+    assert logged["level_target"] == pytest.approx(lifted.mean(), rel=1e-4)
+    with pytest.raises(ValueError, match="level_floor"):
+        make_config(tmp_path, method="pre_finetuning_distill", level_floor=1.0)
+
+
 def test_the_level_band_pulls_each_nll_into_the_calibration_quantiles_from_both_sides(
         memorised_model, tokenizer, documents, tmp_path):  # noqa: F811
     """level_target="band": the first step's level term against the definition, each forget document's whole-document
