@@ -182,14 +182,12 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
     method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
               "j": "pre_finetuning_distill", "k": "pre_finetuning_distill",
               "l": "pre_finetuning_distill", "m": "pre_finetuning_distill"}.get(variant, "npo")
+    band = dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
+                z_level_target="band", z_band_low=0.4, z_band_high=0.6)  # (l); (m) adds the hold
     fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0, level_shift="current") if variant == "k"
-             else dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
-                       z_level_target="band", z_band_low=0.4, z_band_high=0.6) if variant == "l"
-             else dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
-                       z_level_target="band", z_band_low=0.4, z_band_high=0.6, hold_weight=1.0) if variant == "m"
-             else {})
+             else band if variant == "l" else {**band, "hold_weight": 1.0} if variant == "m" else {})
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
         method=method,
