@@ -307,14 +307,14 @@ class Settings:
         if self.retain_general > available[1]:  # a silent cut would run (and key) a different run than asked
             raise ValueError(f"retain_general {self.retain_general} is more than the target has from "
                              f"{self.retain_general_source} ({available[0]} {available[1]})")
-        # the method's own checks of the overrides, before the target is built
-        overrides = {"z_band": dict(zip(("z_band_low", "z_band_high"), self.z_band_quantiles or ())),
-                     "z_level_target": {"z_level_target": self.z_level_target} if self.z_level_target else {},
-                     "level_target": {"level_target": self.level_target} if self.level_target else {},
-                     "level_floor": {"level_floor": self.level_floor} if self.level_floor >= 0 else {}}
-        for option, fields_ in overrides.items():
+        # the method's own checks of its overrides, each alone, before the target is built
+        chosen = overrides("pre_distill", self)
+        own = {f.name for f in dataclasses.fields(PreFinetuningDistillArguments)}
+        options = [(name, (name,)) for name, _, applies in OVERRIDES if applies("pre_distill") and name in own]
+        for option, names in options + [("z_band", ("z_band_low", "z_band_high"))]:
             try:
-                PreFinetuningDistill(PreFinetuningDistillArguments(**fields_)).check()
+                arguments = PreFinetuningDistillArguments(**{n: chosen[n] for n in names if n in chosen})
+                PreFinetuningDistill(arguments).check()
             except ValueError as error:
                 raise ValueError(f"{option} {getattr(self, option)!r}: {error}") from None
 
@@ -634,42 +634,48 @@ def target_scores(settings: Settings, data: Data, model, tokenizer, info: dict, 
 COMMON_FIELDS = ("learning_rate", "per_device_train_batch_size", "num_train_epochs")
 
 
+def _npo_tuned(key: str) -> bool:
+    return key.startswith("npo") and key != "npo_nll_kl_paper"  # the paper's row keeps the paper's values
+
+
+def _retain_tuned(key: str) -> bool:
+    return (key.startswith("npo_nll_kl") and key != "npo_nll_kl_paper") or key == "pre_distill"
+
+
+def _pre_distill(key: str) -> bool:
+    return key == "pre_distill"
+
+
+# The command line's overrides of the methods' fields: (Settings field, config field, the methods it applies to). A
+# Settings field at its default ("theirs") keeps each method's own value.
+OVERRIDES = (
+    ("beta", "beta", _npo_tuned),
+    ("retain_nll_weight", "retain_nll_weight", _retain_tuned),
+    ("retain_kl_weight", "retain_kl_weight", _retain_tuned),
+    ("hold_weight", "anchor_hold_weight", lambda key: key.startswith("anchored")),
+    *((name, name, _pre_distill) for name in ("distill_weight", "level_weight", "hold_weight", "hold_batch",
+                                              "z_level_weight", "level_shift", "z_level_target", "level_target",
+                                              "level_floor")),
+)
+
+
+def overrides(key: str, settings: Settings) -> dict[str, Any]:
+    """The config fields that the command line sets for method `key` (`OVERRIDES`, and `z_band` as its two fields)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    chosen = {config_name: getattr(settings, name) for name, config_name, applies in OVERRIDES
+              if applies(key) and getattr(settings, name) != defaults[name]}
+    if _pre_distill(key) and settings.z_band_quantiles is not None:
+        chosen["z_band_low"], chosen["z_band_high"] = settings.z_band_quantiles
+    return chosen
+
+
 def method_config(key: str, settings: Settings) -> dict[str, Any]:
     """The config fields, learning rate and LoRA rank/alpha of method `key`: its preset's fields (without the
     comparison's common lr, batch and epochs), its entry's `config`, then the command line's overrides."""
     spec = METHODS[key]
     preset = {k: v for k, v in PRESETS[spec["preset"]].items() if k not in COMMON_FIELDS} if "preset" in spec else {}
     config = {**preset, **spec["config"]}
-    if key.startswith("npo") and key != "npo_nll_kl_paper":  # the paper's row keeps the paper's values
-        if settings.beta:
-            config["beta"] = settings.beta
-    if (key.startswith("npo_nll_kl") and key != "npo_nll_kl_paper") or key == "pre_distill":
-        if settings.retain_nll_weight >= 0:
-            config["retain_nll_weight"] = settings.retain_nll_weight
-        if settings.retain_kl_weight >= 0:
-            config["retain_kl_weight"] = settings.retain_kl_weight
-    if key.startswith("anchored") and settings.hold_weight >= 0:
-        config["anchor_hold_weight"] = settings.hold_weight
-    if key == "pre_distill" and settings.distill_weight >= 0:
-        config["distill_weight"] = settings.distill_weight
-    if key == "pre_distill" and settings.level_weight >= 0:
-        config["level_weight"] = settings.level_weight
-    if key == "pre_distill" and settings.hold_weight >= 0:
-        config["hold_weight"] = settings.hold_weight
-    if key == "pre_distill" and settings.hold_batch > 0:
-        config["hold_batch"] = settings.hold_batch
-    if key == "pre_distill" and settings.z_level_weight >= 0:
-        config["z_level_weight"] = settings.z_level_weight
-    if key == "pre_distill" and settings.level_shift:
-        config["level_shift"] = settings.level_shift
-    if key == "pre_distill" and settings.z_level_target:
-        config["z_level_target"] = settings.z_level_target
-    if key == "pre_distill" and settings.level_target:
-        config["level_target"] = settings.level_target
-    if key == "pre_distill" and settings.level_floor >= 0:
-        config["level_floor"] = settings.level_floor
-    if key == "pre_distill" and settings.z_band_quantiles is not None:
-        config["z_band_low"], config["z_band_high"] = settings.z_band_quantiles
+    config.update(overrides(key, settings))
     return {"config": config, "learning_rate": spec.get("lr", settings.learning_rate),
             "lora_r": spec.get("lora_r", settings.lora_r), "lora_alpha": spec.get("lora_alpha", settings.lora_alpha)}
 

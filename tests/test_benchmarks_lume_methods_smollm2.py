@@ -53,6 +53,18 @@ def test_method_settings_and_overrides():
     paper = bench.method_config("npo_nll_kl_paper", settings)
     assert paper["learning_rate"] == 1e-4 and paper["lora_r"] == paper["lora_alpha"] == 5
     assert paper["config"] == {"method": "npo", "beta": 0.5, "retain_nll_weight": 1.0, "retain_kl_weight": 0.5}
+    # each override reaches only the methods of its row in OVERRIDES; at its default it sets nothing
+    settings = bench.Settings(hold_weight=1.0, hold_batch=2, distill_weight=3.0, level_shift="current",
+                              retain_kl_weight=6.0, z_band="0.4,0.6")
+    assert bench.method_config("pre_distill", settings)["config"] == {
+        **bench.METHODS["pre_distill"]["config"], "retain_kl_weight": 6.0, "hold_weight": 1.0, "hold_batch": 2,
+        "distill_weight": 3.0, "level_shift": "current", "z_band_low": 0.4, "z_band_high": 0.6}
+    assert bench.method_config("anchored", settings)["config"]["anchor_hold_weight"] == 1.0
+    assert "hold_weight" not in bench.method_config("anchored", settings)["config"]
+    assert bench.method_config("npo", settings)["config"] == bench.METHODS["npo"]["config"]
+    assert bench.method_config("pre_distill", bench.Settings())["config"] == bench.METHODS["pre_distill"]["config"]
+    with pytest.raises(ValueError, match="hold_batch 0: hold_batch must be >= 1"):  # refused before any target
+        bench.Settings(hold_batch=0)
 
 
 def test_new_methods_build_valid_configs_with_their_own_lora_and_schedule():
