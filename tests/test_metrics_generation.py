@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_unlearn.metrics.generation import decode_like_task, generate_completions, generate_one_at_a_time
+from hf_unlearn.metrics.generation import (
+    _compactable,
+    decode_like_task,
+    generate_completions,
+    generate_one_at_a_time,
+)
 from hf_unlearn.metrics.lume import knowledge_score, knowledge_stop_chars, lume_scores_from_generations, score_lume
 from hf_unlearn.support.tiny import tiny_causal_lm
 
@@ -113,9 +118,12 @@ def test_score_lume_batched_matches_one_at_a_time_and_keeps_generations_on_reque
 def test_rounds_give_the_same_texts_as_one_call_per_batch(memorised_model, tokenizer, lume_rows):
     """Stopping after 4 tokens and resuming the rows still going changes nothing."""
     prompts = [r["input"] for r in lume_rows["forget_validation"][::6]]
-    in_rounds = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=4)
-    one_call = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=None)
+    in_rounds = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=4,
+                                     compact=False)
+    one_call = generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8, round_tokens=None,
+                                    compact=False)
     assert in_rounds == one_call
+    assert generate_completions(memorised_model, tokenizer, prompts, 48, batch_size=8) == one_call  # compacting
     assert len({len(tokenizer(t)["input_ids"]) for t in one_call}) > 3  # rows stop at many different lengths
 
 
@@ -188,10 +196,11 @@ def test_drafts_give_greedy_decodings_texts_with_fewer_generate_calls(memorised_
     generate = memorised_model.generate
     memorised_model.generate = lambda *a, **k: calls.append(k["input_ids"].shape[0]) or generate(*a, **k)
     try:
-        plain = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8)
+        plain = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8, compact=False)
         rows_plain = sum(calls)
         calls.clear()
-        drafted = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8, drafts=answers)
+        drafted = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8, drafts=answers,
+                                       compact=False)
         rows_generated = sum(calls)
         calls.clear()
         shuffled = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8,
@@ -210,3 +219,50 @@ def test_drafts_give_greedy_decodings_texts_with_fewer_generate_calls(memorised_
         generate_completions(memorised_model, tokenizer, prompts[:4], 1)
     with pytest.raises(ValueError, match="drafts has 1 entries for 2 prompts"):
         generate_completions(memorised_model, tokenizer, prompts[:2], 8, drafts=answers[:1])
+
+
+def test_compacting_drops_stopped_rows_and_gives_generates_texts(memorised_model, tokenizer, memorised_rows,
+                                                                lume_rows):
+    """The default path drops each row from its batch (and the KV cache) as it stops: the same texts as
+    `generate` in rounds and as the task's one-at-a-time path, with fewer rows through the model; with drafts and
+    with character limits too. Settings it cannot reproduce (a logits processor) fall back to `generate`."""
+    rows = memorised_rows["forget"] + lume_rows["forget_validation"][:16]  # stop early, and run to the limit
+    prompts = [r["input"] for r in rows]
+    seen = []
+    hook = memorised_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        compacted = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8)
+        rows_compacted = sum(seen)
+        seen.clear()
+        in_rounds = generate_completions(memorised_model, tokenizer, prompts, 64, batch_size=8, compact=False)
+        rows_in_rounds = sum(seen)
+    finally:
+        hook.remove()
+    assert compacted == in_rounds == generate_one_at_a_time(memorised_model, tokenizer, prompts, 64)
+    assert len({len(tokenizer(t)["input_ids"]) for t in compacted}) > 3  # rows stop at many different lengths
+    assert rows_compacted < rows_in_rounds
+    answers = [r["output"] for r in rows]
+    assert generate_completions(memorised_model, tokenizer, prompts, 64, drafts=answers) == compacted
+    stops = knowledge_stop_chars(rows)
+    cut = generate_completions(memorised_model, tokenizer, prompts, 64, stop_after_chars=stops)
+    cut_in_rounds = generate_completions(memorised_model, tokenizer, prompts, 64, stop_after_chars=stops,
+                                         compact=False)
+    # a row stops at the token that passes its limit, not at the end of a round: a prefix of the rounds' text
+    assert all(r.startswith(c) and f.startswith(c) for c, r, f in zip(cut, cut_in_rounds, compacted))
+    assert lume_scores_from_generations(rows, cut, rows, cut) == \
+        lume_scores_from_generations(rows, compacted, rows, compacted)
+    # through a peft model (the unlearned model of a LoRA run), its adapter changed from zero
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(memorised_model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                            init_lora_weights=False))
+    assert _compactable(peft_model, {"max_new_tokens": 8, "do_sample": False})
+    assert not _compactable(peft_model, {"max_new_tokens": 8, "repetition_penalty": 1.3})
+    assert generate_completions(peft_model, tokenizer, prompts, 32, batch_size=8) == \
+        generate_completions(peft_model, tokenizer, prompts, 32, batch_size=8, compact=False)
+    peft_model.unload()
+    # a logits processor (a repetition penalty) is generate's to apply: the same texts as generate's own loop
+    penalised = generate_completions(memorised_model, tokenizer, prompts[:6], 32, repetition_penalty=1.3)
+    assert penalised == generate_completions(memorised_model, tokenizer, prompts[:6], 32, repetition_penalty=1.3,
+                                             compact=False)

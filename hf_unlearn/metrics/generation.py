@@ -174,6 +174,90 @@ def _accept_drafts(
     return out
 
 
+# Generation settings under which greedy decoding is a plain argmax of the last position's logits (no logits
+# processor, no stopping rule but EOS and the token limit, a dynamic cache): the only settings `_decode_compacting`
+# reproduces.
+_PLAIN_KWARGS = {"max_new_tokens", "do_sample", "use_cache", "pad_token_id", "eos_token_id"}
+_PLAIN_CONFIG = _PLAIN_KWARGS | {"bos_token_id", "max_length", "temperature", "top_p", "top_k", "min_p", "typical_p",
+                                 "output_attentions", "output_hidden_states", "transformers_version",
+                                 "_from_model_config", "cache_implementation", "return_dict_in_generate"}
+
+
+def _compactable(model: torch.nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether `_decode_compacting` gives `generate`'s greedy tokens under these settings: nothing but the plain
+    ones set (the sampling fields are ignored by greedy decoding), a model whose forward takes a KV cache, and no
+    model of DeepSpeed or FSDP (their forward passes are collective)."""
+    if set(kwargs) - _PLAIN_KWARGS or kwargs.get("do_sample") or not kwargs.get("use_cache", True):
+        return False
+    config = getattr(model, "generation_config", None)
+    if config is None or not hasattr(model, "forward"):
+        return False
+    diff = config.to_diff_dict()
+    if set(diff) - _PLAIN_CONFIG or diff.get("cache_implementation") not in (None, "dynamic"):
+        return False
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    supports = getattr(inner, "_supports_default_dynamic_cache", None)
+    if getattr(inner.config, "is_encoder_decoder", False) or (supports is not None and not supports()):
+        return False
+    return _cache_argument(inner) is not None
+
+
+def _cache_argument(model: torch.nn.Module) -> str | None:
+    """The name under which `model.forward` takes its KV cache (`cache` in recent transformers, `past_key_values`
+    before), or None."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _decode_compacting(
+    model: torch.nn.Module,
+    rows: list[list[int]],
+    budgets: list[int],
+    pad_id: int,
+    eos_ids: set[int],
+    stop: Callable[[int, list[int]], bool] | None = None,
+) -> list[list[int]]:
+    """Greedy decoding of left-padded `rows` that drops each row from the batch, and from the KV cache, once it has
+    stopped: at EOS, after `budgets[j]` new tokens, or where `stop(j, new_tokens)` says so. Returns each row's new
+    tokens (EOS included where it stopped there).
+
+    `generate` keeps a stopped row in its batch until the longest row stops, and on a CPU a decoding step costs about
+    in proportion to the rows in it; here a batch shrinks as its rows stop, so a batch costs about the sum of its
+    rows' lengths instead of its longest row's length times the rows. The positions, mask and cache are those
+    `generate` builds (positions from the mask's cumulative sum), so the tokens are greedy decoding's.
+    """
+    from transformers import DynamicCache
+
+    device = model_device(model)
+    input_ids, mask = (t.to(device) for t in pad_ids(rows, pad_id, side="left"))
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+    cache = DynamicCache(config=inner.config.get_text_config(decoder=True))  # as `generate` builds it
+    extra[_cache_argument(inner)] = cache
+    out: list[list[int]] = [[] for _ in rows]
+    live = torch.arange(len(rows), device=device)  # the batch rows still decoding, as indices into `rows`
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    step_ids = input_ids
+    while live.numel():
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra).logits
+        tokens = logits[:, -1].float().argmax(-1)
+        keep = []
+        for k, (j, token) in enumerate(zip(live.tolist(), tokens.tolist())):
+            out[j].append(token)
+            if not (token in eos_ids or len(out[j]) >= budgets[j] or (stop is not None and stop(j, out[j]))):
+                keep.append(k)
+        if len(keep) < live.numel():
+            if not keep:
+                break
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            live, tokens, mask, positions = live[index], tokens[index], mask[index], positions[index]
+        step_ids = tokens.unsqueeze(-1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+        positions = positions[:, -1:] + 1
+    return out
+
+
 def generate_completions(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -186,6 +270,7 @@ def generate_completions(
     max_prompt_tokens: int | None = None,
     stop_after_chars: Sequence[int | None] | None = None,
     drafts: Sequence[str | None] | None = None,
+    compact: bool = True,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy completions of `prompts`, batched; the same texts as `generate_one_at_a_time`, in input order.
@@ -222,8 +307,16 @@ def generate_completions(
     answer: one forward pass over prompt + draft proves the longest prefix of the draft that greedy decoding would
     produce (the argmax at each of its positions) and the token after it, and generation resumes from there. The text
     is greedy decoding's, as without drafts (speculative decoding with the reference as the draft model); a model that
-    still writes its reference back costs one pass instead of a pass per token. Not with `lockstep` (the verification
+    still writes its reference back costs one pass instead of a pass per token. (On a CPU a small model's decoding is
+    bound by compute, not memory, so the proving pass costs about what decoding the same tokens does: drafts save
+    time there only where most of a batch is proved.) Not with `lockstep` (the verification
     pass is not collective) nor with a generation setting that depends on the number of new tokens.
+
+    `compact=True` (the default, where the settings allow: plain greedy decoding, no `lockstep`) decodes each batch
+    with its own loop that drops a row from the batch and from its KV cache as soon as it stops
+    (`_decode_compacting`), in one pass without rounds: a batch then costs about the sum of its rows' lengths rather
+    than its longest row's length times its rows. Otherwise, or with `compact=False`, `generate` runs in rounds as
+    above.
 
     Rows that stop are cut after their first EOS before decoding, so the filler `generate` appends cannot leak into
     the text. Batching can still change a token where two candidates' logits tie to within float rounding (padded
@@ -271,6 +364,20 @@ def generate_completions(
                 for i, proved in zip(rows, _accept_drafts(model, [tokens[i] for i in rows], ids, pad_id)):
                     new_tokens[i] = _until_eos(proved[:max_new_tokens], eos_ids)
             pending = [i for i in pending if not done(i)]
+        if compact and lockstep is None and _compactable(model, kwargs):
+            pending.sort(key=lambda i: len(tokens[i]) + len(new_tokens[i]), reverse=True)
+            for start in range(0, len(pending), batch_size):
+                rows = pending[start : start + batch_size]
+                limits = [None if stop_after_chars is None else stop_after_chars[i] for i in rows]
+
+                def stop(j: int, made: list[int], rows=rows, limits=limits) -> bool:
+                    return limits[j] is not None and _past_limit(tokenizer, new_tokens[rows[j]] + made, limits[j])
+
+                outputs = _decode_compacting(model, [tokens[i] + new_tokens[i] for i in rows],
+                                             [remaining(i) for i in rows], pad_id, eos_ids, stop)
+                for i, output in zip(rows, outputs):
+                    new_tokens[i].extend(output)
+            pending = []
         # Two rounds: `round_tokens`, then the rest in one (a row still going after the first has generated
         # `round_tokens` tokens there, so `max_new_tokens - round_tokens` more is its whole remaining budget). More
         # rounds would drop more finished rows, but each resumed round runs the prompt and the tokens so far through
