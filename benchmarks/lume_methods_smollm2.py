@@ -283,7 +283,8 @@ class Settings:
                                  "the target memorised), anchor (the documents of the memorisation's KL anchor, "
                                  "which the target was held to the base model on) or chats (the anchor's TOFU QA "
                                  "pairs of fictitious authors through the chat template: the turns the general-"
-                                 "knowledge probe asks through, none of its questions)."})
+                                 "knowledge probe asks through, none of its questions), or anchor+chats (this many "
+                                 "of each)."})
     lora_target_modules: str = field(
         default="all-linear", metadata={"help": "Modules of the unlearning LoRA: all-linear, or comma-separated "
                                         "names such as down_proj,up_proj,gate_proj."})
@@ -299,14 +300,16 @@ class Settings:
     def __post_init__(self):
         if self.given not in ("train", "validation"):
             raise ValueError(f"given must be train or validation, not {self.given!r}")
-        if self.retain_general_source not in ("mix", "anchor", "chats"):
-            raise ValueError(f"retain_general_source must be mix, anchor or chats, not {self.retain_general_source!r}")
+        if self.retain_general_source not in ("mix", "anchor", "chats", "anchor+chats"):
+            raise ValueError(f"retain_general_source must be mix, anchor, chats or anchor+chats, not "
+                             f"{self.retain_general_source!r}")
         available = {"mix": ("num_mix_documents", self.num_mix_documents),
                      "anchor": ("num_anchor_documents", self.num_anchor_documents),
-                     "chats": ("num_anchor_chats", self.num_anchor_chats)}[self.retain_general_source]
-        if self.retain_general > available[1]:  # a silent cut would run (and key) a different run than asked
-            raise ValueError(f"retain_general {self.retain_general} is more than the target has from "
-                             f"{self.retain_general_source} ({available[0]} {available[1]})")
+                     "chats": ("num_anchor_chats", self.num_anchor_chats)}
+        for source in self.retain_general_source.split("+"):
+            if self.retain_general > available[source][1]:  # a silent cut would run (and key) another run than asked
+                raise ValueError(f"retain_general {self.retain_general} is more than the target has from "
+                                 f"{source} ({available[source][0]} {available[source][1]})")
         # the method's own checks of its overrides, each alone, before the target is built
         chosen = overrides("pre_distill", self)
         own = {f.name for f in dataclasses.fields(PreFinetuningDistillArguments)}
@@ -755,11 +758,10 @@ def build_trainer(key: str, seed: int, settings: Settings, data: Data, target_di
     )
     set_seed(seed)
     given = settings.given
-    if settings.retain_general_source == "chats":
-        general_rows = chat_retain_rows(data.anchor_chats[: settings.retain_general], tokenizer)
-    else:
-        general = data.mix if settings.retain_general_source == "mix" else data.anchor_documents
-        general_rows = general_retain_rows(general[: settings.retain_general])
+    n, sources = settings.retain_general, settings.retain_general_source.split("+")
+    general_rows = general_retain_rows(data.mix[:n] if "mix" in sources else []) + \
+        general_retain_rows(data.anchor_documents[:n] if "anchor" in sources else []) + \
+        (chat_retain_rows(data.anchor_chats[:n], tokenizer) if "chats" in sources else [])
     retain = data.subset.rows[f"retain_{given}"] + general_rows
     forget = data.subset.rows[f"forget_{given}"]
     needs = config.unlearning_method.needs()  # what the method reads besides forget and retain rows
@@ -892,8 +894,9 @@ def group_label(run: dict) -> str:
     if chosen["lora_r"] != 8:
         parts.append(f"r=alpha={chosen['lora_r']}")
     if s.get("retain_general"):
-        source = {"anchor": "anchor", "chats": "chat QA"}.get(s.get("retain_general_source"), "memorised")
-        parts.append(f"+{s['retain_general']} {source} general {'rows' if source == 'chat QA' else 'docs'} in retain")
+        words = {"mix": "memorised general docs", "anchor": "anchor general docs", "chats": "chat QA general rows"}
+        sources = (s.get("retain_general_source") or "mix").split("+")
+        parts.append(f"+{s['retain_general']} " + " + ".join(words[x] for x in sources) + " in retain")
     if s.get("lora_target_modules", "all-linear") != "all-linear":
         parts.append(f"LoRA on {s['lora_target_modules']}")
     if c.get("npo_level") == "token":

@@ -124,6 +124,13 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     # more general rows than the target has is refused, not silently cut (a run keyed as one it is not)
     with pytest.raises(ValueError, match=r"retain_general 128 .*\(num_anchor_chats 64\)"):
         bench.Settings(retain_general=128, retain_general_source="chats")
+    # both general sources: this many of each, and no more than the smaller one has
+    both = bench.Settings(retain_general=32, retain_general_source="anchor+chats")
+    run = {"method": "pre_distill", "chosen": bench.method_config("pre_distill", both),
+           "settings": bench.dataclasses.asdict(both)}
+    assert "+32 anchor general docs + chat QA general rows in retain" in bench.group_label(run)
+    with pytest.raises(ValueError, match=r"retain_general 40 .*from anchor \(num_anchor_documents 32\)"):
+        bench.Settings(retain_general=40, retain_general_source="anchor+chats")
     try:
         bench.Settings(retain_general_source="memorised")
     except ValueError as error:
