@@ -74,6 +74,7 @@ VARIANTS = {
     "k": "(j) with the levels' shift re-measured under the current model (4 calibration documents a step)",
     "l": "(k) with the Min-K%++ level a band, the calibration scores' 0.4-0.6 quantiles (level weight 2)",
     "m": "(l) with the KL hold on 4 calibration documents a step (hold weight 1)",
+    "n": "(m) with the hold (and the levels' re-measuring) on 2 calibration documents a step",
 }
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
@@ -90,6 +91,7 @@ GOALS = [
     ("k", "g", "time", 1.30, "distillation with re-measured levels against NPO + NLL + KL, on the same documents"),
     ("l", "g", "time", 1.30, "distillation with the Min-K%++ band against NPO + NLL + KL, on the same documents"),
     ("m", "g", "time", 1.30, "the band with the hold against NPO + NLL + KL, on the same documents"),
+    ("n", "g", "time", 1.30, "the band with a hold on 2 documents against NPO + NLL + KL, on the same documents"),
 ]
 
 
@@ -172,22 +174,24 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
     # stands in for the model before fine-tuning
-    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k", "l", "m") else None
+    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k", "l", "m", "n") else None
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
-    calibrated = variant in ("f", "h", "j", "k", "l", "m")  # reads the calibration documents
-    documents = variant in ("f", "g", "h", "i", "j", "k", "l", "m")
+    calibrated = variant in ("f", "h", "j", "k", "l", "m", "n")  # reads the calibration documents
+    documents = variant in ("f", "g", "h", "i", "j", "k", "l", "m", "n")
     if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
     method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
               "j": "pre_finetuning_distill", "k": "pre_finetuning_distill",
-              "l": "pre_finetuning_distill", "m": "pre_finetuning_distill"}.get(variant, "npo")
+              "l": "pre_finetuning_distill", "m": "pre_finetuning_distill",
+              "n": "pre_finetuning_distill"}.get(variant, "npo")
     band = dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
-                z_level_target="band", z_band_low=0.4, z_band_high=0.6)  # (l); (m) adds the hold
+                z_level_target="band", z_band_low=0.4, z_band_high=0.6)  # (l); (m), (n) add the hold
     fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0) if variant == "j" else
              dict(distill_weight=3.0, level_weight=1.0, z_level_weight=2.0, level_shift="current") if variant == "k"
-             else band if variant == "l" else {**band, "hold_weight": 1.0} if variant == "m" else {})
+             else band if variant == "l" else {**band, "hold_weight": 1.0} if variant == "m"
+             else {**band, "hold_weight": 1.0, "hold_batch": 2} if variant == "n" else {})
     config = UnlearningConfig(
         output_dir=_scratch_dir(),
         method=method,
