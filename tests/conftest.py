@@ -30,6 +30,16 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread (`pytestmark = pytest.mark.usefixtures("one_thread")`): a tiny model gains nothing from two,
+    and two stall badly when another process runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def lume_dir() -> Path:
     if not LUME_DIR.is_dir():

@@ -15,13 +15,7 @@ from hf_unlearn.metrics.lume import knowledge_score, knowledge_stop_chars, lume_
 from hf_unlearn.support.tiny import tiny_causal_lm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: a tiny model gains nothing from two, and two stall badly when another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_input_order_and_state_are_kept(memorised_model, tokenizer, memorised_rows):

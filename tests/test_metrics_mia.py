@@ -27,13 +27,7 @@ from hf_unlearn.metrics.mia import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: a tiny model gains nothing from two, and two stall badly when another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stats(log_probs, mean=None, std=None) -> DocumentTokenStats:

@@ -14,7 +14,6 @@ import datasets
 import lm_eval
 import lm_eval.api.task
 import pytest
-import torch
 import yaml
 from lm_eval.tasks import TaskManager
 
@@ -26,13 +25,7 @@ LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
 SUBJECTS = ["anatomy", "high_school_us_history"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: a tiny model gains nothing from two, and two stall badly when another process runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
