@@ -76,6 +76,7 @@ VARIANTS = {
     "m": "(l) with the KL hold on 4 calibration documents a step (hold weight 1)",
     "n": "(m) with the hold (and the levels' re-measuring) on 2 calibration documents a step",
 }
+DISTILLED = ("i", "j", "k", "l", "m", "n")  # the pre_finetuning_distill variants (a pre-fine-tuning model each)
 # (numerator, denominator, measure, goal or None, what it shows)
 GOALS = [
     ("b", "a", "memory", 1.10, "reference pass adds little memory"),
@@ -174,17 +175,15 @@ def build(variant: str, dims: tuple[int, int, int] | str, rows, steps: int, max_
         model.cuda()
     ref_model = copy.deepcopy(model) if variant in ("d", "e") else None
     # stands in for the model before fine-tuning
-    pre_model = copy.deepcopy(model) if variant in ("i", "j", "k", "l", "m", "n") else None
+    pre_model = copy.deepcopy(model) if variant in DISTILLED else None
     if variant != "e":
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules="all-linear"))
     calibrated = variant in ("f", "h", "j", "k", "l", "m", "n")  # reads the calibration documents
     documents = variant in ("f", "g", "h", "i", "j", "k", "l", "m", "n")
     if documents:  # the same rows, as whole documents
         forget = forget.map(lambda r: {"text": r["input"] + " " + r["output"]}, remove_columns=forget.column_names)
-    method = {"a": "gd", "f": "anchored", "h": "anchored", "i": "pre_finetuning_distill",
-              "j": "pre_finetuning_distill", "k": "pre_finetuning_distill",
-              "l": "pre_finetuning_distill", "m": "pre_finetuning_distill",
-              "n": "pre_finetuning_distill"}.get(variant, "npo")
+    method = {"a": "gd", "f": "anchored", "h": "anchored",
+              **dict.fromkeys(DISTILLED, "pre_finetuning_distill")}.get(variant, "npo")
     band = dict(distill_weight=3.0, level_weight=2.0, z_level_weight=2.0, level_shift="current",
                 z_level_target="band", z_band_low=0.4, z_band_high=0.6)  # (l); (m), (n) add the hold
     fixed = (dict(anchor_levels="start", anchor_hold_weight=0.0) if variant == "h" else

@@ -143,6 +143,18 @@ def _past_limit(tokenizer, new_tokens: list[int], limit: int | None) -> bool:
     return limit is not None and len(decode_like_task(tokenizer, new_tokens).strip()) > limit
 
 
+def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper (which passes its forward's arguments on), else `model`."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _keep_last_logits(model: torch.nn.Module, keep: int) -> dict[str, int]:
+    """`{"logits_to_keep": keep}` where the model's forward takes it (the output layer on the last `keep` positions
+    only, not a vocabulary-wide row per prompt token), else nothing."""
+    forward = _base_model(model).forward
+    return {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(forward).parameters else {}
+
+
 def _accept_drafts(
     model: torch.nn.Module, rows: list[list[int]], drafts: list[list[int]], pad_id: int
 ) -> list[list[int]]:
@@ -155,8 +167,7 @@ def _accept_drafts(
     # only the positions that predict a draft token (or the one after it): the logits of the prompt positions would
     # cost a vocabulary-wide row each
     keep = max(len(d) for d in drafts) + 1
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes it on
-    extra = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+    extra = _keep_last_logits(model, keep)
     with torch.no_grad():
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                        position_ids=position_ids.to(device), **extra).logits
@@ -185,17 +196,17 @@ _PLAIN_CONFIG = _PLAIN_KWARGS | {"bos_token_id", "max_length", "temperature", "t
 
 def _compactable(model: torch.nn.Module, kwargs: dict[str, Any]) -> bool:
     """Whether `_decode_compacting` gives `generate`'s greedy tokens under these settings: nothing but the plain
-    ones set (the sampling fields are ignored by greedy decoding), a model whose forward takes a KV cache, and no
-    model of DeepSpeed or FSDP (their forward passes are collective)."""
+    ones set (the sampling fields are ignored by greedy decoding) and a decoder-only model whose forward takes a
+    dynamic KV cache. (Processes in lockstep, whose forward passes are collective, are the caller's to exclude.)"""
     if set(kwargs) - _PLAIN_KWARGS or kwargs.get("do_sample") or not kwargs.get("use_cache", True):
         return False
     config = getattr(model, "generation_config", None)
-    if config is None or not hasattr(model, "forward"):
+    if config is None:
         return False
     diff = config.to_diff_dict()
     if set(diff) - _PLAIN_CONFIG or diff.get("cache_implementation") not in (None, "dynamic"):
         return False
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _base_model(model)
     supports = getattr(inner, "_supports_default_dynamic_cache", None)
     if getattr(inner.config, "is_encoder_decoder", False) or (supports is not None and not supports()):
         return False
@@ -230,8 +241,8 @@ def _decode_compacting(
 
     device = model_device(model)
     input_ids, mask = (t.to(device) for t in pad_ids(rows, pad_id, side="left"))
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+    inner = _base_model(model)
+    extra = _keep_last_logits(model, 1)
     cache = DynamicCache(config=inner.config.get_text_config(decoder=True))  # as `generate` builds it
     extra[_cache_argument(inner)] = cache
     out: list[list[int]] = [[] for _ in rows]
