@@ -98,10 +98,13 @@ class UnlearnArguments:
         "help": "Documents the model never saw, like the forget ones in kind (.txt, or JSON lines with 'text' or "
                 "'document'). Without --calibration they are split by a seeded rule into calibration documents, which "
                 "steer training and stopping, and evaluation documents, the reported membership attack's nonmembers "
-                "(at least 4 each); with --calibration all of them are the attack's. Without it no MIA is run."})
+                "(at least 4 each); with --calibration all of them are the attack's. Without it no MIA is run. A "
+                "'task' field on every line matches the documents to the forget documents of that task."})
     calibration: str | None = field(default=None, metadata={
         "help": "Documents the model never saw, like the forget ones in kind, that steer the anchored method and the "
-                "stopping rule (never used by the reported attack; --holdout is then all evaluation documents)."})
+                "stopping rule (never used by the reported attack; --holdout is then all evaluation documents). "
+                "Where every JSON line names its 'task' (as LUME's rows do), each forget document is pulled to the "
+                "level of its own task's documents."})
     unseen_band: float = field(default=0.05, metadata={
         "help": "With calibration documents: stop once the forget documents' loss AUC against them is within 0.5 +- "
                 "this, and keep the best state seen (0: no stopping rule)."})
@@ -370,6 +373,19 @@ def unseen_documents(args: UnlearnArguments, forget_documents: list[str]):
     else:
         members = evaluation = None
     return members, evaluation, calibration
+
+
+def with_kinds(calibration: list[str] | None, args: UnlearnArguments):
+    """The calibration documents, each with its kind (`"<task>/document"`) where their file names every row's task
+    (`document_kinds`), so that the forget documents of one LUME task are pulled to the unseen level of that task's
+    documents: the tasks' levels differ by more than the gap the attack sees (a templated biography is far more
+    predictable than a real document). As given otherwise."""
+    from .data.documents import document_kinds
+
+    kinds = document_kinds(args.calibration or args.holdout) if calibration is not None else None
+    if not kinds:
+        return calibration
+    return [{"text": text, "group": kinds[text]} for text in calibration]
 
 
 def general_sets(args: UnlearnArguments, forget_documents: list[str]):
@@ -674,7 +690,7 @@ def run_unlearn(args: UnlearnArguments, progress=print, before: dict[str, float]
         trainer_cls = InfluenceUnlearningTrainer if args.influence else UnlearningTrainer
         trainer = trainer_cls(model=model, args=config, forget_dataset=forget_data,
                               retain_dataset=columns(retain), processing_class=tokenizer, peft_config=lora,
-                              calibration_dataset=calibration, pre_finetuning_model=pre_model)
+                              calibration_dataset=with_kinds(calibration, args), pre_finetuning_model=pre_model)
         stopping = None
         if calibration is not None and args.unseen_band > 0:
             stopping = UnseenLevelStoppingCallback(trainer, whole, calibration, retain_documents or None,

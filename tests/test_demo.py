@@ -11,6 +11,8 @@ import pytest
 from hf_unlearn import cli
 from hf_unlearn.support import demo
 from hf_unlearn.cli import main as cli_main
+from hf_unlearn.data import read_mia_documents
+from hf_unlearn.data.documents import read_documents
 from hf_unlearn.evaluation import flatten_scores
 
 
@@ -59,7 +61,11 @@ def test_quick_demo_end_to_end_and_cache_reuse(tmp_path, monkeypatch, capsys):
 
     # its data is on disk (owner-only: forget text), and the printed `hf-unlearn evaluate` command gives its scores
     data = Path(first["paths"]["data"])
-    assert {p.name for p in data.glob("*.jsonl")} == {"forget_train.jsonl", "retain_train.jsonl"}
+    assert {p.name for p in data.glob("*.jsonl")} == {"forget_train.jsonl", "retain_train.jsonl", "calibration.jsonl"}
+    # the documents that steered it (for `hf-unlearn unlearn --calibration`) are none of the attack's documents
+    steering = set(read_documents(data / "calibration.jsonl")[0])
+    attack = read_mia_documents(data / "mia")
+    assert steering and not steering & (set(attack[0]) | set(attack[1]))
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in data.rglob("*.jsonl"))
     assert Path(first["paths"]["target_model"]).resolve() == cache_dir.resolve()
     command = first["paths"]["evaluate_command"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hf_unlearn.data import load_lume
+from hf_unlearn.data.documents import read_documents
 from hf_unlearn.metrics.lume import lume_scores_from_generations, row_kind
 from hf_unlearn.support.synthetic import SPLIT_NAMES, TASKS, documents_of, generate_lume_like, write_lume_like
 
@@ -73,7 +74,9 @@ def test_lume_scorer_and_loader_accept_it(data, tmp_path):
     assert perfect["retain-set"]["overall-regurgitation-score"] == pytest.approx(1.0)
     assert perfect["retain-set"]["overall-knowledge-score"] == 1.0
     assert perfect["harmonic-mean-task-aggregate"] == 0.0  # remembering the forget set gives forget terms of 0
+    data["calibration"] = data["mia_nonmember"].select(range(2))  # the demo's never-seen half for --calibration
     write_lume_like(data, tmp_path / "lume")
+    assert read_documents(tmp_path / "lume" / "calibration.jsonl")[0] == data["calibration"]["document"]
     loaded_forget, loaded_retain = load_lume(tmp_path / "lume", split="train")
     assert loaded_forget.to_list() == data["forget_train"].to_list()
     assert len(loaded_retain) == len(data["retain_train"])

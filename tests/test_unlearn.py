@@ -301,6 +301,34 @@ def test_split_holdout_is_seeded_disjoint_and_in_file_order():
                                                                                                       evaluation)
 
 
+def test_calibration_documents_carry_the_task_their_file_names(lume_rows, tmp_path):
+    from argparse import Namespace
+
+    from hf_unlearn.data.documents import document_kinds, rows_to_units
+    from hf_unlearn.unlearn import with_kinds
+
+    rows = [r for r in lume_rows["forget_train"] if r["id"][:-1].endswith("sc")][:6]
+    docs = [r["input"] + " " + r["output"] for r in rows]
+    tagged = tmp_path / "calibration.jsonl"
+    tagged.write_text("".join(json.dumps({"document": d, "task": r["task"]}) + "\n" for d, r in zip(docs, rows)))
+    kinds = document_kinds(tagged)
+    assert kinds == {d: f"{r['task']}/document" for d, r in zip(docs, rows)}
+    # the names rows_to_units gives the forget documents of those tasks, so the anchored method matches them
+    assert set(kinds.values()) <= {group for _, group in rows_to_units(rows)}
+    with_groups = with_kinds(docs[2:], Namespace(calibration=str(tagged), holdout=None))
+    assert [c["text"] for c in with_groups] == docs[2:] and [c["group"] for c in with_groups] == [
+        f"{r['task']}/document" for r in rows[2:]]
+    assert with_kinds(docs[:3], Namespace(calibration=None, holdout=str(tagged)))[0]["group"] == kinds[docs[0]]
+    # a row without a task, or plain text: the documents as given
+    untagged = tmp_path / "some.jsonl"
+    untagged.write_text(json.dumps({"document": docs[0], "task": rows[0]["task"]}) + "\n"
+                        + json.dumps({"document": docs[1]}) + "\n")
+    (tmp_path / "c.txt").write_text("\n\n".join(docs) + "\n")
+    assert document_kinds(untagged) is None and document_kinds(tmp_path / "c.txt") is None
+    assert with_kinds(docs, Namespace(calibration=str(tmp_path / "c.txt"), holdout=None)) == docs
+    assert with_kinds(None, Namespace(calibration=None, holdout=None)) is None
+
+
 def _result(before: dict, after: dict, audit: bool = True) -> dict:
     return {"scores": {"before": before, "after": after}, "audit": {"probes": {}} if audit else None}
 

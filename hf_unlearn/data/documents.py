@@ -164,6 +164,20 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     return texts, ids
 
 
+def document_kinds(path: str | Path) -> dict[str, str] | None:
+    """Each document's kind, `"<task>/document"` as `rows_to_units` names a forget document's, where every row of a
+    JSON-lines file names its `task` (LUME's MIA files do): method `"anchored"` then measures the unseen level of
+    each kind on the calibration documents of that kind. None for a `.txt` file or where a row names no task."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        return None
+    texts, _ = read_documents(path)
+    tasks = [row.get("task") for _, row in _read_jsonl_lines(path)]
+    if not all(isinstance(task, str) and task for task in tasks):
+        return None
+    return {text: f"{task}/document" for text, task in zip(texts, tasks)}
+
+
 def row_text(row: Mapping) -> str:
     """The whole text behind a prompt/answer row: `input + " " + output` (LUME's documents are exactly that)."""
     return f"{row['input']} {row['output']}"

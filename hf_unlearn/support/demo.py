@@ -23,8 +23,8 @@
    scores across epochs as a PNG (`plot_history`), the log history, the LoRA adapter (it names the cached target
    model as its base and carries `unlearning_record.json`, so `hf-unlearn merge --adapter DIR/adapter --output M`
    gives a model card with the method, its settings and the scores), the data in the LUME layout (`data/`, files
-   0600) and a link to the cached target (`target_model`), with the `hf-unlearn evaluate` command that scores them
-   again.
+   0600, with the calibration half as `data/calibration.jsonl` for `hf-unlearn unlearn --calibration`) and a link
+   to the cached target (`target_model`), with the `hf-unlearn evaluate` command that scores them again.
 
 Defaults (full mode; `demo_settings()`), tuned until the demo is selective:
 
@@ -344,6 +344,7 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         calibration = Dataset.from_list([{"text": r["document"], "group": f"{r['task']}/document"}
                                          for r in unseen if r["document"] in steer])
         data["mia_nonmember"] = Dataset.from_list([r for r in unseen if r["document"] not in steer])
+        data["calibration"] = Dataset.from_list([r for r in unseen if r["document"] in steer])  # for --calibration
     write_lume_like(data, out / "data")  # the rows it scores, for `hf-unlearn evaluate` (files 0600: forget text)
     print(
         f"[demo] data: {len(forget)} forget rows and {len(retain)} retain rows to unlearn/keep "

@@ -495,11 +495,13 @@ def documents_of(dataset) -> list[str]:
 
 def write_lume_like(data: DatasetDict, path: str | os.PathLike) -> Path:
     """Write `generate_lume_like` output in the LUME folder layout (`forget_train.jsonl`, ..., `mia/member.jsonl`,
-    `mia/nonmember.jsonl`), which `hf_unlearn.load_lume(path)` and `hf-unlearn evaluate --data` read. The files hold
-    forget-set text: each is readable by its owner only (0600, also when it already existed)."""
+    `mia/nonmember.jsonl`), which `hf_unlearn.load_lume(path)` and `hf-unlearn evaluate --data` read, and a
+    `calibration` split, where there is one, as `calibration.jsonl` (never-seen documents for `hf-unlearn unlearn
+    --calibration`). The files hold forget-set text: each is readable by its owner only (0600, also when it already
+    existed)."""
     root = Path(path)
     (root / "mia").mkdir(parents=True, exist_ok=True)
-    names = {name: root / f"{name}.jsonl" for name in SPLIT_NAMES}
+    names = {name: root / f"{name}.jsonl" for name in (*SPLIT_NAMES, "calibration")}
     names.update({"mia_member": root / "mia" / "member.jsonl", "mia_nonmember": root / "mia" / "nonmember.jsonl"})
     for name, dataset in data.items():
         fd = os.open(names[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
