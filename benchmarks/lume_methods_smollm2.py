@@ -255,6 +255,9 @@ class Settings:
     level_floor: float = field(default=-1.0, metadata={"help": "level_floor override for pre_distill: the calibration "
                                                                "NLL quantile under no member's level target (-1: "
                                                                "theirs)."})
+    floor_skips_distill: int = field(default=0, metadata={"help": "1: pre_distill's floor_skips_distill (with "
+                                                                  "--level_floor: the documents the floor lifts are "
+                                                                  "not distilled); 0: theirs."})
     z_band: str = field(default="", metadata={"help": "z_band_low,z_band_high override for pre_distill with "
                                                       "z_level_target or level_target 'band', e.g. 0.4,0.6 (empty: "
                                                       "theirs)."})
@@ -313,8 +316,12 @@ class Settings:
         # the method's own checks of its overrides, each alone, before the target is built
         chosen = overrides("pre_distill", self)
         own = {f.name for f in dataclasses.fields(PreFinetuningDistillArguments)}
+        if self.floor_skips_distill not in (0, 1):
+            raise ValueError(f"floor_skips_distill must be 0 or 1, not {self.floor_skips_distill!r}")
         options = [(name, (name,)) for name, _, applies in OVERRIDES if applies("pre_distill") and name in own]
-        for option, names in options + [("z_band", ("z_band_low", "z_band_high"))]:
+        together = [("z_band", ("z_band_low", "z_band_high")), ("floor_skips_distill", ("level_floor",
+                                                                                       "floor_skips_distill"))]
+        for option, names in [o for o in options if o[0] not in dict(together)] + together:
             try:
                 arguments = PreFinetuningDistillArguments(**{n: chosen[n] for n in names if n in chosen})
                 PreFinetuningDistill(arguments).check()
@@ -658,7 +665,7 @@ OVERRIDES = (
     ("hold_weight", "anchor_hold_weight", lambda key: key.startswith("anchored")),
     *((name, name, _pre_distill) for name in ("distill_weight", "level_weight", "hold_weight", "hold_batch",
                                               "z_level_weight", "level_shift", "z_level_target", "level_target",
-                                              "level_floor")),
+                                              "level_floor", "floor_skips_distill")),
 )
 
 
@@ -669,6 +676,8 @@ def overrides(key: str, settings: Settings) -> dict[str, Any]:
               if applies(key) and getattr(settings, name) != defaults[name]}
     if _pre_distill(key) and settings.z_band_quantiles is not None:
         chosen["z_band_low"], chosen["z_band_high"] = settings.z_band_quantiles
+    if "floor_skips_distill" in chosen:
+        chosen["floor_skips_distill"] = bool(chosen["floor_skips_distill"])
     return chosen
 
 
@@ -827,7 +836,7 @@ def run_key(settings: Settings) -> str:
     key = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("seeds", "methods", "monitor_every")}
     # added later: at its default, the key runs had before it
     for name, default in (("z_level_weight", -1.0), ("level_shift", ""), ("z_level_target", ""), ("z_band", ""),
-                          ("level_target", ""), ("level_floor", -1.0)):
+                          ("level_target", ""), ("level_floor", -1.0), ("floor_skips_distill", 0)):
         if key.get(name) == default:
             del key[name]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -914,7 +923,8 @@ def group_label(run: dict) -> str:
     if c.get("level_weight"):
         parts.append(f"level weight {c['level_weight']:g}")
     if c.get("level_floor"):
-        parts.append(f"level floored at the calibration {c['level_floor']:g} quantile")
+        parts.append(f"level floored at the calibration {c['level_floor']:g} quantile"
+                     + (", the lifted documents not distilled" if c.get("floor_skips_distill") else ""))
     if c.get("z_level_weight"):
         parts.append(f"Min-K%++ level weight {c['z_level_weight']:g}")
     if c.get("level_shift") == "current":

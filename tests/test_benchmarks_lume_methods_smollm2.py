@@ -121,6 +121,12 @@ def test_report_keeps_only_runs_of_the_same_target_and_new_options_parse():
     assert bench.run_key(bench.Settings()) == bench.run_key(bench.Settings(level_floor=-1.0))
     with pytest.raises(ValueError, match="level_floor 1.5"):
         bench.Settings(level_floor=1.5)
+    skips = bench.Settings(level_floor=0.2, floor_skips_distill=1)
+    assert bench.method_config("pre_distill", skips)["config"]["floor_skips_distill"] is True
+    assert bench.run_key(bench.Settings(level_floor=0.2)) == bench.run_key(
+        bench.Settings(level_floor=0.2, floor_skips_distill=0)) != bench.run_key(skips)
+    with pytest.raises(ValueError, match="floor_skips_distill 1: floor_skips_distill needs level_floor"):
+        bench.Settings(floor_skips_distill=1)
     # more general rows than the target has is refused, not silently cut (a run keyed as one it is not)
     with pytest.raises(ValueError, match=r"retain_general 128 .*\(num_anchor_chats 64\)"):
         bench.Settings(retain_general=128, retain_general_source="chats")

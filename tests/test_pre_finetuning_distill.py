@@ -277,8 +277,31 @@ def test_the_level_floor_lifts_only_the_targets_below_a_calibration_quantile(mem
     lifted = np.maximum(targets, floor)
     assert logged["level_loss"] == pytest.approx(np.mean((model_nll - lifted) ** 2), rel=1e-3)
     assert logged["level_target"] == pytest.approx(lifted.mean(), rel=1e-4)
+    assert logged["level_floored"] == pytest.approx(np.mean(targets < floor))
+    # floor_skips_distill: the lifted documents' tokens carry no distillation; the others' KL per token of all four
+    kl, tokens = _document_kls(lora(copy.deepcopy(memorised_model), nonzero=False), base, tokenizer, forget[:4])
+    assert logged["distill_kl"] == pytest.approx(kl.sum() / tokens.sum(), rel=1e-4)
+    skipped = _first_step_needing_calibration(memorised_model, tokenizer, forget[:4], calibration, base, tmp_path,
+                                              level_weight=1.0, level_floor=quantile, floor_skips_distill=True)
+    assert skipped["distill_kl"] == pytest.approx(kl[targets >= floor].sum() / tokens.sum(), rel=1e-4)
+    assert skipped["level_loss"] == pytest.approx(logged["level_loss"], rel=1e-6)
     with pytest.raises(ValueError, match="level_floor"):
         make_config(tmp_path, method="pre_finetuning_distill", level_floor=1.0)
+    with pytest.raises(ValueError, match="floor_skips_distill needs level_floor"):
+        make_config(tmp_path, method="pre_finetuning_distill", floor_skips_distill=True)
+
+
+def _document_kls(model, base, tokenizer, texts):
+    """Each document's summed KL(base || model) over its next-token positions, and its number of positions."""
+    kls, tokens = [], []
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            logq = model(ids).logits[0, :-1].double().log_softmax(-1)
+            logp = base(ids).logits[0, :-1].double().log_softmax(-1)
+            kls.append((logp.exp() * (logp - logq)).sum().item())
+            tokens.append(ids.shape[1] - 1)
+    return np.array(kls), np.array(tokens)
 
 
 def test_the_level_band_pulls_each_nll_into_the_calibration_quantiles_from_both_sides(
