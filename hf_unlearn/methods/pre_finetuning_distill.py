@@ -57,6 +57,8 @@ calibration documents' NLLs (of its kind) to that quantile: the issue's per-docu
 documents still below the unseen documents' 5th percentile, and a model that never saw them leaves 3 of those 12 there.
 Measured (SmolLM2, floor 0.2, z-level 3): the share stayed at 3 of 12 while distillation still pulled those documents
 toward the pre-fine-tuning model's view, the level it lifts them from; `floor_skips_distill` leaves them out of it.
+Measured with it (the same setting, seed 0): exposed share 0.25 -> 0.00 with every attack inside its bar, but general
+knowledge 0.194 -> 0.115 (docs/benchmarks.md).
 
 It needs `pre_finetuning_model=` in the trainer (`--pre-finetuning-model` in `hf-unlearn unlearn`): a model with the
 same tokenizer.
