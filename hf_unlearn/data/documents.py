@@ -164,8 +164,14 @@ def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
     return texts, ids
 
 
+def document_kind(task: str) -> str:
+    """The kind (group) of a whole document of LUME task `task`: the one name by which the anchored methods match a
+    forget document (`rows_to_units`) with the calibration documents of its kind (`document_kinds`, the demo)."""
+    return f"{task}/document"
+
+
 def document_kinds(path: str | Path) -> dict[str, str] | None:
-    """Each document's kind, `"<task>/document"` as `rows_to_units` names a forget document's, where every row of a
+    """Each document's kind (`document_kind`), as `rows_to_units` names a forget document's, where every row of a
     JSON-lines file names its `task` (LUME's MIA files do): method `"anchored"` then measures the unseen level of
     each kind on the calibration documents of that kind. None for a `.txt` file or where a row names no task."""
     path = Path(path)
@@ -175,7 +181,7 @@ def document_kinds(path: str | Path) -> dict[str, str] | None:
     tasks = [row.get("task") for _, row in _read_jsonl_lines(path)]
     if not all(isinstance(task, str) and task for task in tasks):
         return None
-    return {text: f"{task}/document" for text, task in zip(texts, tasks)}
+    return {text: document_kind(task) for text, task in zip(texts, tasks)}
 
 
 def row_text(row: Mapping) -> str:
@@ -287,7 +293,7 @@ def rows_to_units(rows: Sequence[Mapping], questions: bool = True) -> list[tuple
         else:
             key = document_of(row, index)
             texts.setdefault(key, []).append(text)
-            kinds.setdefault(key, f"{task}/document")
+            kinds.setdefault(key, document_kind(task))
     return [(" ".join(parts), kinds[key]) for key, parts in texts.items()] + (question_units if questions else [])
 
 

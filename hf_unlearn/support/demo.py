@@ -336,15 +336,16 @@ def run_demo(output_dir: str | None = None, seed: int = 0, quick: bool = False, 
         # method, the evaluation half is the only one the reported attack uses (and data/mia/nonmember.jsonl holds).
         from datasets import Dataset
 
+        from ..data.documents import document_kind
         from ..data.holdout import split_holdout
 
         unseen = list(data["mia_nonmember"])
         first_half, _ = split_holdout([r["document"] for r in unseen], seed)
         steer = set(first_half)
-        calibration = Dataset.from_list([{"text": r["document"], "group": f"{r['task']}/document"}
-                                         for r in unseen if r["document"] in steer])
-        data["mia_nonmember"] = Dataset.from_list([r for r in unseen if r["document"] not in steer])
         data["calibration"] = Dataset.from_list([r for r in unseen if r["document"] in steer])  # for --calibration
+        data["mia_nonmember"] = Dataset.from_list([r for r in unseen if r["document"] not in steer])
+        calibration = Dataset.from_list([{"text": r["document"], "group": document_kind(r["task"])}
+                                         for r in data["calibration"]])
     write_lume_like(data, out / "data")  # the rows it scores, for `hf-unlearn evaluate` (files 0600: forget text)
     print(
         f"[demo] data: {len(forget)} forget rows and {len(retain)} retain rows to unlearn/keep "
